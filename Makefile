@@ -1,0 +1,48 @@
+# Two entry points for people (see README): `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint format typecheck check bench-relevance bench-indexer bench-load clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/patient-search demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench-relevance: $(STAMP)
+	$(BIN)/python -m bench.relevance $(ARGS)
+
+bench-indexer: $(STAMP)
+	$(BIN)/python -m bench.indexer $(ARGS)
+
+bench-load: $(STAMP)
+	$(BIN)/python -m bench.load $(ARGS)
+
+clean:
+	rm -rf $(VENV) .patient-search .pytest_cache .mypy_cache .ruff_cache

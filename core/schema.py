@@ -1,0 +1,169 @@
+"""Schema `patient_search`: versioned, idempotent migrations and the projection DDL.
+
+The projection table's DDL lives in one function because reindex builds a
+fresh copy of the table under another name and swaps it in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+SCHEMA = "patient_search"
+PROJECTION = "patients"
+_LOCK_KEY = 7_345_001  # advisory lock serialising migrations across processes
+
+
+def projection_table_ddl(table: str) -> sql.Composed:
+    """One row per source patient: display document plus the terms every query kind uses.
+
+    `terms` holds typed exact-match keys (`n:` name key, `k:` nickname canonical,
+    `p:` phonetic code, `mrn:`, `tel:`, `tn:`, `t7:`, `t4:`, `em:`, `dob:`), so
+    one GIN index led by clinic_id answers identifier, name, nickname, phonetic
+    and date lookups alike.
+    """
+    return sql.SQL(
+        """
+        create table if not exists {schema}.{table} (
+          id                text primary key,
+          clinic_id         text not null,
+          active            boolean not null,
+          birth_date        date,
+          terms             text[] not null,
+          name_text         text not null,
+          sort_key          text not null,
+          doc               jsonb not null,
+          source_updated_at timestamptz,
+          indexed_at        timestamptz not null default now()
+        ) with (fillfactor = 90)
+        """
+    ).format(schema=sql.Identifier(SCHEMA), table=sql.Identifier(table))
+
+
+def projection_indexes_ddl(table: str) -> list[sql.Composed]:
+    ident = sql.Identifier(SCHEMA, table)
+
+    def name(suffix: str) -> sql.Identifier:
+        return sql.Identifier(f"{table}_{suffix}")
+
+    return [
+        sql.SQL("create index if not exists {} on {} using gin (clinic_id, terms)").format(
+            name("terms"), ident
+        ),
+        sql.SQL(
+            "create index if not exists {} on {} using gin (clinic_id, name_text gin_trgm_ops)"
+        ).format(name("trgm"), ident),
+        sql.SQL("create index if not exists {} on {} (clinic_id, sort_key, id)").format(
+            name("sort"), ident
+        ),
+    ]
+
+
+def projection_index_names(table: str) -> list[str]:
+    return [f"{table}_{suffix}" for suffix in ("terms", "trgm", "sort", "pkey")]
+
+
+def _m1_initial(conn: psycopg.Connection[Any]) -> None:
+    for ext in ("pg_trgm", "fuzzystrmatch", "btree_gin"):
+        conn.execute(sql.SQL("create extension if not exists {}").format(sql.Identifier(ext)))
+    conn.execute(projection_table_ddl(PROJECTION))
+    for ddl in projection_indexes_ddl(PROJECTION):
+        conn.execute(ddl)
+    conn.execute(
+        """
+        create table if not exists patient_search.name_dictionary (
+          term      text collate "C" primary key,
+          frequency integer not null default 1
+        );
+        create index if not exists name_dictionary_trgm
+          on patient_search.name_dictionary using gin (term gin_trgm_ops);
+
+        create table if not exists patient_search.api_keys (
+          id         bigserial primary key,
+          key_hash   text not null unique,
+          name       text,
+          clinics    text[] not null,
+          created_at timestamptz not null default now(),
+          revoked_at timestamptz
+        );
+
+        create table if not exists patient_search.checkpoints (
+          source     text primary key,
+          position   text not null,
+          updated_at timestamptz not null default now()
+        );
+
+        create table if not exists patient_search.dead_letters (
+          id         bigserial primary key,
+          source     text not null,
+          position   text,
+          reason     text not null,
+          payload    text,
+          created_at timestamptz not null default now()
+        );
+
+        create table if not exists patient_search.reindex_touched (
+          patient_id text primary key
+        );
+
+        create table if not exists patient_search.state (
+          key        text primary key,
+          value      jsonb not null,
+          updated_at timestamptz not null default now()
+        );
+        """
+    )
+
+
+# Append new migrations; never edit a released one.
+MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
+    (1, "projection, dictionary, api keys, checkpoints, dead letters", _m1_initial),
+]
+
+
+def migrate(conn: psycopg.Connection[Any]) -> list[int]:
+    """Apply pending migrations in one transaction each; returns the versions applied."""
+    applied: list[int] = []
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(SCHEMA)))
+        conn.execute(
+            """
+            create table if not exists patient_search.schema_migrations (
+              version    integer primary key,
+              name       text not null,
+              applied_at timestamptz not null default now()
+            )
+            """
+        )
+        done = {r[0] for r in conn.execute("select version from patient_search.schema_migrations")}
+        for version, name, step in MIGRATIONS:
+            if version in done:
+                continue
+            step(conn)
+            conn.execute(
+                "insert into patient_search.schema_migrations (version, name) values (%s, %s)",
+                (version, name),
+            )
+            applied.append(version)
+    return applied
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> int | None:
+    row = conn.execute(
+        "select to_regclass('patient_search.schema_migrations') is not null"
+    ).fetchone()
+    if not row or not row[0]:
+        return None
+    row = conn.execute("select max(version) from patient_search.schema_migrations").fetchone()
+    return row[0] if row else None
+
+
+def create_source_tables(conn: psycopg.Connection[Any]) -> None:
+    """The clinic's reference tables, for the demo, tests and benchmarks."""
+    ddl = resources.files("core").joinpath("source_schema.sql").read_text()
+    conn.execute(ddl)  # type: ignore[arg-type]

@@ -1,0 +1,81 @@
+"""Configuration from PATIENT_SEARCH_* environment variables (documented in README)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PATIENT_SEARCH_", extra="ignore")
+
+    # Where the data lives.
+    database_url: str | None = None
+    data_dir: Path = Path(".patient-search")
+    source_schema: str = "public"
+
+    # Connection pool of the API.
+    pool_min_size: int = Field(default=2, ge=1)
+    pool_max_size: int = Field(default=10, ge=1)
+    pool_timeout_s: float = Field(default=2.0, gt=0)
+    statement_timeout_ms: int = Field(default=2000, ge=0)
+
+    # Normalization.
+    default_region: str = "US"
+    date_order: str = "MDY"
+    nicknames_file: Path | None = None
+
+    # Meilisearch (primary engine when set).
+    meili_url: str | None = None
+    meili_api_key: str | None = None
+    meili_index: str = "patients"
+    search_budget_ms: int = Field(default=200, gt=0)
+    meili_max_lag_s: float = Field(default=30.0, ge=0)
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_reset_s: float = Field(default=10.0, gt=0)
+
+    # Kafka / Debezium (used by the indexer when bootstrap servers are set).
+    kafka_bootstrap_servers: str | None = None
+    kafka_topics: str = "clinic.public.patients,clinic.public.patient_contacts"
+    kafka_group_id: str = "patient-search-indexer"
+
+    # Logical decoding (single machine default).
+    slot_name: str = "patient_search"
+    publication_name: str = "patient_search"
+
+    # Indexer batching.
+    batch_size: int = Field(default=500, ge=1)
+    batch_timeout_ms: int = Field(default=200, ge=1)
+    max_lag_s: float = Field(default=60.0, gt=0)
+
+    # API.
+    max_limit: int = Field(default=100, ge=1)
+    max_query_length: int = Field(default=200, ge=1)
+    slow_query_ms: float = Field(default=100.0, ge=0)
+    log_level: str = "INFO"
+    workers: int = Field(default=1, ge=1)
+
+    @field_validator("date_order")
+    @classmethod
+    def _date_order(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"MDY", "DMY", "YMD"}:
+            raise ValueError("DATE_ORDER must be MDY, DMY or YMD")
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def topics(self) -> list[str]:
+        return [t.strip() for t in self.kafka_topics.split(",") if t.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,68 @@
+"""Real PostgreSQL for the tests: PATIENT_SEARCH_DATABASE_URL, or the embedded server.
+
+Each test that asks for `db_url` gets a fresh database cloned from a template
+that already holds the extensions, the clinic's source tables and schema
+`patient_search`, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from core.database import start_embedded
+from core.schema import create_source_tables, migrate
+
+TEMPLATE = "patient_search_test_template"
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    external = os.environ.get("PATIENT_SEARCH_DATABASE_URL")
+    if external:
+        yield external
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="patient-search-test-"))
+    yield start_embedded(data_dir)
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url: str) -> str:
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("drop database if exists {}").format(sql.Identifier(TEMPLATE)))
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(TEMPLATE)))
+    with psycopg.connect(make_conninfo(server_url, dbname=TEMPLATE)) as conn:
+        create_source_tables(conn)
+        migrate(conn)
+        conn.commit()
+    return TEMPLATE
+
+
+@pytest.fixture
+def db_url(server_url: str, template_db: str) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("create database {} template {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    try:
+        yield make_conninfo(server_url, dbname=name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            for (slot,) in admin.execute(
+                "select slot_name from pg_replication_slots where database = %s", (name,)
+            ).fetchall():
+                admin.execute("select pg_drop_replication_slot(%s)", (slot,))
+            admin.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )

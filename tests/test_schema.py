@@ -1,0 +1,16 @@
+import psycopg
+
+from core.schema import migrate, schema_version
+
+
+def test_migrate_is_idempotent(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        assert migrate(conn) == []  # the template already holds every migration
+        assert schema_version(conn) == 1
+        tables = {
+            r[0]
+            for r in conn.execute(
+                "select table_name from information_schema.tables where table_schema = 'patient_search'"
+            )
+        }
+    assert {"patients", "name_dictionary", "api_keys", "checkpoints", "dead_letters"} <= tables
