@@ -106,6 +106,13 @@ def _m1_initial(conn: psycopg.Connection[Any]) -> None:
           created_at timestamptz not null default now()
         );
 
+        create table if not exists patient_search.contact_owner (
+          contact_id text primary key,
+          patient_id text not null
+        );
+        create index if not exists contact_owner_patient
+          on patient_search.contact_owner (patient_id);
+
         create table if not exists patient_search.reindex_touched (
           patient_id text primary key
         );

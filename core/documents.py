@@ -1,0 +1,164 @@
+"""The patient search document: one per source patient, built the same way for every engine.
+
+A document has three parts:
+- `patient`: the display record, values as stored in the source;
+- `match`: the normalized fields the re-ranker compares a query against;
+- `terms`: typed exact-match keys for inverted indexes (see core.schema).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from normalizers.emails import normalize_email
+from normalizers.identifiers import normalize_mrn
+from normalizers.names import name_keys, name_tokens, nickname_group, phonetic_keys
+from normalizers.phones import normalize_phone
+from normalizers.text import fold
+
+PATIENT_COLUMNS = (
+    "id",
+    "clinic_id",
+    "mrn",
+    "given_name",
+    "middle_name",
+    "family_name",
+    "birth_date",
+    "sex",
+    "postal_code",
+    "active",
+    "updated_at",
+)
+CONTACT_COLUMNS = ("id", "patient_id", "kind", "value", "use")
+
+
+@dataclass(frozen=True)
+class PatientDocument:
+    id: str
+    clinic_id: str
+    active: bool
+    birth_date: dt.date | None
+    patient: dict[str, Any]
+    match: dict[str, Any]
+    terms: list[str]
+    name_text: str
+    sort_key: str
+    source_updated_at: dt.datetime | None
+    contact_ids: list[str] = field(default_factory=list)
+
+
+def _iso(value: dt.date | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def name_terms(
+    tokens_by_field: Mapping[str, Sequence[str]], raw: Iterable[str | None]
+) -> list[str]:
+    """Name, nickname and phonetic terms for the inverted index."""
+    terms: set[str] = set()
+    for text in raw:
+        terms.update(f"n:{key}" for key in name_keys(text))
+    for fld, tokens in tokens_by_field.items():
+        for token in tokens:
+            terms.add(f"n:{token}")
+            terms.update(f"p:{code}" for code in phonetic_keys(token))
+            if fld != "family":
+                terms.update(f"k:{name}" for name in nickname_group(token))
+    return sorted(terms)
+
+
+def build_document(
+    row: Mapping[str, Any], contacts: Sequence[Mapping[str, Any]], *, region: str = "US"
+) -> PatientDocument:
+    """Source row plus its contacts -> document. Pure: the indexer and reindex share it."""
+    given = name_tokens(row.get("given_name"))
+    middle = name_tokens(row.get("middle_name"))
+    family = name_tokens(row.get("family_name"))
+    birth_date: dt.date | None = row.get("birth_date")
+    mrn = normalize_mrn(row["mrn"]) if row.get("mrn") else None
+
+    phones_display: list[dict[str, Any]] = []
+    emails_display: list[dict[str, Any]] = []
+    e164: list[str] = []
+    national: list[str] = []
+    emails: list[str] = []
+    terms: set[str] = set()
+    for contact in sorted(contacts, key=lambda c: str(c["id"])):
+        value = str(contact.get("value") or "")
+        kind = str(contact.get("kind") or "").lower()
+        if kind == "phone":
+            phone = normalize_phone(value, region)
+            phones_display.append({"value": value, "use": contact.get("use")})
+            if phone.e164:
+                e164.append(phone.e164)
+                terms.add(f"tel:{phone.e164}")
+            if phone.national:
+                national.append(phone.national)
+                terms.add(f"tn:{phone.national}")
+                if len(phone.national) >= 7:
+                    terms.add(f"t7:{phone.national[-7:]}")
+            if phone.last4:
+                terms.add(f"t4:{phone.last4}")
+        elif kind == "email":
+            email = normalize_email(value)
+            emails_display.append({"value": value, "use": contact.get("use")})
+            canonical = email.canonical or value.strip().lower()
+            if canonical:
+                emails.append(canonical)
+                terms.add(f"em:{canonical}")
+
+    if mrn:
+        terms.add(f"mrn:{mrn}")
+    if birth_date:
+        terms.add(f"dob:{birth_date.isoformat()}")
+    terms.update(
+        name_terms(
+            {"given": given, "middle": middle, "family": family},
+            (row.get("given_name"), row.get("middle_name"), row.get("family_name")),
+        )
+    )
+
+    patient = {
+        "id": str(row["id"]),
+        "clinic_id": str(row["clinic_id"]),
+        "mrn": row.get("mrn"),
+        "given_name": row.get("given_name"),
+        "middle_name": row.get("middle_name"),
+        "family_name": row.get("family_name"),
+        "birth_date": _iso(birth_date),
+        "sex": row.get("sex"),
+        "phones": phones_display,
+        "emails": emails_display,
+        "postal_code": row.get("postal_code"),
+        "active": bool(row.get("active", True)),
+    }
+    match = {
+        "given": given,
+        "middle": middle,
+        "family": family,
+        "family_keys": name_keys(row.get("family_name")),
+        "given_keys": name_keys(row.get("given_name")),
+        "mrn": mrn,
+        "birth_date": _iso(birth_date),
+        "phones": sorted(set(e164)),
+        "national": sorted(set(national)),
+        "emails": sorted(set(emails)),
+    }
+    name_text = " ".join([*given, *middle, *family])
+    sort_key = fold(" ".join(filter(None, [row.get("family_name"), row.get("given_name")])))
+    return PatientDocument(
+        id=str(row["id"]),
+        clinic_id=str(row["clinic_id"]),
+        active=bool(row.get("active", True)),
+        birth_date=birth_date,
+        patient=patient,
+        match=match,
+        terms=sorted(terms),
+        name_text=name_text,
+        sort_key=sort_key,
+        source_updated_at=row.get("updated_at"),
+        contact_ids=sorted(str(c["id"]) for c in contacts),
+    )

@@ -1,0 +1,143 @@
+"""Writes to the PostgreSQL projection (schema patient_search), inside the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from core.documents import PatientDocument
+from core.schema import PROJECTION, SCHEMA
+
+_COLUMNS = (
+    "id",
+    "clinic_id",
+    "active",
+    "birth_date",
+    "terms",
+    "name_text",
+    "sort_key",
+    "doc",
+    "source_updated_at",
+)
+
+
+def _doc_json(doc: PatientDocument) -> dict[str, Any]:
+    return {"patient": doc.patient, "match": doc.match, "contact_ids": doc.contact_ids}
+
+
+def _row(doc: PatientDocument) -> tuple[Any, ...]:
+    return (
+        doc.id,
+        doc.clinic_id,
+        doc.active,
+        doc.birth_date,
+        doc.terms,
+        doc.name_text,
+        doc.sort_key,
+        Jsonb(_doc_json(doc)),
+        doc.source_updated_at,
+    )
+
+
+def upsert_documents(
+    conn: psycopg.Connection[Any], docs: Sequence[PatientDocument], *, table: str = PROJECTION
+) -> None:
+    if not docs:
+        return
+    cols = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in _COLUMNS[1:]
+    )
+    query = sql.SQL(
+        "insert into {table} ({cols}) values ({vals}) "
+        "on conflict (id) do update set {updates}, indexed_at = now()"
+    ).format(
+        table=sql.Identifier(SCHEMA, table),
+        cols=cols,
+        vals=sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)),
+        updates=updates,
+    )
+    with conn.cursor() as cur:
+        cur.executemany(query, [_row(d) for d in docs])
+    _remember_contacts(conn, docs)
+    add_dictionary_terms(conn, docs)
+
+
+def delete_documents(
+    conn: psycopg.Connection[Any], ids: Iterable[str], *, table: str = PROJECTION
+) -> None:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return
+    conn.execute(
+        sql.SQL("delete from {} where id = any(%s)").format(sql.Identifier(SCHEMA, table)),
+        (wanted,),
+    )
+    conn.execute("delete from patient_search.contact_owner where patient_id = any(%s)", (wanted,))
+
+
+def copy_documents(
+    conn: psycopg.Connection[Any], docs: Sequence[PatientDocument], *, table: str
+) -> None:
+    """Bulk load for reindex into a fresh table (no conflicts possible there)."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
+    with conn.cursor() as cur:
+        copy_sql = sql.SQL("copy {} ({}) from stdin").format(sql.Identifier(SCHEMA, table), cols)
+        with cur.copy(copy_sql) as copy:
+            for doc in docs:
+                copy.write_row(_row(doc))
+
+
+def _remember_contacts(conn: psycopg.Connection[Any], docs: Sequence[PatientDocument]) -> None:
+    """contact id -> patient id, so a deleted contact row still tells whose document to rebuild."""
+    ids = [d.id for d in docs]
+    conn.execute("delete from patient_search.contact_owner where patient_id = any(%s)", (ids,))
+    pairs = [(c, d.id) for d in docs for c in d.contact_ids]
+    if pairs:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "insert into patient_search.contact_owner (contact_id, patient_id) values (%s, %s) "
+                "on conflict (contact_id) do update set patient_id = excluded.patient_id",
+                pairs,
+            )
+
+
+def owners_of_contacts(conn: psycopg.Connection[Any], contact_ids: Iterable[str]) -> set[str]:
+    wanted = sorted(set(contact_ids))
+    if not wanted:
+        return set()
+    rows = conn.execute(
+        "select patient_id from patient_search.contact_owner where contact_id = any(%s)", (wanted,)
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def dictionary_words(docs: Iterable[PatientDocument]) -> set[str]:
+    return {t[2:] for d in docs for t in d.terms if t.startswith("n:")}
+
+
+def add_dictionary_terms(conn: psycopg.Connection[Any], docs: Sequence[PatientDocument]) -> None:
+    """New name words become reachable by prefix and typo expansion at once."""
+    words = sorted(dictionary_words(docs))
+    if words:
+        conn.execute(
+            "insert into patient_search.name_dictionary (term) select unnest(%s::text[]) "
+            "on conflict (term) do nothing",
+            (words,),
+        )
+
+
+def rebuild_dictionary(conn: psycopg.Connection[Any]) -> None:
+    """Word frequencies from the whole projection; frequent words expand first."""
+    conn.execute("delete from patient_search.name_dictionary")
+    conn.execute(
+        """
+        insert into patient_search.name_dictionary (term, frequency)
+        select substr(t, 3), count(*) from patient_search.patients, unnest(terms) t
+        where t like 'n:%' group by 1
+        """
+    )

@@ -1,0 +1,239 @@
+"""Rebuild the projection from the source without a moment of empty or partial results.
+
+1. Register the rebuild (state row 'reindex'), waiting for in-flight indexer
+   batches; from then on every indexer batch records the ids it touched.
+2. Stream the source through a server-side cursor in one snapshot, build the
+   documents and COPY them into a fresh table; build its indexes.
+3. Swap under the reindex guard: re-sync the touched ids into the fresh table
+   from the current source, then rename it into place (full rebuild) or
+   replace that clinic's rows (one clinic), in one transaction.
+Readers see the old projection until the swap commits, and no change made
+while the rebuild ran is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from tqdm import tqdm
+
+from core.documents import build_document
+from core.schema import (
+    PROJECTION,
+    SCHEMA,
+    projection_indexes_ddl,
+    projection_table_ddl,
+)
+from core.settings import Settings
+from engines import pg_projection
+from indexer.source import count_patients, stream_patients
+from indexer.sync import load_documents
+
+log = logging.getLogger(__name__)
+
+REBUILD = "patients_rebuild"
+_REINDEX_LOCK = 7_345_002
+
+
+class ReindexBusy(RuntimeError):
+    pass
+
+
+def reindex(
+    url: str, settings: Settings, *, clinic_id: str | None = None, progress: bool = True
+) -> int:
+    """Rebuild the projection (all clinics, or one); returns the number of documents."""
+    started = time.monotonic()
+    with psycopg.connect(url, autocommit=True) as guard:
+        got = guard.execute("select pg_try_advisory_lock(%s)", (_REINDEX_LOCK,)).fetchone()
+        if not got or not got[0]:
+            raise ReindexBusy("another reindex is running")
+        try:
+            with psycopg.connect(url) as conn:
+                _register(conn, clinic_id)
+                try:
+                    words, total = _build(url, conn, settings, clinic_id, progress)
+                    _swap(conn, settings, clinic_id, words)
+                except BaseException:
+                    _unregister(conn)
+                    raise
+        finally:
+            guard.execute("select pg_advisory_unlock(%s)", (_REINDEX_LOCK,))
+    log.info(
+        "reindex finished",
+        extra={"documents": total, "seconds": round(time.monotonic() - started, 2)},
+    )
+    return total
+
+
+def _register(conn: psycopg.Connection[Any], clinic_id: str | None) -> None:
+    with conn.transaction():
+        conn.execute("lock table patient_search.reindex_touched in share row exclusive mode")
+        conn.execute("delete from patient_search.reindex_touched")
+        conn.execute(
+            "insert into patient_search.state (key, value) values ('reindex', %s) "
+            "on conflict (key) do update set value = excluded.value, updated_at = now()",
+            (psycopg.types.json.Jsonb({"clinic_id": clinic_id}),),
+        )
+
+
+def _unregister(conn: psycopg.Connection[Any]) -> None:
+    conn.rollback()
+    with conn.transaction():
+        conn.execute("delete from patient_search.state where key = 'reindex'")
+        conn.execute("delete from patient_search.reindex_touched")
+        conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
+
+
+def _build(
+    url: str,
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    clinic_id: str | None,
+    progress: bool,
+) -> tuple[Counter[str], int]:
+    with conn.transaction():
+        conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
+        conn.execute(projection_table_ddl(REBUILD))
+    words: Counter[str] = Counter()
+    total = 0
+    with psycopg.connect(url) as reader:
+        reader.execute("set transaction isolation level repeatable read, read only")
+        expected = count_patients(reader, schema=settings.source_schema, clinic_id=clinic_id)
+        bar = tqdm(
+            total=expected,
+            unit="patients",
+            desc="reindex",
+            disable=not progress,
+            file=sys.stderr,
+            smoothing=0.1,
+        )
+        with bar:
+            for rows in stream_patients(
+                reader, schema=settings.source_schema, clinic_id=clinic_id, batch_size=5000
+            ):
+                docs = [
+                    build_document(r, r["contacts"], region=settings.default_region) for r in rows
+                ]
+                with conn.transaction():
+                    pg_projection.copy_documents(conn, docs, table=REBUILD)
+                words.update(pg_projection.dictionary_words(docs))
+                total += len(docs)
+                bar.update(len(docs))
+        reader.commit()
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("alter table {} add primary key (id)").format(sql.Identifier(SCHEMA, REBUILD))
+        )
+        for ddl in projection_indexes_ddl(REBUILD):
+            conn.execute(ddl)
+    return words, total
+
+
+def _swap(
+    conn: psycopg.Connection[Any], settings: Settings, clinic_id: str | None, words: Counter[str]
+) -> None:
+    rebuild = sql.Identifier(SCHEMA, REBUILD)
+    live = sql.Identifier(SCHEMA, PROJECTION)
+    with conn.transaction():
+        conn.execute("lock table patient_search.reindex_touched in share row exclusive mode")
+        touched = [
+            r[0] for r in conn.execute("select patient_id from patient_search.reindex_touched")
+        ]
+        docs, deleted = load_documents(
+            conn, touched, schema=settings.source_schema, region=settings.default_region
+        )
+        if clinic_id is not None:
+            deleted += [d.id for d in docs if d.clinic_id != clinic_id]
+            docs = [d for d in docs if d.clinic_id == clinic_id]
+        pg_projection.delete_documents(conn, [d.id for d in docs] + deleted, table=REBUILD)
+        pg_projection.copy_documents(conn, docs, table=REBUILD)
+        if clinic_id is None:
+            _rename_into_place(conn)
+            _replace_dictionary(conn, words)
+        else:
+            conn.execute(sql.SQL("delete from {} where clinic_id = %s").format(live), (clinic_id,))
+            conn.execute(sql.SQL("insert into {} select * from {}").format(live, rebuild))
+            conn.execute(sql.SQL("drop table {}").format(rebuild))
+            _add_words(conn, words)
+        _refresh_contact_owner(conn, clinic_id)
+        conn.execute("delete from patient_search.state where key = 'reindex'")
+        conn.execute("delete from patient_search.reindex_touched")
+    conn.execute(sql.SQL("analyze {}").format(live))
+    conn.commit()
+
+
+def _rename_into_place(conn: psycopg.Connection[Any]) -> None:
+    old = "patients_old"
+    conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, old)))
+    _rename_table(conn, PROJECTION, old)
+    _rename_table(conn, REBUILD, PROJECTION)
+    conn.execute(sql.SQL("drop table {}").format(sql.Identifier(SCHEMA, old)))
+
+
+def _rename_table(conn: psycopg.Connection[Any], src: str, dst: str) -> None:
+    conn.execute(
+        sql.SQL("alter table {} rename to {}").format(
+            sql.Identifier(SCHEMA, src), sql.Identifier(dst)
+        )
+    )
+    for suffix in ("terms", "trgm", "sort", "pkey"):
+        conn.execute(
+            sql.SQL("alter index if exists {} rename to {}").format(
+                sql.Identifier(SCHEMA, f"{src}_{suffix}"), sql.Identifier(f"{dst}_{suffix}")
+            )
+        )
+
+
+def _replace_dictionary(conn: psycopg.Connection[Any], words: Counter[str]) -> None:
+    conn.execute("delete from patient_search.name_dictionary")
+    _add_words(conn, words)
+
+
+def _add_words(conn: psycopg.Connection[Any], words: Counter[str]) -> None:
+    conn.execute(
+        "create temp table if not exists dictionary_load (term text, frequency int) on commit drop"
+    )
+    with conn.cursor() as cur, cur.copy("copy dictionary_load (term, frequency) from stdin") as cp:
+        for term, freq in words.items():
+            cp.write_row((term, freq))
+    conn.execute(
+        """
+        insert into patient_search.name_dictionary (term, frequency)
+        select term, frequency from dictionary_load
+        on conflict (term) do update set frequency = excluded.frequency
+        """
+    )
+
+
+def _refresh_contact_owner(conn: psycopg.Connection[Any], clinic_id: str | None) -> None:
+    """contact_owner mirrors the projection's documents; rebuild it from them."""
+    live = sql.Identifier(SCHEMA, PROJECTION)
+    if clinic_id is None:
+        conn.execute("delete from patient_search.contact_owner")
+        where = sql.SQL("")
+        params: tuple[Any, ...] = ()
+    else:
+        conn.execute(
+            sql.SQL(
+                "delete from patient_search.contact_owner o using {} p "
+                "where p.id = o.patient_id and p.clinic_id = %s"
+            ).format(live),
+            (clinic_id,),
+        )
+        where = sql.SQL(" where p.clinic_id = %s")
+        params = (clinic_id,)
+    conn.execute(
+        sql.SQL(
+            "insert into patient_search.contact_owner (contact_id, patient_id) "
+            "select c, p.id from {} p, jsonb_array_elements_text(p.doc->'contact_ids') c{} "
+            "on conflict (contact_id) do update set patient_id = excluded.patient_id"
+        ).format(live, where),
+        params,
+    )

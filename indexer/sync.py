@@ -1,0 +1,87 @@
+"""Bring documents of given patients in line with the source: the one write path.
+
+Every change (CDC event, repair, reindex catch-up) ends here as a set of
+patient ids. The current source state of those patients is read in one query
+and written to every engine, so duplicated, reordered or late events do no
+harm: whatever arrives, the document ends equal to the source, and a patient
+missing from the source is deleted everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+
+from core.documents import PatientDocument, build_document
+from engines import pg_projection
+from indexer.source import fetch_patients
+
+
+class Sink(Protocol):
+    """Another engine that mirrors the projection (e.g. Meilisearch).
+
+    `write` must be durable when it returns, or raise; the caller then rolls
+    back and does not move its checkpoint.
+    """
+
+    name: str
+
+    def write(self, docs: Sequence[PatientDocument], deleted_ids: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class SyncStats:
+    upserted: int
+    deleted: int
+
+
+def mark_reindex_guard(conn: psycopg.Connection[Any], ids: Sequence[str]) -> None:
+    """Take the reindex guard first, then record ids if a reindex is building.
+
+    The row-exclusive lock makes a reindex's registration and swap wait for
+    this transaction (and vice versa), so no change slips between a reindex
+    snapshot and its swap; see indexer.reindex.
+    """
+    conn.execute("lock table patient_search.reindex_touched in row exclusive mode")
+    conn.execute(
+        """
+        insert into patient_search.reindex_touched (patient_id)
+        select unnest(%s::text[])
+        where exists (select 1 from patient_search.state where key = 'reindex')
+        on conflict do nothing
+        """,
+        (list(ids),),
+    )
+
+
+def sync_patients(
+    conn: psycopg.Connection[Any],
+    patient_ids: Iterable[str],
+    *,
+    schema: str = "public",
+    region: str = "US",
+    sinks: Sequence[Sink] = (),
+) -> SyncStats:
+    """Rebuild the documents of these patients from the source, in the caller's transaction."""
+    ids = sorted(set(patient_ids))
+    if not ids:
+        return SyncStats(0, 0)
+    mark_reindex_guard(conn, ids)
+    docs, deleted = load_documents(conn, ids, schema=schema, region=region)
+    pg_projection.upsert_documents(conn, docs)
+    pg_projection.delete_documents(conn, deleted)
+    for sink in sinks:
+        sink.write(docs, deleted)
+    return SyncStats(upserted=len(docs), deleted=len(deleted))
+
+
+def load_documents(
+    conn: psycopg.Connection[Any], ids: Sequence[str], *, schema: str, region: str
+) -> tuple[list[PatientDocument], list[str]]:
+    rows = fetch_patients(conn, ids, schema=schema)
+    docs = [build_document(row, row["contacts"], region=region) for row in rows.values()]
+    deleted = [i for i in ids if i not in rows]
+    return docs, deleted
