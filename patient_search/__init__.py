@@ -1,0 +1,1 @@
+"""The `patient-search` command: migrate, reindex, indexer, serve, apikey, check, demo."""

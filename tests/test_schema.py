@@ -10,7 +10,8 @@ def test_migrate_is_idempotent(db_url: str) -> None:
         tables = {
             r[0]
             for r in conn.execute(
-                "select table_name from information_schema.tables where table_schema = 'patient_search'"
+                "select table_name from information_schema.tables "
+                "where table_schema = 'patient_search'"
             )
         }
     assert {"patients", "name_dictionary", "api_keys", "checkpoints", "dead_letters"} <= tables

@@ -1,0 +1,50 @@
+"""What the read side asks of an engine, and what it gets back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class NameToken:
+    """One typed name word and the exact terms that would count as it.
+
+    Terms are index terms (`n:` word, `k:` nickname group, `p:` phonetic code).
+    Engines may widen them with prefix and typo expansions of `text`, the
+    folded word itself.
+    """
+
+    text: str
+    alternatives: tuple[str, ...]  # the word itself and its nickname group: exact matches
+    phonetic: tuple[str, ...] = ()  # sound-alike codes: only in the widened passes
+    prefix: bool = True
+
+
+@dataclass(frozen=True)
+class CandidateQuery:
+    clinic_ids: tuple[str, ...]
+    include_inactive: bool = False
+    strong_terms: tuple[str, ...] = ()  # mrn:, tel:, tn:, em: - one is enough
+    weak_terms: tuple[str, ...] = ()  # t4:, t7: phone endings - narrow, never alone with names
+    names: tuple[NameToken, ...] = ()
+    dob_terms: tuple[str, ...] = ()  # every reading of the typed date
+    dob_near_terms: tuple[str, ...] = ()  # swapped day/month, one digit off
+    name_text: str = ""  # folded words for whole-name similarity
+    limit: int = 50  # candidates wanted
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str
+    patient: dict[str, Any]
+    match: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    name: str
+
+    def candidates(self, query: CandidateQuery) -> list[Candidate]: ...
+
+    def get(self, patient_id: str, clinic_ids: tuple[str, ...]) -> Candidate | None: ...

@@ -1,0 +1,161 @@
+"""Command line entry point (`patient-search`); each command is a plain function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import psycopg
+
+from core.database import resolve_database_url
+from core.logging import configure_logging
+from core.schema import migrate
+from core.settings import Settings, get_settings
+
+log = logging.getLogger("patient_search")
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    url = resolve_database_url(settings)
+    with psycopg.connect(url) as conn:
+        applied = migrate(conn)
+    print(f"schema patient_search up to date (applied: {applied or 'none'})")
+    return 0
+
+
+def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
+    from indexer.reindex import reindex
+
+    url = resolve_database_url(settings)
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+    count = reindex(url, settings, clinic_id=args.clinic, progress=not args.quiet)
+    print(f"reindexed {count} patients")
+    return 0
+
+
+def cmd_indexer(settings: Settings, args: argparse.Namespace) -> int:
+    from indexer.runner import run
+
+    url = resolve_database_url(settings)
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+    os.environ["PATIENT_SEARCH_DATABASE_URL"] = url
+    return run(settings.model_copy(update={"database_url": url}), once=args.once)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    url = resolve_database_url(settings)
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+    # Workers inherit the resolved URL instead of each starting a server.
+    os.environ["PATIENT_SEARCH_DATABASE_URL"] = url
+    uvicorn.run(
+        "search_api.asgi:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers or settings.workers,
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
+def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
+    from core.apikeys import create_key
+
+    url = resolve_database_url(settings)
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+        key = create_key(conn, args.clinic, name=args.name)
+    print(f"API key for clinics {', '.join(args.clinic)} (shown once, store it now):")
+    print(key)
+    return 0
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from indexer.check import check
+
+    url = resolve_database_url(settings)
+    with psycopg.connect(url) as conn:
+        reports = check(
+            conn,
+            schema=settings.source_schema,
+            region=settings.default_region,
+            clinic_id=args.clinic,
+            repair=args.repair,
+        )
+    drift = False
+    for report in reports:
+        print(report)
+        drift |= not getattr(report, "ok", True)
+    return 1 if drift and not args.repair else 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from patient_search.demo import run_demo
+
+    return run_demo(settings, host=args.host, port=args.port, patients=args.patients)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="patient-search", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="create or upgrade schema patient_search").set_defaults(
+        func=cmd_migrate
+    )
+
+    p = sub.add_parser("reindex", help="rebuild the engines from the source tables")
+    p.add_argument("--clinic", help="only this clinic")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_reindex)
+
+    p = sub.add_parser("indexer", help="follow the source database (CDC) until stopped")
+    p.add_argument("--once", action="store_true", help="drain what is pending, then exit")
+    p.set_defaults(func=cmd_indexer)
+
+    p = sub.add_parser("serve", help="run the HTTP API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("apikey", help="manage API keys")
+    keys = p.add_subparsers(dest="apikey_command", required=True)
+    c = keys.add_parser("create", help="create a key; printed once, on the last line")
+    c.add_argument("--clinic", action="append", required=True, help="clinic id (repeatable)")
+    c.add_argument("--name", help="who the key is for")
+    c.set_defaults(func=cmd_apikey_create)
+
+    p = sub.add_parser("check", help="compare source and projection per clinic")
+    p.add_argument("--clinic")
+    p.add_argument("--repair", action="store_true", help="re-sync drifting patients")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("demo", help="embedded Postgres, synthetic clinics, indexer, API, page")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--patients", type=int, default=30_000)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    try:
+        code: int = args.func(settings, args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

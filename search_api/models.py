@@ -1,0 +1,90 @@
+"""Request and response bodies of the HTTP API (the contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_QUERY_LENGTH = 200
+MAX_FIELD_LENGTH = 100
+
+
+def _reject_control(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") and ch not in "\t" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class SearchRequest(_Strict):
+    q: str | None = Field(default=None, max_length=MAX_QUERY_LENGTH, description="search box text")
+    given: str | None = Field(default=None, max_length=MAX_FIELD_LENGTH)
+    family: str | None = Field(default=None, max_length=MAX_FIELD_LENGTH)
+    birthdate: str | None = Field(default=None, max_length=40)
+    phone: str | None = Field(default=None, max_length=40)
+    email: str | None = Field(default=None, max_length=254)
+    mrn: str | None = Field(default=None, max_length=64)
+    include_inactive: bool = False
+    limit: int = Field(default=10, ge=1, le=100)
+    offset: int = Field(default=0, ge=0, le=1000)
+
+    _no_control = field_validator("q", "given", "family", "birthdate", "phone", "email", "mrn")(
+        classmethod(lambda cls, v: _reject_control(v))
+    )
+
+
+class LookupRequest(_Strict):
+    """Booking: exact identifiers only, phone + birthdate or MRN + birthdate."""
+
+    birthdate: str = Field(max_length=40)
+    phone: str | None = Field(default=None, max_length=40)
+    mrn: str | None = Field(default=None, max_length=64)
+
+    _no_control = field_validator("birthdate", "phone", "mrn")(
+        classmethod(lambda cls, v: _reject_control(v))
+    )
+
+
+class SearchResult(BaseModel):
+    id: str
+    score: float
+    match: str
+    matched: list[str]
+    patient: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    engine: str
+    degraded: bool
+    took_ms: float
+    query: dict[str, Any]
+
+
+class LookupMatch(BaseModel):
+    id: str
+    clinic_id: str
+    given_name: str | None
+    family_name: str | None
+    birth_date: str | None
+
+
+class LookupResponse(BaseModel):
+    results: list[LookupMatch]
+    took_ms: float
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,188 @@
+"""From a search request to what the engine fetches and what the ranker compares.
+
+Free text goes through normalizers.query.parse_query; structured fields go
+through the same normalizers, so `given="José"` and `q="jose"` mean the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from doublemetaphone import doublemetaphone
+
+from engines.base import CandidateQuery, NameToken
+from normalizers.dates import parse_dates
+from normalizers.emails import normalize_email
+from normalizers.identifiers import normalize_mrn
+from normalizers.names import name_tokens, nickname_group
+from normalizers.phones import Phone, normalize_phone
+from normalizers.query import parse_query
+from search_api.ranking import RankQuery
+
+
+@dataclass(frozen=True)
+class SearchInput:
+    """A validated request, before interpretation (see search_api.models)."""
+
+    q: str | None = None
+    given: str | None = None
+    family: str | None = None
+    birthdate: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    mrn: str | None = None
+    include_inactive: bool = False
+    limit: int = 10
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    rank: RankQuery
+    candidates: CandidateQuery
+    parsed: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        r = self.rank
+        return not (
+            r.names
+            or r.birth_dates
+            or r.phones
+            or r.phone_fragments
+            or r.emails
+            or r.mrns
+            or r.phone_nationals
+        )
+
+
+def _unique(values: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(dict.fromkeys(v for v in values if v))
+
+
+def name_token(text: str, *, prefix: bool = True) -> NameToken:
+    primary = doublemetaphone(text)[0]
+    return NameToken(
+        text=text,
+        alternatives=(f"n:{text}", *(f"k:{n}" for n in sorted(nickname_group(text)))),
+        phonetic=(f"p:{primary}",) if primary else (),
+        prefix=prefix,
+    )
+
+
+def near_dates(readings: Sequence[dt.date]) -> list[dt.date]:
+    """Dates a slip of the hand away: day and month swapped, or one digit wrong."""
+    out: set[dt.date] = set()
+    for d in readings:
+        if d.day <= 12 and d.day != d.month:
+            out.add(d.replace(month=d.day, day=d.month))
+        digits = d.strftime("%Y%m%d")
+        for i, original in enumerate(digits):
+            for replacement in "0123456789":
+                if replacement == original:
+                    continue
+                candidate = digits[:i] + replacement + digits[i + 1 :]
+                try:
+                    near = dt.datetime.strptime(candidate, "%Y%m%d").date()
+                except ValueError:
+                    continue
+                if near.year >= 1880 and near <= dt.date.today():
+                    out.add(near)
+    return sorted(out - set(readings))
+
+
+def _phones(phones: Sequence[Phone]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return _unique(p.e164 for p in phones), _unique(p.national for p in phones)
+
+
+def build_plan(
+    request: SearchInput,
+    clinic_ids: Sequence[str],
+    *,
+    region: str = "US",
+    date_order: str = "MDY",
+    candidate_limit: int | None = None,
+) -> SearchPlan:
+    parsed = parse_query(request.q or "", region=region, date_order=date_order)
+    names: list[str] = []
+    roles: list[str | None] = []
+    if parsed.family or parsed.given:
+        for role, words in (("family", parsed.family), ("given", parsed.given)):
+            names.extend(words)
+            roles.extend([role] * len(words))
+        leftover = [w for w in parsed.names if w not in names]
+        names.extend(leftover)
+        roles.extend([None] * len(leftover))
+    else:
+        names.extend(parsed.names)
+        roles.extend([None] * len(parsed.names))
+    for role, text in (("given", request.given), ("family", request.family)):
+        for word in name_tokens(text):
+            names.append(word)
+            roles.append(role)
+
+    birth_dates = list(parsed.birth_dates)
+    if request.birthdate:
+        birth_dates.extend(parse_dates(request.birthdate, order=date_order))
+    phones = list(parsed.phones)
+    if request.phone:
+        phones.append(normalize_phone(request.phone, region))
+    emails = [e.canonical for e in parsed.emails if e.canonical]
+    if request.email:
+        email = normalize_email(request.email)
+        emails.append(email.canonical or request.email.strip().lower())
+    mrns = list(parsed.mrns)
+    if request.mrn and (mrn := normalize_mrn(request.mrn)):
+        mrns.append(mrn)
+
+    e164, nationals = _phones(phones)
+    fragments = _unique(parsed.phone_fragments)
+    rank = RankQuery(
+        names=tuple(names),
+        roles=tuple(roles),
+        birth_dates=_unique(birth_dates),
+        phones=e164,
+        phone_nationals=nationals,
+        phone_fragments=fragments,
+        emails=_unique(emails),
+        mrns=_unique(mrns),
+    )
+    wanted = request.offset + request.limit
+    strong = [
+        *(f"tel:{p}" for p in e164),
+        *(f"tn:{n}" for n in nationals),
+        *(f"em:{e}" for e in rank.emails),
+        *(f"mrn:{m}" for m in rank.mrns),
+    ]
+    weak = [f"t7:{f[-7:]}" if len(f) >= 7 else f"t4:{f[-4:]}" for f in fragments]
+    unique_names = _unique(names)
+    candidates = CandidateQuery(
+        clinic_ids=tuple(clinic_ids),
+        include_inactive=request.include_inactive,
+        strong_terms=_unique(strong),
+        weak_terms=_unique(weak),
+        names=tuple(name_token(n) for n in unique_names),
+        dob_terms=tuple(f"dob:{d.isoformat()}" for d in rank.birth_dates),
+        dob_near_terms=tuple(f"dob:{d.isoformat()}" for d in near_dates(rank.birth_dates)),
+        name_text=" ".join(unique_names),
+        limit=candidate_limit or min(200, max(60, 3 * wanted)),
+    )
+    shown = parsed.to_dict()
+    structured = {
+        k: v
+        for k, v in (
+            ("given", request.given),
+            ("family", request.family),
+            ("birthdate", request.birthdate),
+            ("phone", request.phone),
+            ("email", request.email),
+            ("mrn", request.mrn),
+        )
+        if v
+    }
+    if structured:
+        shown["structured"] = sorted(structured)
+    return SearchPlan(rank=rank, candidates=candidates, parsed=shown)

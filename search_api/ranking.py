@@ -1,0 +1,279 @@
+"""The one re-ranker: whichever engine found the candidates, they are ordered here.
+
+Exact first. Tiers, best first:
+  8 identifier (MRN, full phone, email)
+  7 every typed name word exact, date of birth exact
+  6 every typed name word exact (date near, or none typed); date alone exact
+  5 date exact with a close name (prefix, nickname, phonetic, typo); phone ending alone
+  4 every word exact or completed (prefix)
+  3 nickname or phonetic
+  2 typo (fuzzy)
+  1 some of the words
+A typed date that contradicts the record costs two tiers, a contradicting
+phone or MRN one. Within a tier a sub-score in [0, 1) orders by name
+quality, coverage of given and family name, date closeness and whole-name
+similarity. score = (tier + sub) / 9, in [0, 1].
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from rapidfuzz.distance import DamerauLevenshtein
+from rapidfuzz.fuzz import token_sort_ratio
+
+from engines.base import Candidate
+from normalizers.names import is_particle, nickname_group, phonetic_keys
+
+KIND_RANK = {"exact": 5, "prefix": 4, "nickname": 3, "phonetic": 3, "fuzzy": 2}
+# What the API reports: nickname equivalence is shown as phonetic (sound-alike) matching.
+PUBLIC_KIND = {
+    "exact": "exact",
+    "prefix": "prefix",
+    "nickname": "phonetic",
+    "phonetic": "phonetic",
+    "fuzzy": "fuzzy",
+}
+FIELD_OF = {"given": "given_name", "middle": "middle_name", "family": "family_name"}
+
+
+@dataclass(frozen=True)
+class RankQuery:
+    """The normalized query as the ranker needs it (built by search_api.plan)."""
+
+    names: tuple[str, ...] = ()
+    roles: tuple[str | None, ...] = ()  # 'given' / 'family' when the input said so
+    birth_dates: tuple[dt.date, ...] = ()
+    phones: tuple[str, ...] = ()  # E.164
+    phone_nationals: tuple[str, ...] = ()
+    phone_fragments: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    mrns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ranked:
+    candidate: Candidate
+    score: float
+    match: str
+    matched: tuple[str, ...]
+    sort_key: tuple[Any, ...]
+
+
+@lru_cache(maxsize=65536)
+def _phonetic(token: str) -> frozenset[str]:
+    return frozenset(phonetic_keys(token))
+
+
+@lru_cache(maxsize=65536)
+def _nicknames(token: str) -> frozenset[str]:
+    return frozenset(nickname_group(token))
+
+
+def _typo_budget(token: str) -> int:
+    return 1 if len(token) <= 4 else 2
+
+
+def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float] | None:
+    """How a typed word matches a stored word: kind and quality in (0, 1]."""
+    if typed == stored:
+        return "exact", 1.0
+    if nicknames and _nicknames(typed) & _nicknames(stored):
+        return "nickname", 0.9
+    if stored.startswith(typed):
+        return "prefix", 0.5 + 0.5 * len(typed) / len(stored)
+    if len(typed) >= 2 and _phonetic(typed) & _phonetic(stored):
+        return "phonetic", 0.8
+    if len(typed) >= 3:
+        distance = DamerauLevenshtein.distance(typed, stored, score_cutoff=_typo_budget(typed))
+        if distance <= _typo_budget(typed):
+            return "fuzzy", 1.0 - distance / max(len(typed), len(stored))
+    return None
+
+
+def _stored_words(match: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, word) pairs, compound keys included (smithjones, delacruz)."""
+    words: list[tuple[str, str]] = []
+    for fld in ("given", "middle", "family"):
+        words.extend((fld, w) for w in match.get(fld) or ())
+    words.extend(
+        ("family", w) for w in match.get("family_keys") or () if ("family", w) not in words
+    )
+    words.extend(("given", w) for w in match.get("given_keys") or () if ("given", w) not in words)
+    return words
+
+
+@dataclass(frozen=True)
+class _NameResult:
+    kind: str | None  # weakest kind over typed words; 'partial' when some are unmatched
+    quality: float
+    fields: frozenset[str]
+    swapped: bool
+
+
+def match_names(query: RankQuery, match: dict[str, Any]) -> _NameResult:
+    words = _stored_words(match)
+    pairs: list[tuple[int, float, int, int, str]] = []
+    for qi, typed in enumerate(query.names):
+        for wi, (fld, stored) in enumerate(words):
+            found = word_match(typed, stored, nicknames=fld != "family")
+            if found:
+                kind, quality = found
+                pairs.append((KIND_RANK[kind], quality, qi, wi, kind))
+    pairs.sort(key=lambda p: (-p[0], -p[1], p[2], p[3]))
+    used_q: dict[int, tuple[str, float, str]] = {}
+    used_w: set[int] = set()
+    for _rank, quality, qi, wi, kind in pairs:
+        if qi in used_q or wi in used_w:
+            continue
+        used_q[qi] = (kind, quality, words[wi][0])
+        used_w.add(wi)
+    required = [qi for qi, t in enumerate(query.names) if not (is_particle(t) and qi not in used_q)]
+    if not used_q:
+        return _NameResult(None, 0.0, frozenset(), False)
+    unmatched = [qi for qi in required if qi not in used_q]
+    kinds = [used_q[qi][0] for qi in used_q]
+    weakest = min(kinds, key=lambda k: KIND_RANK[k])
+    quality = sum(v[1] for v in used_q.values()) / max(len(required), 1)
+    swapped = any(
+        query.roles[qi] is not None and query.roles[qi] != fld and fld != "middle"
+        for qi, (_k, _q, fld) in used_q.items()
+        if qi < len(query.roles)
+    )
+    fields = frozenset(v[2] for v in used_q.values())
+    return _NameResult("partial" if unmatched else weakest, quality, fields, swapped)
+
+
+def _one_digit_apart(a: str, b: str) -> bool:
+    return len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) == 1
+
+
+def match_date(query: RankQuery, stored: str | None) -> tuple[str | None, float]:
+    """('exact'|'near'|'mismatch'|None, quality)."""
+    if not query.birth_dates:
+        return None, 0.0
+    if not stored:
+        return "mismatch", 0.0
+    for i, reading in enumerate(query.birth_dates):
+        if reading.isoformat() == stored:
+            return "exact", 1.0 if i == 0 else 0.95
+    stored_date = dt.date.fromisoformat(stored)
+    for reading in query.birth_dates:
+        if (reading.month, reading.day) == (stored_date.day, stored_date.month):
+            return "near", 0.6
+    digits = stored.replace("-", "")
+    for reading in query.birth_dates:
+        if _one_digit_apart(reading.strftime("%Y%m%d"), digits):
+            return "near", 0.5
+    return "mismatch", 0.0
+
+
+def match_identifiers(query: RankQuery, match: dict[str, Any]) -> tuple[set[str], set[str], bool]:
+    """(fields matched exactly, fields matched partially, contradiction)."""
+    exact: set[str] = set()
+    partial: set[str] = set()
+    mrn = match.get("mrn")
+    if mrn and mrn in query.mrns:
+        exact.add("mrn")
+    phones = set(match.get("phones") or ())
+    nationals = set(match.get("national") or ())
+    if phones & set(query.phones) or nationals & set(query.phone_nationals):
+        exact.add("phone")
+    elif any(n.endswith(f) for n in nationals for f in query.phone_fragments):
+        partial.add("phone")
+    if set(match.get("emails") or ()) & set(query.emails):
+        exact.add("email")
+    typed_full_ids = bool(query.phones or query.emails)
+    contradiction = typed_full_ids and not exact
+    return exact, partial, contradiction
+
+
+def _tier(
+    query: RankQuery,
+    name: _NameResult,
+    date_kind: str | None,
+    ids_exact: set[str],
+    ids_partial: set[str],
+) -> int | None:
+    if ids_exact:
+        return 8
+    if query.names:
+        if name.kind is None:
+            return 1 if date_kind == "exact" else None
+        if name.kind == "exact":
+            return 7 if date_kind == "exact" else 6
+        if date_kind == "exact" and name.kind != "partial":
+            return 5
+        return {"prefix": 4, "nickname": 3, "phonetic": 3, "fuzzy": 2}.get(name.kind, 1)
+    if date_kind == "exact":
+        return 6
+    if date_kind == "near":
+        return 4
+    if ids_partial:
+        return 5
+    return None
+
+
+def rank_one(query: RankQuery, candidate: Candidate) -> Ranked | None:
+    match = candidate.match
+    name = match_names(query, match) if query.names else _NameResult(None, 0.0, frozenset(), False)
+    date_kind, date_quality = match_date(query, match.get("birth_date"))
+    ids_exact, ids_partial, contradiction = match_identifiers(query, match)
+    tier = _tier(query, name, date_kind, ids_exact, ids_partial)
+    if tier is None:
+        return None
+    if tier < 8:
+        if date_kind == "mismatch":
+            tier -= 2
+        if contradiction or (query.phone_fragments and not ids_partial):
+            tier -= 1
+        tier = max(tier, 0)
+    coverage = (("given" in name.fields) + ("family" in name.fields)) / 2
+    stored_name = " ".join([*(match.get("given") or ()), *(match.get("family") or ())])
+    similarity = token_sort_ratio(" ".join(query.names), stored_name) / 100 if query.names else 0
+    sub = (
+        0.45 * name.quality
+        + 0.2 * coverage
+        + 0.15 * (date_quality if date_kind in ("exact", "near") else 0.0)
+        + 0.15 * similarity
+        + 0.05 * (not name.swapped)
+    )
+    sub = min(max(sub, 0.0), 0.999)
+    score = round((tier + sub) / 9, 4)
+
+    if ids_exact:
+        kind = "exact"
+    elif name.kind in PUBLIC_KIND:
+        kind = PUBLIC_KIND[name.kind]
+    elif name.kind == "partial":
+        kind = "fuzzy"
+    else:
+        kind = "exact" if date_kind == "exact" and not query.names else "fuzzy"
+    matched = {FIELD_OF[f] for f in name.fields}
+    matched |= ids_exact | ids_partial
+    if date_kind in ("exact", "near"):
+        matched.add("birth_date")
+    patient = candidate.patient
+    return Ranked(
+        candidate=candidate,
+        score=score,
+        match=kind,
+        matched=tuple(sorted(matched)),
+        sort_key=(
+            -score,
+            (patient.get("family_name") or "").casefold(),
+            (patient.get("given_name") or "").casefold(),
+            candidate.id,
+        ),
+    )
+
+
+def rank(query: RankQuery, candidates: Sequence[Candidate]) -> list[Ranked]:
+    """Score every candidate, drop those that match nothing, order best first, stably."""
+    ranked = [r for c in candidates if (r := rank_one(query, c)) is not None]
+    ranked.sort(key=lambda r: r.sort_key)
+    return ranked

@@ -1,0 +1,109 @@
+"""Search and lookup, independent of HTTP: plan -> candidates -> re-rank -> page."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from core.settings import Settings
+from engines.pg_search import find_candidates
+from normalizers.dates import parse_dates
+from normalizers.identifiers import normalize_mrn
+from normalizers.phones import normalize_phone
+from search_api.metrics import ENGINE_QUERY_SECONDS
+from search_api.plan import SearchInput, SearchPlan, build_plan
+from search_api.ranking import Ranked, rank
+from search_api.routing import Router
+
+log = logging.getLogger(__name__)
+
+
+class EmptyQuery(ValueError):
+    """Nothing searchable in the request."""
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    results: list[Ranked]
+    engine: str
+    degraded: bool
+    took_ms: float
+    query: dict[str, Any]
+
+
+def observe_engine_query(engine: str, slow_ms: float):  # type: ignore[no-untyped-def]
+    """Histogram every engine query; log slow ones by kind and duration only."""
+
+    def observe(kind: str, seconds: float) -> None:
+        ENGINE_QUERY_SECONDS.labels(engine=engine, kind=kind).observe(seconds)
+        if seconds * 1000 >= slow_ms:
+            log.warning(
+                "slow engine query",
+                extra={"engine": engine, "kind": kind, "ms": round(seconds * 1000, 1)},
+            )
+
+    return observe
+
+
+def plan_for(request: SearchInput, clinic_ids: Sequence[str], settings: Settings) -> SearchPlan:
+    plan = build_plan(
+        request, clinic_ids, region=settings.default_region, date_order=settings.date_order
+    )
+    if plan.empty:
+        raise EmptyQuery("the query holds nothing to search for")
+    return plan
+
+
+def search(
+    router: Router, request: SearchInput, clinic_ids: Sequence[str], settings: Settings
+) -> SearchOutcome:
+    started = time.perf_counter()
+    plan = plan_for(request, clinic_ids, settings)
+    answer = router.candidates(plan.candidates)
+    ranked = rank(plan.rank, answer.candidates)
+    page = ranked[request.offset : request.offset + request.limit]
+    return SearchOutcome(
+        results=page,
+        engine=answer.engine,
+        degraded=answer.degraded,
+        took_ms=round((time.perf_counter() - started) * 1000, 2),
+        query=plan.parsed,
+    )
+
+
+def search_ids(
+    conn: psycopg.Connection[Any],
+    q: str,
+    clinic_ids: Sequence[str],
+    *,
+    limit: int = 10,
+    settings: Settings,
+) -> list[str]:
+    """Ranked patient ids for a search-box string on one connection (benchmarks, tests)."""
+    plan = plan_for(SearchInput(q=q, limit=limit), clinic_ids, settings)
+    with conn.transaction():
+        candidates = find_candidates(conn, plan.candidates, observe=lambda kind, s: None)
+    return [r.candidate.id for r in rank(plan.rank, candidates)[:limit]]
+
+
+def lookup_terms(
+    *, birthdate: str, phone: str | None, mrn: str | None, settings: Settings
+) -> list[tuple[str, ...]]:
+    """Every exact term combination a booking lookup accepts; empty when invalid."""
+    dates = parse_dates(birthdate, order=settings.date_order)
+    if not dates:
+        return []
+    ids: list[str] = []
+    if phone:
+        parsed = normalize_phone(phone, settings.default_region)
+        if parsed.e164:
+            ids.append(f"tel:{parsed.e164}")
+    if mrn and (norm := normalize_mrn(mrn)):
+        ids.append(f"mrn:{norm}")
+    # A booking system sends unambiguous dates: only the first reading counts.
+    return [(i, f"dob:{dates[0].isoformat()}") for i in ids]

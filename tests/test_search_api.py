@@ -1,0 +1,357 @@
+"""The read path end to end on real PostgreSQL: reindex, API key, HTTP search, lookup."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from core.apikeys import create_key
+from core.settings import Settings
+from indexer.reindex import reindex
+from search_api.app import create_app
+from tests.factories import insert_patient
+
+PATIENTS: list[dict[str, Any]] = [
+    dict(
+        id="p1",
+        given="John",
+        family="Smith",
+        birth_date=dt.date(1985, 3, 14),
+        mrn="00412",
+        phones=["(555) 010-2233"],
+        emails=["John.Smith@Example.com"],
+    ),
+    dict(id="p2", given="Jon", family="Smyth", birth_date=dt.date(1990, 7, 2), mrn="00413"),
+    dict(
+        id="p3",
+        given="William",
+        family="Garcia-Lopez",
+        birth_date=dt.date(1972, 11, 5),
+        phones=["555.010.7788"],
+    ),
+    dict(id="p4", given="José", family="Núñez", birth_date=dt.date(2001, 1, 9)),
+    dict(id="p5", given="Margaret", family="O’Brien", birth_date=dt.date(1950, 12, 25)),
+    dict(
+        id="p6",
+        given="Maria",
+        middle="Isabel",
+        family="de la Cruz",
+        birth_date=dt.date(1988, 4, 30),
+    ),
+    dict(id="p7", given="John", family="Smith", birth_date=dt.date(1961, 9, 1), mrn="00999"),
+    dict(
+        id="p8",
+        given="Elizabeth",
+        family="Van der Berg",
+        birth_date=dt.date(1979, 6, 15),
+        active=False,
+    ),
+    dict(id="p9", given="Ahmed", family="Khan", birth_date=dt.date(1999, 2, 11)),
+    # Another clinic holds a near twin of p1: it must never show up for clinic-a.
+    dict(
+        id="q1",
+        clinic_id="clinic-b",
+        given="John",
+        family="Smith",
+        birth_date=dt.date(1985, 3, 14),
+        mrn="00412",
+        phones=["(555) 010-2233"],
+    ),
+]
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(pool_min_size=1, pool_max_size=4)
+
+
+@pytest.fixture
+def seeded(db_url: str, settings: Settings) -> tuple[str, str, str]:
+    with psycopg.connect(db_url) as conn:
+        for p in PATIENTS:
+            insert_patient(conn, **p)
+        key_a = create_key(conn, ["clinic-a"], name="front desk a")
+        key_b = create_key(conn, ["clinic-b"])
+        conn.commit()
+    reindex(db_url, settings, progress=False)
+    return db_url, key_a, key_b
+
+
+@pytest.fixture
+def client(seeded: tuple[str, str, str], settings: Settings) -> Iterator[TestClient]:
+    app = create_app(settings, seeded[0])
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.headers["X-API-Key"] = seeded[1]
+        yield c
+
+
+def search(client: TestClient, **body: Any) -> dict[str, Any]:
+    response = client.post("/v1/patients/search", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def top(client: TestClient, q: str, **extra: Any) -> str:
+    results = search(client, q=q, **extra)["results"]
+    assert results, f"no results for {q!r}"
+    return results[0]["id"]
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("john smith 3/14/1985", "p1"),
+        ("Smith, John 1985-03-14", "p1"),
+        ("smith john 03/14/85", "p1"),
+        ("jon smyth", "p2"),
+        ("john smith 14.03.1985", "p1"),
+        ("smith jo 3/14/85", "p1"),
+        ("Jhon Smith 3/14/1985", "p1"),
+        ("john smith 14/3/1985", "p1"),  # day and month swapped
+        ("john smith 3/15/1985", "p1"),  # one digit wrong
+        ("(555) 010-2233", "p1"),
+        ("+1 555 010 2233", "p1"),
+        ("5550102233", "p1"),
+        ("MRN 00412", "p1"),
+        ("mrn:00413", "p2"),
+        ("john.smith@example.com", "p1"),
+        ("bill garcia", "p3"),
+        ("garcia lopez", "p3"),
+        ("garcialopez", "p3"),
+        ("william garcia-lopez", "p3"),
+        ("lopez", "p3"),
+        ("jose nunez", "p4"),
+        ("josé núñez", "p4"),
+        ("peggy obrien", "p5"),
+        ("margaret o'brien", "p5"),
+        ("maria cruz", "p6"),
+        ("delacruz", "p6"),
+        ("khna ahmed", "p9"),
+        ("ahmed 2/11/1999", "p9"),
+        ("7788 garcia", "p3"),
+    ],
+)
+def test_right_patient_first(client: TestClient, q: str, expected: str) -> None:
+    assert top(client, q) == expected
+
+
+def test_answer_shape_and_exact_first(client: TestClient) -> None:
+    body = search(client, q="john smith 3/14/1985")
+    assert body["engine"] == "postgres"
+    assert body["degraded"] is False
+    assert body["took_ms"] >= 0
+    assert body["query"]["names"] == ["john", "smith"]
+    first = body["results"][0]
+    assert first["id"] == "p1"
+    assert first["match"] == "exact"
+    assert {"given_name", "family_name", "birth_date"} <= set(first["matched"])
+    assert set(first["patient"]) >= {
+        "id",
+        "clinic_id",
+        "mrn",
+        "given_name",
+        "middle_name",
+        "family_name",
+        "birth_date",
+        "sex",
+        "phones",
+        "emails",
+        "postal_code",
+        "active",
+    }
+    assert first["patient"]["emails"][0]["value"] == "John.Smith@Example.com"
+    # The namesake with another birth date comes after, with a lower score.
+    ids = [r["id"] for r in body["results"]]
+    assert "p7" in ids
+    assert all(0.0 <= r["score"] <= 1.0 for r in body["results"])
+    scores = [r["score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert first["score"] > body["results"][ids.index("p7")]["score"]
+
+
+def test_match_kinds(client: TestClient) -> None:
+    assert search(client, q="smi")["results"][0]["match"] == "prefix"
+    assert search(client, q="bill garcia-lopez")["results"][0]["match"] == "phonetic"
+    assert search(client, q="garcai-lopez william")["results"][0]["match"] == "fuzzy"
+
+
+def test_structured_fields(client: TestClient) -> None:
+    assert search(client, given="jon", family="smyth")["results"][0]["id"] == "p2"
+    body = search(client, family="smith", birthdate="1961-09-01")
+    assert body["results"][0]["id"] == "p7"
+    assert search(client, phone="555-010-7788")["results"][0]["id"] == "p3"
+    assert search(client, mrn="00-412")["results"][0]["id"] == "p1"
+
+
+def test_clinic_isolation(client: TestClient, seeded: tuple[str, str, str]) -> None:
+    for q in ("john smith 3/14/1985", "MRN 00412", "(555) 010-2233", "smith"):
+        assert "q1" not in [r["id"] for r in search(client, q=q, limit=100)["results"]]
+    other = client.post(
+        "/v1/patients/search", json={"q": "john smith"}, headers={"X-API-Key": seeded[2]}
+    ).json()
+    assert [r["id"] for r in other["results"]] == ["q1"]
+    assert client.get("/v1/patients/q1").status_code == 404
+    assert client.get("/v1/patients/p1").json()["patient"]["family_name"] == "Smith"
+
+
+def test_inactive_only_when_asked(client: TestClient) -> None:
+    assert "p8" not in [r["id"] for r in search(client, q="elizabeth van der berg")["results"]]
+    body = search(client, q="elizabeth van der berg", include_inactive=True)
+    assert body["results"][0]["id"] == "p8"
+    assert body["results"][0]["patient"]["active"] is False
+    assert search(client, q="liz vanderberg", include_inactive=True)["results"][0]["id"] == "p8"
+
+
+def test_pagination_is_stable(client: TestClient) -> None:
+    full = [r["id"] for r in search(client, q="j", limit=20)["results"]]
+    paged = [
+        r["id"]
+        for offset in range(0, len(full), 2)
+        for r in search(client, q="j", limit=2, offset=offset)["results"]
+    ]
+    assert len(full) >= 3
+    assert paged == full
+
+
+def test_api_key_required(client: TestClient) -> None:
+    response = client.post("/v1/patients/search", json={"q": "smith"}, headers={"X-API-Key": ""})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
+    response = client.post(
+        "/v1/patients/search", json={"q": "smith"}, headers={"X-API-Key": "psk_nope"}
+    )
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"q": ""},
+        {"q": "   "},
+        {"q": "x" * 201},
+        {"q": 42},
+        {"q": "smith", "limit": 0},
+        {"q": "smith", "limit": 101},
+        {"q": "smith", "limit": "ten"},
+        {"q": "smith", "offset": -1},
+        {"q": "smith", "unknown": 1},
+        {"q": "smith\x00"},
+        {"q": "smith\u202e"},
+        {"q": "!!! ??? ..."},
+        {"given": ["a"]},
+    ],
+)
+def test_bad_input_is_a_clear_4xx(client: TestClient, body: dict[str, Any]) -> None:
+    response = client.post("/v1/patients/search", json=body)
+    assert 400 <= response.status_code < 500, response.text
+    error = response.json()["error"]
+    assert error["code"] and error["message"]
+
+
+def test_sql_and_like_metacharacters_are_plain_text(client: TestClient) -> None:
+    for q in ("smith'; drop table patients; --", "smi%", "sm_th", "o'brien\\", "a%_\\b"):
+        response = client.post("/v1/patients/search", json={"q": q})
+        assert response.status_code in (200, 422), response.text
+    assert top(client, "o'brien") == "p5"
+    assert top(client, "smith") in {"p1", "p7"}
+
+
+def test_malformed_json_is_4xx(client: TestClient) -> None:
+    response = client.post(
+        "/v1/patients/search", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+def test_lookup_exact_identifiers_same_shape(client: TestClient) -> None:
+    hit = client.post(
+        "/v1/patients/lookup", json={"phone": "555-010-2233", "birthdate": "1985-03-14"}
+    )
+    miss = client.post(
+        "/v1/patients/lookup", json={"phone": "555-010-2233", "birthdate": "1985-03-15"}
+    )
+    by_mrn = client.post(
+        "/v1/patients/lookup", json={"mrn": "MRN 00412", "birthdate": "03/14/1985"}
+    )
+    assert hit.status_code == miss.status_code == by_mrn.status_code == 200
+    assert [r["id"] for r in hit.json()["results"]] == ["p1"]
+    assert [r["id"] for r in by_mrn.json()["results"]] == ["p1"]
+    assert miss.json()["results"] == []
+    assert set(hit.json()) == set(miss.json())
+    assert set(hit.json()["results"][0]) == {
+        "id",
+        "clinic_id",
+        "given_name",
+        "family_name",
+        "birth_date",
+    }
+    # A name is no identifier for booking.
+    bad = client.post("/v1/patients/lookup", json={"birthdate": "1985-03-14"})
+    assert bad.status_code == 422
+
+
+def test_health_ready_metrics_docs(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["status"] == "ready"
+    search(client, q="smith")
+    metrics = client.get("/metrics").text
+    assert "patient_search_request_seconds_bucket" in metrics
+    assert 'endpoint="/v1/patients/search"' in metrics
+    assert "patient_search_engine_query_seconds" in metrics
+    assert "smith" not in metrics.lower()
+    assert client.get("/openapi.json").json()["paths"]["/v1/patients/search"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_readyz_stale_when_indexer_lags(client: TestClient, seeded: tuple[str, str, str]) -> None:
+    with psycopg.connect(seeded[0]) as conn:
+        conn.execute(
+            "insert into patient_search.state (key, value) values ('indexer', %s)",
+            (json.dumps({"lag_seconds": 10_000}),),
+        )
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["indexer"] == "stale"
+
+
+def test_no_patient_data_in_logs(
+    client: TestClient, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    queries = [
+        "john smith 3/14/1985",
+        "(555) 010-2233",
+        "john.smith@example.com",
+        "MRN 00412",
+        "Núñez",
+        "garcia-lopez",
+    ]
+    for q in queries:
+        client.post("/v1/patients/search", json={"q": q})
+    client.post("/v1/patients/search", json={"q": "Smith\x00"})
+    client.post("/v1/patients/lookup", json={"phone": "555-010-2233", "birthdate": "1985-03-14"})
+    client.get("/v1/patients/p1")
+    captured = caplog.text + capsys.readouterr().err
+    for secret in (
+        "smith",
+        "5550102233",
+        "010-2233",
+        "example.com",
+        "00412",
+        "1985",
+        "nunez",
+        "núñez",
+        "garcia",
+    ):
+        assert secret not in captured.lower(), secret
