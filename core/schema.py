@@ -18,7 +18,7 @@ PROJECTION = "patients"
 _LOCK_KEY = 7_345_001  # advisory lock serialising migrations across processes
 
 
-def projection_table_ddl(table: str) -> sql.Composed:
+def projection_table_ddl(table: str, *, primary_key: bool = True) -> sql.Composed:
     """One row per source patient: display document plus the terms every query kind uses.
 
     `terms` holds typed exact-match keys (`n:` name key, `k:` nickname canonical,
@@ -29,7 +29,7 @@ def projection_table_ddl(table: str) -> sql.Composed:
     return sql.SQL(
         """
         create table if not exists {schema}.{table} (
-          id                text primary key,
+          id                text not null{pk},
           clinic_id         text not null,
           active            boolean not null,
           birth_date        date,
@@ -41,7 +41,11 @@ def projection_table_ddl(table: str) -> sql.Composed:
           indexed_at        timestamptz not null default now()
         ) with (fillfactor = 90)
         """
-    ).format(schema=sql.Identifier(SCHEMA), table=sql.Identifier(table))
+    ).format(
+        schema=sql.Identifier(SCHEMA),
+        table=sql.Identifier(table),
+        pk=sql.SQL(" primary key" if primary_key else ""),
+    )
 
 
 def projection_indexes_ddl(table: str) -> list[sql.Composed]:

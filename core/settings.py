@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     def topics(self) -> list[str]:
         return [t.strip() for t in self.kafka_topics.split(",") if t.strip()]
 
+    # --- indexer (CDC) ---
+    indexer_metrics_port: int = Field(default=9464, ge=0)  # 0 disables the /metrics server
+    indexer_heartbeat_s: float = Field(default=5.0, gt=0)  # quiet-database slot advance period
+    indexer_retry_max_s: float = Field(default=30.0, gt=0)  # backoff ceiling on db/broker errors
+    indexer_peek_changes: int = Field(default=5000, ge=1)  # pgoutput messages per peek
+    kafka_max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    kafka_auto_offset_reset: str = "earliest"
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

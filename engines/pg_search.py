@@ -94,7 +94,7 @@ def expand_tokens(
     conn: psycopg.Connection[Any], tokens: Sequence[NameToken], *, prefix_limit: int = 25
 ) -> dict[str, set[str]]:
     """Dictionary words a typed word may stand for: completions and near spellings."""
-    prefix_tokens = sorted({t.text for t in tokens if t.prefix and len(t.text) >= 2})
+    prefix_tokens = sorted({t.text for t in tokens if t.prefix and t.text})
     fuzzy_tokens = sorted({t.text for t in tokens if len(t.text) >= 3})
     out: dict[str, set[str]] = {t.text: set() for t in tokens}
     if not prefix_tokens and not fuzzy_tokens:

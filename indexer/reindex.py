@@ -100,7 +100,7 @@ def _build(
 ) -> tuple[Counter[str], int]:
     with conn.transaction():
         conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
-        conn.execute(projection_table_ddl(REBUILD))
+        conn.execute(projection_table_ddl(REBUILD, primary_key=False))
     words: Counter[str] = Counter()
     total = 0
     with psycopg.connect(url) as reader:
