@@ -135,6 +135,10 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
             raise ApiError(422, "empty_query", str(exc)) from exc
         RESULTS.labels(endpoint="search").observe(len(outcome.results))
         response.headers["X-Search-Engine"] = outcome.engine
+        # Standard Server-Timing: where the time went (engine includes waiting for a connection).
+        response.headers["Server-Timing"] = (
+            f"engine;dur={outcome.engine_ms}, total;dur={outcome.took_ms}"
+        )
         return models.SearchResponse(
             results=[
                 models.SearchResult(

@@ -33,6 +33,7 @@ class SearchOutcome:
     engine: str
     degraded: bool
     took_ms: float
+    engine_ms: float
     query: dict[str, Any]
 
 
@@ -64,7 +65,9 @@ def search(
 ) -> SearchOutcome:
     started = time.perf_counter()
     plan = plan_for(request, clinic_ids, settings)
+    asked = time.perf_counter()
     answer = router.candidates(plan.candidates)
+    engine_ms = (time.perf_counter() - asked) * 1000
     ranked = rank(plan.rank, answer.candidates)
     page = ranked[request.offset : request.offset + request.limit]
     return SearchOutcome(
@@ -72,6 +75,7 @@ def search(
         engine=answer.engine,
         degraded=answer.degraded,
         took_ms=round((time.perf_counter() - started) * 1000, 2),
+        engine_ms=round(engine_ms, 2),
         query=plan.parsed,
     )
 
