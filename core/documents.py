@@ -9,8 +9,9 @@ A document has three parts:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from normalizers.emails import normalize_email
@@ -54,29 +55,37 @@ def _iso(value: dt.date | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def name_terms(
-    tokens_by_field: Mapping[str, Sequence[str]], raw: Iterable[str | None]
-) -> list[str]:
+@lru_cache(maxsize=200_000)
+def _word_terms(word: str, nicknames: bool) -> tuple[str, ...]:
+    terms = [f"n:{word}", *(f"p:{code}" for code in phonetic_keys(word))]
+    if nicknames:
+        terms.extend(f"k:{name}" for name in nickname_group(word))
+    return tuple(terms)
+
+
+@lru_cache(maxsize=200_000)
+def _name_field(text: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Tokens and keys of one name field; names repeat a lot across patients, so cache them."""
+    return tuple(name_tokens(text)), tuple(name_keys(text))
+
+
+def name_terms(fields: Mapping[str, tuple[Sequence[str], Sequence[str]]]) -> set[str]:
     """Name, nickname and phonetic terms for the inverted index."""
     terms: set[str] = set()
-    for text in raw:
-        terms.update(f"n:{key}" for key in name_keys(text))
-    for fld, tokens in tokens_by_field.items():
+    for fld, (tokens, keys) in fields.items():
+        terms.update(f"n:{key}" for key in keys)
         for token in tokens:
-            terms.add(f"n:{token}")
-            terms.update(f"p:{code}" for code in phonetic_keys(token))
-            if fld != "family":
-                terms.update(f"k:{name}" for name in nickname_group(token))
-    return sorted(terms)
+            terms.update(_word_terms(token, fld != "family"))
+    return terms
 
 
 def build_document(
     row: Mapping[str, Any], contacts: Sequence[Mapping[str, Any]], *, region: str = "US"
 ) -> PatientDocument:
     """Source row plus its contacts -> document. Pure: the indexer and reindex share it."""
-    given = name_tokens(row.get("given_name"))
-    middle = name_tokens(row.get("middle_name"))
-    family = name_tokens(row.get("family_name"))
+    given, given_keys = _name_field(row.get("given_name"))
+    middle, middle_keys = _name_field(row.get("middle_name"))
+    family, family_keys = _name_field(row.get("family_name"))
     birth_date: dt.date | None = row.get("birth_date")
     mrn = normalize_mrn(row["mrn"]) if row.get("mrn") else None
 
@@ -116,8 +125,11 @@ def build_document(
         terms.add(f"dob:{birth_date.isoformat()}")
     terms.update(
         name_terms(
-            {"given": given, "middle": middle, "family": family},
-            (row.get("given_name"), row.get("middle_name"), row.get("family_name")),
+            {
+                "given": (given, given_keys),
+                "middle": (middle, middle_keys),
+                "family": (family, family_keys),
+            }
         )
     )
 
@@ -136,11 +148,11 @@ def build_document(
         "active": bool(row.get("active", True)),
     }
     match = {
-        "given": given,
-        "middle": middle,
-        "family": family,
-        "family_keys": name_keys(row.get("family_name")),
-        "given_keys": name_keys(row.get("given_name")),
+        "given": list(given),
+        "middle": list(middle),
+        "family": list(family),
+        "family_keys": list(family_keys),
+        "given_keys": list(given_keys),
         "mrn": mrn,
         "birth_date": _iso(birth_date),
         "phones": sorted(set(e164)),

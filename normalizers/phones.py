@@ -49,18 +49,27 @@ def _parse(text: str, region: str) -> PhoneNumber | None:
 
 
 def _acceptable(number: PhoneNumber) -> bool:
+    """Valid, or of a full possible length (see module docstring).
+
+    The cheap length test runs first: is_valid_number is the costliest call of
+    building a document and most numbers pass without it.
+    """
     try:
-        if phonenumbers.is_valid_number(number):
+        if _possible_full_length(number):
             return True
-        reason = phonenumbers.is_possible_number_with_reason(number)
-        if reason != ValidationResult.IS_POSSIBLE:
-            return False
-        national = phonenumbers.national_significant_number(number)
-        if len(national) < 6:
-            return False
-        return not (number.country_code == 1 and national[:1] in ("0", "1"))
+        return bool(phonenumbers.is_valid_number(number))
     except Exception:
         return False
+
+
+def _possible_full_length(number: PhoneNumber) -> bool:
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    if reason != ValidationResult.IS_POSSIBLE:
+        return False
+    national = phonenumbers.national_significant_number(number)
+    if len(national) < 6:
+        return False
+    return not (number.country_code == 1 and national[:1] in ("0", "1"))
 
 
 def _invalid(raw: str, text: str) -> Phone:
