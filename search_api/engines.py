@@ -9,9 +9,7 @@ from engines.base import Engine
 def primary_engine(settings: Settings) -> Engine | None:
     if not settings.meili_url:
         return None
-    try:
-        from engines.meili import MeiliEngine  # type: ignore[import-not-found]
-    except ImportError:  # pragma: no cover - adapter not installed in this build
-        return None
+    from engines.meili import MeiliEngine
+
     engine: Engine = MeiliEngine.from_settings(settings)
     return engine

@@ -82,10 +82,10 @@ def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float]
     """How a typed word matches a stored word: kind and quality in (0, 1]."""
     if typed == stored:
         return "exact", 1.0
-    if nicknames and _nicknames(typed) & _nicknames(stored):
-        return "nickname", 0.9
     if stored.startswith(typed):
         return "prefix", 0.5 + 0.5 * len(typed) / len(stored)
+    if nicknames and _nicknames(typed) & _nicknames(stored):
+        return "nickname", 0.9
     if len(typed) >= 2 and _phonetic(typed) & _phonetic(stored):
         return "phonetic", 0.8
     if len(typed) >= 3:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ class SearchOutcome:
     query: dict[str, Any]
 
 
-def observe_engine_query(engine: str, slow_ms: float):  # type: ignore[no-untyped-def]
+def observe_engine_query(engine: str, slow_ms: float) -> Callable[[str, float], None]:
     """Histogram every engine query; log slow ones by kind and duration only."""
 
     def observe(kind: str, seconds: float) -> None:
