@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,7 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PATIENT_SEARCH_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="PATIENT_SEARCH_", extra="ignore", validate_default=True
+    )
 
     # Where the data lives.
     database_url: str | None = None
@@ -46,6 +49,9 @@ class Settings(BaseSettings):
     slot_name: str = "patient_search"
     publication_name: str = "patient_search"
 
+    # Reindex: processes normalizing documents (0 = one per CPU).
+    reindex_workers: int = Field(default=0, ge=0)
+
     # Indexer batching.
     batch_size: int = Field(default=500, ge=1)
     batch_timeout_ms: int = Field(default=200, ge=1)
@@ -70,6 +76,11 @@ class Settings(BaseSettings):
     @classmethod
     def _region(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("reindex_workers")
+    @classmethod
+    def _workers(cls, value: int) -> int:
+        return value or (os.cpu_count() or 1)
 
     @property
     def topics(self) -> list[str]:
