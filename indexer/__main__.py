@@ -1,0 +1,23 @@
+"""`python -m indexer [--once]`: run the CDC indexer (the CLI's `indexer` calls the same run)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.logging import configure_logging
+from core.settings import get_settings
+from indexer.runner import run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m indexer", description=__doc__)
+    parser.add_argument("--once", action="store_true", help="drain pending changes, then exit")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return run(settings, once=args.once)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

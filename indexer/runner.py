@@ -1,0 +1,418 @@
+"""The indexer loop: source batch -> patient ids -> sync_patients -> commit -> ack.
+
+The order is the whole guarantee: the source position (slot or offsets) moves
+only after the projection transaction has committed, so a crash anywhere
+replays a batch and never skips one; replays are harmless because every write
+re-reads the current source state of the patients involved.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from types import FrameType
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from core.database import resolve_database_url
+from core.settings import Settings
+from engines.pg_projection import owners_of_contacts
+from indexer import metrics
+from indexer.events import Batch, DeadLetter, affected_patients
+from indexer.sync import SyncStats, sync_patients
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = "indexer"
+_RESYNC_CHUNK = 1000
+_SUMMARY_EVERY_S = 30.0
+
+
+def _retryable() -> tuple[type[BaseException], ...]:
+    from kafka.errors import KafkaError
+
+    return (psycopg.OperationalError, psycopg.InterfaceError, KafkaError, ConnectionError)
+
+
+class Source(Protocol):
+    kind: str
+    drained: bool
+
+    def open(self, stop: threading.Event, *, wait: bool = True) -> None: ...
+    def close(self) -> None: ...
+    def needs_initial_sync(self) -> bool: ...
+    def mark_synced(self) -> None: ...
+    def record_checkpoint(self, conn: Any, batch: Batch) -> None: ...
+    def batches(self, batch_size: int) -> Iterator[Batch]: ...
+    def ack(self, batch: Batch) -> None: ...
+    def heartbeat(self) -> bool: ...
+    def lag(self) -> dict[str, float]: ...
+
+
+def make_source(url: str, settings: Settings) -> Source:
+    if settings.kafka_bootstrap_servers:
+        from indexer.kafka_source import KafkaSource
+
+        return KafkaSource(settings)
+    from indexer.logical import LogicalSource
+
+    return LogicalSource(url, settings)
+
+
+def _iso(ts: float | None) -> str | None:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat() if ts is not None else None
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL; a malformed payload may."""
+    return value.replace("\x00", "\\x00") if value is not None else None
+
+
+def wait_visible(conn: psycopg.Connection[Any], xids: set[int], timeout: float = 30.0) -> None:
+    """Wait until the decoded transactions are visible to new snapshots.
+
+    A transaction's commit record is in the WAL (so decodable) slightly before
+    the server marks it visible; reading the source in that window would write
+    the old state and then move the slot past the change. Each later
+    statement takes a newer snapshot, so one check before the write suffices.
+    """
+    if not xids:
+        return
+    wanted = sorted(xids)
+    deadline = time.monotonic() + timeout
+    while True:
+        row = conn.execute(
+            "select count(*) from pg_snapshot_xip(pg_current_snapshot()) x "
+            "where (x::text::numeric %% 4294967296)::bigint = any(%s)",
+            (wanted,),
+        ).fetchone()
+        conn.rollback()
+        if not row or not row[0] or time.monotonic() > deadline:
+            return
+        time.sleep(0.001)
+
+
+def sync_with_owners(
+    conn: psycopg.Connection[Any], patient_ids: Iterable[str], settings: Settings
+) -> SyncStats:
+    """sync_patients, plus every patient whose document still lists a contact of theirs.
+
+    contact_owner maps a contact to one patient. If a contact has moved from A
+    to B and B is synced before the move event is read, B takes the mapping and
+    A's document would keep the contact forever; so A joins this batch. Must
+    run in a REPEATABLE READ transaction: this lookup and sync_patients' read of
+    the source then see the same snapshot.
+    """
+    ids = set(patient_ids)
+    frontier = set(ids)
+    contacts_sql = sql.SQL("select id from {} where patient_id = any(%s)").format(
+        sql.Identifier(settings.source_schema, "patient_contacts")
+    )
+    while frontier:
+        contacts = [r[0] for r in conn.execute(contacts_sql, (sorted(frontier),))]
+        frontier = owners_of_contacts(conn, contacts) - ids
+        ids |= frontier
+    return sync_patients(conn, ids, schema=settings.source_schema, region=settings.default_region)
+
+
+def resync_all(conn: psycopg.Connection[Any], settings: Settings) -> int:
+    """Re-check every patient in the projection and in the source (initial load, truncate).
+
+    Keyset pages over each primary key, one committed transaction per page:
+    memory stays flat and the work survives a crash part-way (it is redone).
+    """
+    total = 0
+    tables = [sql.Identifier("patient_search", "patients")]
+    tables.append(sql.Identifier(settings.source_schema, "patients"))
+    for table in tables:
+        last = ""
+        while True:
+            with conn.transaction():
+                rows = conn.execute(
+                    sql.SQL("select id from {} where id > %s order by id limit %s").format(table),
+                    (last, _RESYNC_CHUNK),
+                ).fetchall()
+                if not rows:
+                    break
+                ids = [r[0] for r in rows]
+                sync_with_owners(conn, ids, settings)
+            last = ids[-1]
+            total += len(ids)
+    return total
+
+
+class Writer:
+    """Writes batches into the projection and keeps the state row the API reads."""
+
+    def __init__(self, conn: psycopg.Connection[Any], settings: Settings, source: Source) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.source = source
+        self.position: str | None = None
+        self.last_commit_ts: float | None = None
+        self.last_batch_at: float | None = None
+        self._last_idle = 0.0
+        self._last_gauges = 0.0
+
+    def write(self, batch: Batch) -> SyncStats:
+        started = time.monotonic()
+        dead = list(batch.dead)
+        wait_visible(self.conn, batch.xids)
+        with self.conn.transaction():
+            affected = affected_patients(self.conn, batch.changes)
+            stats = self._sync(sorted(affected.ids), batch, dead)
+            self._dead_letters(dead)
+            self.source.record_checkpoint(self.conn, batch)
+            self._remember(batch)
+            self._write_state(self._lag(batch))
+        if affected.full_resync:
+            log.info("truncate seen; re-checking every patient", extra={"source": self.source.kind})
+            resync_all(self.conn, self.settings)
+        now = time.time()
+        for ts in batch.commit_ts:
+            metrics.SEARCHABLE_LAG.observe(max(0.0, now - ts))
+        metrics.LAG_SECONDS.set(self._lag(batch))
+        metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+        metrics.BATCHES.labels(self.source.kind).inc()
+        metrics.PATIENTS_SYNCED.labels("upsert").inc(stats.upserted)
+        metrics.PATIENTS_SYNCED.labels("delete").inc(stats.deleted)
+        by_table = collections.Counter(c.table for c in batch.changes)
+        for table, count in by_table.items():
+            metrics.EVENTS.labels(self.source.kind, table).inc(count)
+        ignored = batch.events - len(batch.changes) - len(batch.dead)
+        if ignored > 0:
+            metrics.EVENTS.labels(self.source.kind, "other").inc(ignored)
+        if dead:
+            metrics.DEAD_LETTERS.labels(self.source.kind).inc(len(dead))
+        self._gauges()
+        log.debug(
+            "batch written",
+            extra={
+                "events": batch.events,
+                "patients": len(affected.ids),
+                "upserted": stats.upserted,
+                "deleted": stats.deleted,
+                "dead_letters": len(dead),
+                "position": batch.position,
+                "ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
+        return stats
+
+    def _sync(self, ids: Sequence[str], batch: Batch, dead: list[DeadLetter]) -> SyncStats:
+        """All ids at once; if a document is rejected, one by one so only it is set aside."""
+        try:
+            with self.conn.transaction():
+                return sync_with_owners(self.conn, ids, self.settings)
+        except _retryable():
+            raise
+        except Exception:
+            log.warning("batch rejected; isolating documents", extra={"patients": len(ids)})
+        upserted = deleted = 0
+        for pid in ids:
+            try:
+                with self.conn.transaction():
+                    one = sync_with_owners(self.conn, [pid], self.settings)
+                upserted += one.upserted
+                deleted += one.deleted
+            except _retryable():
+                raise
+            except Exception as exc:
+                reason = f"document rejected: {type(exc).__name__}"
+                dead.append(DeadLetter(self.source.kind, batch.position or "", reason, pid))
+        return SyncStats(upserted, deleted)
+
+    def _dead_letters(self, dead: Sequence[DeadLetter]) -> None:
+        if not dead:
+            return
+        with self.conn.cursor() as cur:
+            # A replay after a crash meets the same bad event again: record it once.
+            cur.executemany(
+                "insert into patient_search.dead_letters (source, position, reason, payload) "
+                "select %s, %s, %s, %s where not exists (select 1 from patient_search.dead_letters"
+                " where source = %s and position = %s and reason = %s)",
+                [
+                    (
+                        d.source,
+                        d.position,
+                        d.reason,
+                        _text(d.payload),
+                        d.source,
+                        d.position,
+                        d.reason,
+                    )
+                    for d in dead
+                ],
+            )
+        log.warning(
+            "events set aside in dead_letters",
+            extra={"count": len(dead), "reasons": sorted({d.reason for d in dead})},
+        )
+
+    def _remember(self, batch: Batch) -> None:
+        self.position = batch.position or self.position
+        if batch.commit_ts:
+            self.last_commit_ts = max(batch.commit_ts)
+        self.last_batch_at = time.time()
+
+    def _lag(self, batch: Batch | None) -> float:
+        if batch is None or not batch.commit_ts:
+            return 0.0
+        return max(0.0, time.time() - max(batch.commit_ts))
+
+    def _write_state(self, lag: float) -> None:
+        value = {
+            "source": self.source.kind,
+            "position": self.position,
+            "last_batch_at": _iso(self.last_batch_at),
+            "last_source_commit_at": _iso(self.last_commit_ts),
+            "lag_seconds": round(lag, 3),
+            "max_lag_s": self.settings.max_lag_s,
+            "stale": lag > self.settings.max_lag_s,
+            "heartbeat_s": self.settings.indexer_heartbeat_s,
+        }
+        self.conn.execute(
+            "insert into patient_search.state (key, value) values (%s, %s) "
+            "on conflict (key) do update set value = excluded.value, updated_at = now()",
+            (STATE_KEY, Jsonb(value)),
+        )
+
+    def idle(self) -> None:
+        """Caught up: say so (lag 0) now and then, and export slot/consumer lag."""
+        now = time.monotonic()
+        if now - self._last_idle < self.settings.indexer_heartbeat_s:
+            return
+        self._last_idle = now
+        with self.conn.transaction():
+            self._write_state(0.0)
+        metrics.LAG_SECONDS.set(0.0)
+        self._gauges()
+
+    def _gauges(self) -> None:
+        """Retained WAL / consumer lag, at most every heartbeat period (they cost a query)."""
+        now = time.monotonic()
+        if now - self._last_gauges < self.settings.indexer_heartbeat_s:
+            return
+        self._last_gauges = now
+        gauges = self.source.lag()
+        if "retained_wal_bytes" in gauges:
+            metrics.RETAINED_WAL.set(gauges["retained_wal_bytes"])
+        if "consumer_lag" in gauges:
+            metrics.CONSUMER_LAG.set(gauges["consumer_lag"])
+
+
+class _Backoff:
+    def __init__(self, ceiling: float) -> None:
+        self.ceiling = ceiling
+        self.delay = 0.5
+
+    def reset(self) -> None:
+        self.delay = 0.5
+
+    def next(self) -> float:
+        delay = self.delay
+        self.delay = min(self.delay * 2, self.ceiling)
+        return delay
+
+
+def _consume(
+    source: Source,
+    url: str,
+    settings: Settings,
+    stop: threading.Event,
+    once: bool,
+    backoff: _Backoff,
+) -> None:
+    source.open(stop, wait=not once)
+    with psycopg.connect(url, application_name="patient-search-indexer") as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # see sync_with_owners
+        if source.needs_initial_sync():
+            started = time.monotonic()
+            count = resync_all(conn, settings)
+            source.mark_synced()
+            log.info(
+                "initial sync done",
+                extra={"patients": count, "seconds": round(time.monotonic() - started, 2)},
+            )
+        writer = Writer(conn, settings, source)
+        totals = collections.Counter[str]()
+        last_summary = time.monotonic()
+        while not stop.is_set():
+            for batch in source.batches(settings.batch_size):
+                stats = writer.write(batch)
+                source.ack(batch)
+                backoff.reset()
+                totals.update(
+                    events=batch.events, batches=1, upserted=stats.upserted, deleted=stats.deleted
+                )
+                if stop.is_set():
+                    break
+            if time.monotonic() - last_summary > _SUMMARY_EVERY_S and totals:
+                log.info("indexer progress", extra={**totals, "position": writer.position})
+                totals.clear()
+                last_summary = time.monotonic()
+            if stop.is_set() or (once and source.drained):
+                break
+            if source.drained:
+                source.heartbeat()
+                writer.idle()
+                if source.kind == "logical":  # Kafka's poll already waited
+                    stop.wait(settings.batch_timeout_ms / 1000)
+        if totals:
+            log.info("indexer stopping", extra={**totals, "position": writer.position})
+
+
+def _install_signals(stop: threading.Event) -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("stop requested; finishing the current batch", extra={"signal": signum})
+        stop.set()
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def run(settings: Settings, *, once: bool = False, stop: threading.Event | None = None) -> int:
+    """Run the indexer until stopped (0), or drain pending changes and return with once=True."""
+    from indexer.logical import SlotBusy
+
+    stop = stop or threading.Event()
+    previous = _install_signals(stop)
+    metrics.serve(settings.indexer_metrics_port)
+    backoff = _Backoff(settings.indexer_retry_max_s)
+    try:
+        url = resolve_database_url(settings)
+        while not stop.is_set():
+            source = make_source(url, settings)
+            try:
+                _consume(source, url, settings, stop, once, backoff)
+                return 0
+            except SlotBusy as exc:
+                log.error(str(exc))
+                return 3
+            except _retryable() as exc:
+                delay = backoff.next()
+                metrics.RETRIES.labels(type(exc).__name__).inc()
+                log.warning(
+                    "indexer error; resuming from the durable position",
+                    extra={"error": type(exc).__name__, "retry_in_s": delay},
+                )
+                stop.wait(delay)
+            finally:
+                source.close()
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
