@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     kafka_auto_offset_reset: str = "earliest"
 
+    # --- meilisearch and routing ---
+    meili_timeout_s: float = Field(default=10.0, gt=0)  # indexer/reindex client timeout per request
+    meili_task_timeout_s: float = Field(default=60.0, gt=0)  # wait for one indexing task
+    meili_batch_size: int = Field(default=1000, ge=1)  # documents per add-documents task
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

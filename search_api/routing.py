@@ -1,19 +1,35 @@
-"""Which engine answers: the primary when configured and healthy, else PostgreSQL.
+"""Which engine answers: the primary (Meilisearch) when configured and healthy, else PostgreSQL.
 
-Both engines' candidates go through the same re-ranker, so the order of
-results does not depend on who answered; `degraded` tells the caller that the
-fallback did.
+Each search has a latency budget. The primary runs in a worker thread and is
+waited for at most that long; an error, a timeout, an open circuit breaker or
+a primary index lagging behind the indexer sends the same query to the
+PostgreSQL engine, answered with `degraded=True`. Both engines' candidates go
+through the same re-ranker, so the order of results does not depend on who
+answered; `degraded` tells the caller that the fallback did.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import Any
 
+from core.settings import Settings
 from engines.base import Candidate, CandidateQuery, Engine
+from search_api.breaker import CircuitBreaker
 from search_api.metrics import FALLBACKS
 
 log = logging.getLogger(__name__)
+
+# State rows (patient_search.state): written by the indexer and by indexer.meili_sink.
+INDEXER_STATE = "indexer"
+MEILI_STATE = "meili"
 
 
 @dataclass(frozen=True)
@@ -23,19 +39,203 @@ class Answer:
     degraded: bool
 
 
+# -- lag ------------------------------------------------------------------------
+
+
+def _ts(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        parsed = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+def primary_lag_s(
+    indexer: Mapping[str, Any] | None, meili: Mapping[str, Any] | None, now: float
+) -> float:
+    """How far the Meilisearch index is behind the indexer's checkpoint, in seconds.
+
+    - no indexer row: nothing to be behind (0);
+    - no meili row: the sink never wrote, the index may be empty or foreign (inf);
+    - failing_since: writes have failed since then; the projection went on or
+      stopped with it, either way the index is at best that old;
+    - else the indexer's last batch time minus the sink's last write time.
+    """
+    if not indexer:
+        return 0.0
+    if not meili:
+        return float("inf")
+    lag = 0.0
+    failing = _ts(meili.get("failing_since"))
+    if failing is not None:
+        lag = max(lag, now - failing)
+    last_batch = _ts(indexer.get("last_batch_at"))
+    last_write = _ts(meili.get("last_write_at"))
+    if last_batch is not None:
+        if last_write is None:
+            return float("inf")
+        lag = max(lag, last_batch - last_write)
+    return max(lag, 0.0)
+
+
+StateReader = Callable[[], Mapping[str, Mapping[str, Any]]]
+
+
+class LagProbe:
+    """Is the primary index too far behind? Reads the state rows at most once per `ttl_s`.
+
+    One request refreshes while others use the cached answer, so the check
+    costs one small query per second per process, never one per search. A
+    failed read counts as "not lagging": the breaker and the budget still guard
+    the primary, and a database that cannot be read fails the fallback too.
+    """
+
+    def __init__(
+        self,
+        read_state: StateReader,
+        max_lag_s: float,
+        *,
+        ttl_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._read = read_state
+        self.max_lag_s = max_lag_s
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._checked_at = float("-inf")
+        self._lag = 0.0
+
+    def lag_s(self) -> float:
+        now = self._clock()
+        if now - self._checked_at >= self.ttl_s and self._lock.acquire(blocking=False):
+            try:
+                rows = self._read()
+                self._lag = primary_lag_s(rows.get(INDEXER_STATE), rows.get(MEILI_STATE), now)
+            except Exception as exc:
+                log.warning(
+                    "state not readable for the lag check", extra={"error": type(exc).__name__}
+                )
+                self._lag = 0.0
+            finally:
+                self._checked_at = now
+                self._lock.release()
+        return self._lag
+
+    def lagging(self) -> bool:
+        return self.lag_s() > self.max_lag_s
+
+
+def pool_state_reader(pool: Any, *, timeout_s: float = 0.2) -> StateReader:
+    """State rows through the API's psycopg pool (a ConnectionPool)."""
+
+    def read() -> dict[str, Mapping[str, Any]]:
+        with pool.connection(timeout=timeout_s) as conn:
+            rows = conn.execute(
+                "select key, value from patient_search.state where key = any(%s)",
+                ([INDEXER_STATE, MEILI_STATE],),
+            ).fetchall()
+        return {key: value or {} for key, value in rows}
+
+    return read
+
+
+# -- router ---------------------------------------------------------------------
+
+
+def _reason(exc: BaseException) -> str:
+    """A fixed, low-cardinality label for a primary failure."""
+    from meilisearch.errors import (
+        MeilisearchApiError,
+        MeilisearchCommunicationError,
+        MeilisearchTimeoutError,
+    )
+
+    if isinstance(exc, MeilisearchTimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, MeilisearchCommunicationError | ConnectionError):
+        return "connection"
+    if isinstance(exc, MeilisearchApiError):
+        return "http_error"
+    if type(exc).__name__ == "MeiliNotReady":
+        return "not_ready"
+    return "error"
+
+
 class Router:
-    def __init__(self, fallback: Engine, primary: Engine | None = None) -> None:
+    """`Router(fallback, primary=None, ...)`; `.candidates(query) -> Answer`."""
+
+    def __init__(
+        self,
+        fallback: Engine,
+        primary: Engine | None = None,
+        *,
+        budget_ms: float = 200.0,
+        breaker: CircuitBreaker | None = None,
+        lag: LagProbe | None = None,
+        max_workers: int = 32,
+    ) -> None:
         self.fallback = fallback
         self.primary = primary
+        self.budget_s = budget_ms / 1000
+        self.breaker = breaker or CircuitBreaker()
+        self.lag = lag
+        self._pool: ThreadPoolExecutor | None = None
+        if primary is not None:
+            self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="primary")
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        fallback: Engine,
+        primary: Engine | None = None,
+        *,
+        read_state: StateReader | None = None,
+    ) -> Router:
+        lag = LagProbe(read_state, settings.meili_max_lag_s) if read_state else None
+        return cls(
+            fallback,
+            primary,
+            budget_ms=settings.search_budget_ms,
+            breaker=CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s),
+            lag=lag,
+        )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def candidates(self, query: CandidateQuery) -> Answer:
-        if self.primary is None:
+        primary = self.primary
+        if primary is None or self._pool is None:
             return Answer(self.fallback.candidates(query), self.fallback.name, False)
+        if self.lag is not None and self.lag.lagging():
+            return self._fallback(query, "lag")
+        if not self.breaker.allow():
+            return self._fallback(query, "breaker_open")
+        future: Future[list[Candidate]] = self._pool.submit(primary.candidates, query)
         try:
-            return Answer(self.primary.candidates(query), self.primary.name, False)
+            found = future.result(timeout=self.budget_s)
+        except FutureTimeout:
+            future.cancel()  # if it never started; a running one ends at the client timeout
+            self.breaker.record_failure()
+            return self._fallback(query, "timeout")
         except Exception as exc:  # any failure of the primary means: ask the fallback
-            FALLBACKS.labels(reason=type(exc).__name__).inc()
-            log.warning(
-                "primary engine failed; using fallback", extra={"error": type(exc).__name__}
-            )
-            return Answer(self.fallback.candidates(query), self.fallback.name, True)
+            self.breaker.record_failure()
+            return self._fallback(query, _reason(exc))
+        self.breaker.record_success()
+        return Answer(found, primary.name, False)
+
+    def _fallback(self, query: CandidateQuery, reason: str) -> Answer:
+        FALLBACKS.labels(reason=reason).inc()
+        # A failure is news; skipping a primary known to be down or behind is not.
+        level = logging.DEBUG if reason in ("breaker_open", "lag") else logging.WARNING
+        log.log(level, "primary engine not used; answering from fallback", extra={"reason": reason})
+        return Answer(self.fallback.candidates(query), self.fallback.name, True)

@@ -1,0 +1,200 @@
+"""docker-compose.yml, the Debezium connector config and the database roles agree with the code."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from core.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CONNECTOR = json.loads((ROOT / "deploy" / "debezium-connector.json").read_text())["config"]
+SERVICES = {
+    "postgres",
+    "kafka",
+    "kafka-connect",
+    "connector-register",
+    "meilisearch",
+    "indexer",
+    "api",
+    "migrate",
+    "demo-data",
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    yaml = pytest.importorskip("yaml", reason="pyyaml not installed (dev dependency)")
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def test_services_and_dependencies(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) >= SERVICES
+    for name, service in services.items():
+        for dep in service.get("depends_on") or {}:
+            assert dep in services, f"{name} depends on unknown {dep}"
+    for name in ("postgres", "kafka", "kafka-connect", "meilisearch", "api", "indexer"):
+        assert "healthcheck" in services[name], name
+    assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert (
+        services["indexer"]["depends_on"]["connector-register"]["condition"]
+        == "service_completed_successfully"
+    )
+
+
+def test_postgres_is_logical_with_reference_schema(compose: dict[str, Any]) -> None:
+    pg = compose["services"]["postgres"]
+    assert "wal_level=logical" in pg["command"]
+    mounts = " ".join(pg["volumes"])
+    assert "./core/source_schema.sql:" in mounts and "./deploy/roles.sql:" in mounts
+    for mount in pg["volumes"]:
+        src = mount.split(":")[0]
+        if src.startswith("./"):
+            assert (ROOT / src).exists(), src
+
+
+def test_ports(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert "8000:8000" in services["api"]["ports"]
+    assert "8000" in services["api"]["command"]
+    assert "7700:7700" in services["meilisearch"]["ports"]
+    indexer_port = _env(services["indexer"])["PATIENT_SEARCH_INDEXER_METRICS_PORT"]
+    assert f"{indexer_port}:{indexer_port}" in services["indexer"]["ports"]
+
+
+def test_environment_names_are_settings(compose: dict[str, Any]) -> None:
+    fields = set(Settings.model_fields)
+    seen = 0
+    for name, service in compose["services"].items():
+        for key in _env(service):
+            if key.startswith("PATIENT_SEARCH_"):
+                seen += 1
+                field = key.removeprefix("PATIENT_SEARCH_").lower()
+                assert field in fields, f"{name}: {key} is not a Settings field"
+    assert seen >= 10
+
+
+def test_app_services(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    indexer, api = _env(services["indexer"]), _env(services["api"])
+    assert services["indexer"]["command"] == ["indexer"]
+    assert indexer["PATIENT_SEARCH_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert Settings(kafka_topics=indexer["PATIENT_SEARCH_KAFKA_TOPICS"]).topics == Settings().topics
+    assert services["api"]["command"][:3] == ["serve", "--host", "0.0.0.0"]
+    for env in (indexer, api):
+        assert env["PATIENT_SEARCH_MEILI_URL"] == "http://meilisearch:7700"
+    assert "MEILI_MASTER_KEY" in _env(services["meilisearch"])
+    assert "${MEILI_MASTER_KEY" in _env(services["meilisearch"])["MEILI_MASTER_KEY"]
+    # Least privilege: each process connects as its own role.
+    assert "patient_search_api:" in api["PATIENT_SEARCH_DATABASE_URL"]
+    assert "patient_search_indexer:" in indexer["PATIENT_SEARCH_DATABASE_URL"]
+    assert Path(ROOT / "Dockerfile").exists()
+
+
+def test_connector_register_uses_repo_config(compose: dict[str, Any]) -> None:
+    reg = compose["services"]["connector-register"]
+    assert any(v.startswith("./deploy:") for v in reg["volumes"])
+    assert (ROOT / "deploy" / "register-connector.sh").exists()
+    assert _env(reg)["CONNECTOR_CONFIG"].endswith("debezium-connector.json")
+
+
+def test_connector_topics_match_settings() -> None:
+    prefix = CONNECTOR["topic.prefix"]
+    tables = CONNECTOR["table.include.list"].split(",")
+    topics = sorted(f"{prefix}.{t}" for t in tables)
+    assert topics == sorted(Settings().topics)
+    assert CONNECTOR["connector.class"] == "io.debezium.connector.postgresql.PostgresConnector"
+    assert CONNECTOR["plugin.name"] == "pgoutput"
+    assert CONNECTOR["publication.autocreate.mode"] == "disabled"
+    assert CONNECTOR["publication.name"] in (ROOT / "deploy" / "roles.sql").read_text()
+    assert CONNECTOR["database.password"] == "${DEBEZIUM_PASSWORD}"  # never a real secret
+
+
+# -- roles on a real PostgreSQL -------------------------------------------------------
+
+ROLES = ("patient_search_indexer", "patient_search_api", "debezium")
+
+
+def _roles_sql() -> str:
+    """deploy/roles.sql with psql's \\getenv replaced by literal test passwords."""
+    text = (ROOT / "deploy" / "roles.sql").read_text()
+    text = re.sub(r"^\\getenv .*$", "", text, flags=re.M)
+    return re.sub(r":'(\w+)_password'", lambda m: f"'test-{m.group(1)}'", text)
+
+
+@pytest.fixture
+def roles(db_url: str) -> Iterator[str]:
+    import os
+
+    if os.environ.get("PATIENT_SEARCH_DATABASE_URL"):
+        pytest.skip("creates cluster-wide roles: only on the embedded test server")
+
+    def drop(conn: psycopg.Connection[Any]) -> None:
+        for role in ROLES:
+            if conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
+                conn.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        drop(conn)
+        conn.execute(_roles_sql())
+        conn.execute((ROOT / "deploy" / "api-grants.sql").read_text())
+    yield db_url
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        drop(conn)
+
+
+def _as(url: str, role: str) -> psycopg.Connection[Any]:
+    password = f"test-{role.split('_')[-1]}"
+    return psycopg.connect(make_conninfo(url, user=role, password=password), autocommit=True)
+
+
+def test_api_role_reads_the_projection_only(roles: str) -> None:
+    with _as(roles, "patient_search_api") as api:
+        api.execute("select count(*) from patient_search.patients").fetchone()
+        api.execute("select count(*) from patient_search.api_keys").fetchone()
+        api.execute("select value from patient_search.state").fetchall()
+        for stmt in (
+            "select * from public.patients",
+            "insert into patient_search.api_keys (key_hash, clinics) values ('x', '{a}')",
+            "delete from patient_search.patients",
+            "select * from patient_search.dead_letters",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                api.execute(stmt)
+
+
+def test_indexer_and_debezium_read_the_source(roles: str) -> None:
+    with _as(roles, "patient_search_indexer") as idx:
+        idx.execute("select count(*) from public.patients").fetchone()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            idx.execute("delete from public.patients")
+    with _as(roles, "debezium") as dbz:
+        dbz.execute("select count(*) from public.patient_contacts").fetchone()
+    with psycopg.connect(roles) as conn:
+        flags: dict[str, bool] = dict(
+            conn.execute(
+                "select rolname, rolreplication from pg_roles where rolname = any(%s)",
+                (list(ROLES),),
+            ).fetchall()
+        )
+        pubs = {r[0] for r in conn.execute("select pubname from pg_publication").fetchall()}
+    assert flags == {"patient_search_indexer": True, "debezium": True, "patient_search_api": False}
+    assert CONNECTOR["publication.name"] in pubs
