@@ -27,7 +27,7 @@ from core.settings import Settings
 from engines.pg_projection import owners_of_contacts
 from indexer import metrics
 from indexer.events import Batch, DeadLetter, affected_patients
-from indexer.sync import SyncStats, sync_patients
+from indexer.sync import Sink, SyncStats, sync_patients
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,10 @@ def wait_visible(conn: psycopg.Connection[Any], xids: set[int], timeout: float =
 
 
 def sync_with_owners(
-    conn: psycopg.Connection[Any], patient_ids: Iterable[str], settings: Settings
+    conn: psycopg.Connection[Any],
+    patient_ids: Iterable[str],
+    settings: Settings,
+    sinks: Sequence[Sink] = (),
 ) -> SyncStats:
     """sync_patients, plus every patient whose document still lists a contact of theirs.
 
@@ -120,10 +123,25 @@ def sync_with_owners(
         contacts = [r[0] for r in conn.execute(contacts_sql, (sorted(frontier),))]
         frontier = owners_of_contacts(conn, contacts) - ids
         ids |= frontier
-    return sync_patients(conn, ids, schema=settings.source_schema, region=settings.default_region)
+    return sync_patients(
+        conn, ids, schema=settings.source_schema, region=settings.default_region, sinks=sinks
+    )
 
 
-def resync_all(conn: psycopg.Connection[Any], settings: Settings) -> int:
+def make_sinks(settings: Settings, url: str) -> list[Sink]:
+    """Engines beside the projection that every batch must also reach (Meilisearch)."""
+    if not settings.meili_url:
+        return []
+    from indexer.meili_sink import MeiliSink
+
+    sink = MeiliSink.from_settings(settings, url)
+    sink.ensure_index()
+    return [sink]
+
+
+def resync_all(
+    conn: psycopg.Connection[Any], settings: Settings, sinks: Sequence[Sink] = ()
+) -> int:
     """Re-check every patient in the projection and in the source (initial load, truncate).
 
     Keyset pages over each primary key, one committed transaction per page:
@@ -143,7 +161,7 @@ def resync_all(conn: psycopg.Connection[Any], settings: Settings) -> int:
                 if not rows:
                     break
                 ids = [r[0] for r in rows]
-                sync_with_owners(conn, ids, settings)
+                sync_with_owners(conn, ids, settings, sinks)
             last = ids[-1]
             total += len(ids)
     return total
@@ -152,8 +170,15 @@ def resync_all(conn: psycopg.Connection[Any], settings: Settings) -> int:
 class Writer:
     """Writes batches into the projection and keeps the state row the API reads."""
 
-    def __init__(self, conn: psycopg.Connection[Any], settings: Settings, source: Source) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        settings: Settings,
+        source: Source,
+        sinks: Sequence[Sink] = (),
+    ) -> None:
         self.conn = conn
+        self.sinks = sinks
         self.settings = settings
         self.source = source
         self.position: str | None = None
@@ -175,7 +200,7 @@ class Writer:
             self._write_state(self._lag(batch))
         if affected.full_resync:
             log.info("truncate seen; re-checking every patient", extra={"source": self.source.kind})
-            resync_all(self.conn, self.settings)
+            resync_all(self.conn, self.settings, self.sinks)
         now = time.time()
         for ts in batch.commit_ts:
             metrics.SEARCHABLE_LAG.observe(max(0.0, now - ts))
@@ -211,7 +236,7 @@ class Writer:
         """All ids at once; if a document is rejected, one by one so only it is set aside."""
         try:
             with self.conn.transaction():
-                return sync_with_owners(self.conn, ids, self.settings)
+                return sync_with_owners(self.conn, ids, self.settings, self.sinks)
         except _retryable():
             raise
         except Exception:
@@ -220,7 +245,7 @@ class Writer:
         for pid in ids:
             try:
                 with self.conn.transaction():
-                    one = sync_with_owners(self.conn, [pid], self.settings)
+                    one = sync_with_owners(self.conn, [pid], self.settings, self.sinks)
                 upserted += one.upserted
                 deleted += one.deleted
             except _retryable():
@@ -293,6 +318,8 @@ class Writer:
         self._last_idle = now
         with self.conn.transaction():
             self._write_state(0.0)
+        for sink in self.sinks:
+            sink.write([], [])  # heartbeat: the API's lag check sees the engine is current
         metrics.LAG_SECONDS.set(0.0)
         self._gauges()
 
@@ -332,17 +359,34 @@ def _consume(
     backoff: _Backoff,
 ) -> None:
     source.open(stop, wait=not once)
+    sinks = make_sinks(settings, url)
+    try:
+        _consume_with(source, url, settings, stop, once, backoff, sinks)
+    finally:
+        for sink in sinks:
+            sink.close()
+
+
+def _consume_with(
+    source: Source,
+    url: str,
+    settings: Settings,
+    stop: threading.Event,
+    once: bool,
+    backoff: _Backoff,
+    sinks: Sequence[Sink],
+) -> None:
     with psycopg.connect(url, application_name="patient-search-indexer") as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # see sync_with_owners
         if source.needs_initial_sync():
             started = time.monotonic()
-            count = resync_all(conn, settings)
+            count = resync_all(conn, settings, sinks)
             source.mark_synced()
             log.info(
                 "initial sync done",
                 extra={"patients": count, "seconds": round(time.monotonic() - started, 2)},
             )
-        writer = Writer(conn, settings, source)
+        writer = Writer(conn, settings, source, sinks)
         totals = collections.Counter[str]()
         last_summary = time.monotonic()
         while not stop.is_set():

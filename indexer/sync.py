@@ -31,6 +31,8 @@ class Sink(Protocol):
 
     def write(self, docs: Sequence[PatientDocument], deleted_ids: Sequence[str]) -> None: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class SyncStats:

@@ -12,10 +12,25 @@ import psycopg
 
 from core.database import resolve_database_url
 from core.logging import configure_logging
-from core.schema import migrate
+from core.schema import MIGRATIONS, migrate, schema_version
 from core.settings import Settings, get_settings
 
 log = logging.getLogger("patient_search")
+
+
+def _migrate_or_check(url: str) -> None:
+    """Migrate when allowed; a least-privilege role (the API's) only checks the version."""
+    with psycopg.connect(url) as conn:
+        try:
+            migrate(conn)
+        except psycopg.errors.InsufficientPrivilege:
+            conn.rollback()
+            current = schema_version(conn)
+            if current != MIGRATIONS[-1][0]:
+                raise SystemExit(
+                    f"schema patient_search is at version {current}; run `patient-search migrate`"
+                    " with a role that may create objects"
+                ) from None
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -34,6 +49,11 @@ def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
         migrate(conn)
     count = reindex(url, settings, clinic_id=args.clinic, progress=not args.quiet)
     print(f"reindexed {count} patients")
+    if settings.meili_url:
+        from indexer.meili_sink import rebuild_meili
+
+        count = rebuild_meili(url, settings, progress=not args.quiet)
+        print(f"rebuilt the Meilisearch index with {count} patients")
     return 0
 
 
@@ -41,8 +61,7 @@ def cmd_indexer(settings: Settings, args: argparse.Namespace) -> int:
     from indexer.runner import run
 
     url = resolve_database_url(settings)
-    with psycopg.connect(url) as conn:
-        migrate(conn)
+    _migrate_or_check(url)
     os.environ["PATIENT_SEARCH_DATABASE_URL"] = url
     return run(settings.model_copy(update={"database_url": url}), once=args.once)
 
@@ -51,8 +70,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     url = resolve_database_url(settings)
-    with psycopg.connect(url) as conn:
-        migrate(conn)
+    _migrate_or_check(url)
     # Workers inherit the resolved URL instead of each starting a server.
     os.environ["PATIENT_SEARCH_DATABASE_URL"] = url
     uvicorn.run(

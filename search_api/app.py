@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from search_api.errors import ApiError, install_error_handlers
 from search_api.metrics import REQUEST_SECONDS, REQUESTS, RESULTS
 from search_api.page import search_page
 from search_api.plan import SearchInput
-from search_api.routing import Router
+from search_api.routing import Router, pool_state_reader
 from search_api.service import (
     EmptyQuery,
     lookup_terms,
@@ -73,6 +74,18 @@ def authenticate(
 Key = Annotated[ApiKey, Depends(authenticate)]
 
 
+def _verify_in_background(primary: Any) -> None:
+    """The primary serves only once its index settings are verified; never block start-up."""
+
+    def verify() -> None:
+        try:
+            primary.verify_settings()
+        except Exception as exc:
+            log.warning("primary engine not verifiable yet", extra={"error": type(exc).__name__})
+
+    threading.Thread(target=verify, name="primary-verify", daemon=True).start()
+
+
 def create_app(settings: Settings, database_url: str, *, primary: Any = None) -> FastAPI:
     """`primary` is an optional engine (Meilisearch) tried before PostgreSQL."""
 
@@ -84,16 +97,18 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
         postgres = PostgresEngine(
             pool, observe=observe_engine_query("postgres", settings.slow_query_ms)
         )
+        router = Router.from_settings(
+            settings, postgres, primary, read_state=pool_state_reader(pool) if primary else None
+        )
+        if primary is not None:
+            _verify_in_background(primary)
         app.state.search = AppState(
-            settings=settings,
-            pool=pool,
-            postgres=postgres,
-            router=Router(fallback=postgres, primary=primary),
-            keys={},
+            settings=settings, pool=pool, postgres=postgres, router=router, keys={}
         )
         try:
             yield
         finally:
+            router.close()
             pool.close()
 
     app = FastAPI(
@@ -227,7 +242,9 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
                 status_code=503,
             )
         if indexer:
-            lag = float((indexer[0] or {}).get("lag_seconds") or 0.0)
+            # Lag as the indexer reported it, or the silence since, if it stopped reporting.
+            reported = float((indexer[0] or {}).get("lag_seconds") or 0.0)
+            lag = max(reported, float(indexer[1] or 0.0))
             checks["indexer_lag_seconds"] = round(lag, 3)
             if lag > state.settings.max_lag_s:
                 checks["indexer"] = "stale"
