@@ -11,7 +11,7 @@ the right patient. Every pass filters by clinic inside the query.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -25,12 +25,12 @@ _MAX_CHAR = chr(0x10FFFF)
 
 _EXPANSIONS = sql.SQL(
     """
-    select q.tok, d.term from unnest(%(prefix_tokens)s::text[]) q(tok),
+    select q.tok, d.term, 'prefix' from unnest(%(prefix_tokens)s::text[]) q(tok),
       lateral (select term from patient_search.name_dictionary
                where term >= q.tok and term < q.tok || %(max_char)s and term <> q.tok
                order by frequency desc, term limit %(prefix_limit)s) d
     union all
-    select q.tok, d.term from unnest(%(fuzzy_tokens)s::text[]) q(tok),
+    select q.tok, d.term, 'fuzzy' from unnest(%(fuzzy_tokens)s::text[]) q(tok),
       lateral (select term from patient_search.name_dictionary
                where term %% q.tok
                  and levenshtein_less_equal(term, q.tok, 2)
@@ -92,13 +92,14 @@ def _candidate(row: tuple[Any, ...]) -> Candidate:
 
 def expand_tokens(
     conn: psycopg.Connection[Any], tokens: Sequence[NameToken], *, prefix_limit: int = 25
-) -> dict[str, set[str]]:
-    """Dictionary words a typed word may stand for: completions and near spellings."""
+) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Dictionary words a typed word may stand for: (completions, near spellings)."""
     prefix_tokens = sorted({t.text for t in tokens if t.prefix and t.text})
     fuzzy_tokens = sorted({t.text for t in tokens if len(t.text) >= 3})
-    out: dict[str, set[str]] = {t.text: set() for t in tokens}
+    prefixes: dict[str, set[str]] = {t.text: set() for t in tokens}
+    fuzzy: dict[str, set[str]] = {t.text: set() for t in tokens}
     if not prefix_tokens and not fuzzy_tokens:
-        return out
+        return prefixes, fuzzy
     conn.execute("set local pg_trgm.similarity_threshold = 0.2")
     rows = conn.execute(
         _EXPANSIONS,
@@ -110,46 +111,60 @@ def expand_tokens(
             "fuzzy_limit": 8,
         },
     ).fetchall()
-    for token, word in rows:
-        out[token].add(f"n:{word}")
-    return out
+    for token, word, kind in rows:
+        (prefixes if kind == "prefix" else fuzzy)[token].add(f"n:{word}")
+    return prefixes, fuzzy
 
 
-def _closeness(names: Sequence[NameToken], expansions: dict[str, set[str]]) -> sql.Composable:
-    """Order for widened passes: rows matching more words more closely come first."""
-    parts = []
-    for t in names:
-        parts.append(
-            sql.SQL(
-                "(case when terms && {}::text[] then 3 when terms && {}::text[] then 2 "
-                "when terms && {}::text[] then 1 else 0 end)"
-            ).format(
-                sorted(t.alternatives),
-                sorted(expansions[t.text]) or ["n:"],
-                sorted(t.phonetic) or ["n:"],
-            )
-        )
-    return sql.SQL("{} desc, sort_key, id").format(sql.SQL(" + ").join(parts))
+def _name_levels(
+    conn: psycopg.Connection[Any], names: Sequence[NameToken]
+) -> Iterator[tuple[str, list[tuple[str, ...]]]]:
+    """Per name word, the terms that count at each level, strict to loose.
+
+    exact: the word and its nickname group; completed: plus prefix completions;
+    close: plus typo corrections and the phonetic code. The dictionary is only
+    asked when the exact level did not find enough.
+    """
+    yield "exact", [t.alternatives for t in names]
+    prefixes, fuzzy = expand_tokens(conn, names)
+    completed = [(*t.alternatives, *prefixes[t.text]) for t in names]
+    yield "completed", completed
+    yield (
+        "close",
+        [(*c, *t.phonetic, *fuzzy[t.text]) for c, t in zip(completed, names, strict=True)],
+    )
 
 
 def find_candidates(
     conn: psycopg.Connection[Any], query: CandidateQuery, *, observe: Observer
 ) -> list[Candidate]:
+    """Candidates for the re-ranker, from the strictest pass that finds enough.
+
+    Passes have no ORDER BY: each level is homogeneous enough for the re-ranker
+    to order, and an unordered LIMIT stops reading early even when a common
+    name matches thousands. Their order is still deterministic for the same
+    projection, which keeps pagination stable.
+    """
     found: dict[str, Candidate] = {}
     limit = query.limit
     base: list[sql.Composable] = [sql.SQL("clinic_id = any({})").format(list(query.clinic_ids))]
     if not query.include_inactive:
         base.append(sql.SQL("active"))
 
+    def full() -> bool:
+        return len(found) >= limit
+
     def run(kind: str, conds: list[sql.Composable], order: sql.Composable | None = None) -> None:
-        if len(found) >= limit:
+        if full():
             return
         where = sql.SQL(" and ").join([*base, *conds])
-        stmt = sql.SQL("select id, doc from patient_search.patients where {} order by {} limit {}")
+        stmt = sql.SQL("select id, doc from patient_search.patients where {}{} limit {}").format(
+            where,
+            sql.SQL(" order by {}").format(order) if order is not None else sql.SQL(""),
+            sql.Literal(limit),
+        )
         started = time.perf_counter()
-        rows = conn.execute(
-            stmt.format(where, order or sql.SQL("sort_key, id"), sql.Literal(limit))
-        ).fetchall()
+        rows = conn.execute(stmt).fetchall()
         observe(kind, time.perf_counter() - started)
         for row in rows:
             if row[0] not in found:
@@ -162,38 +177,47 @@ def find_candidates(
         run("identifier", [overlaps(query.strong_terms)])
 
     weak = [overlaps(query.weak_terms)] if query.weak_terms else []
-    dob = [overlaps(query.dob_terms)] if query.dob_terms else []
-    near = [overlaps(query.dob_near_terms)] if query.dob_near_terms else []
+    dates = [
+        (kind, overlaps(terms))
+        for kind, terms in (("dob", query.dob_terms), ("dob_near", query.dob_near_terms))
+        if terms
+    ]
     names = query.names
-
     if names:
-        exact = [overlaps(t.alternatives) for t in names]
-        if dob:
-            run("name_dob", [*exact, *dob, *weak])
-        run("name", [*exact, *weak])
-        expansions = expand_tokens(conn, names)
-        wide = [(*t.alternatives, *t.phonetic, *expansions[t.text]) for t in names]
-        widened = [overlaps(w) for w in wide]
-        closeness = _closeness(names, expansions)
-        if dob:
-            run("expanded_dob", [*widened, *dob, *weak], order=closeness)
-        run("expanded", [*widened, *weak], order=closeness)
-        if dob or near:
-            dates = overlaps([*query.dob_terms, *query.dob_near_terms])
-            run("dob_any_name", [dates, overlaps([w for ws in wide for w in ws])], order=closeness)
-        if len(names) > 1:
-            run("any_name", [overlaps([w for ws in wide for w in ws]), *weak], order=closeness)
-        if query.name_text:
+        ladder = _name_levels(conn, names)  # lazy: the dictionary is asked only if needed
+        levels: list[tuple[str, list[tuple[str, ...]]]] = []
+        if dates:
+            # A typed date narrows every level before any level is tried without it,
+            # so a crowd of namesakes never hides the patient born on that date.
+            for level, words in ladder:
+                levels.append((level, words))
+                for date_kind, date in dates:
+                    run(f"{level}_{date_kind}", [*(overlaps(w) for w in words), date, *weak])
+                if full():
+                    break
+        for i in range(3):
+            if full():
+                break
+            if i == len(levels):
+                levels.append(next(ladder))
+            level, words = levels[i]
+            run(level, [*(overlaps(w) for w in words), *weak])
+        if not found and dates:
+            any_word = overlaps([w for _, words in levels for ws in words for w in ws])
+            run("dob_any_name", [any_word, overlaps([*query.dob_terms, *query.dob_near_terms])])
+        if not found and len(names) > 1:
+            any_word = overlaps([w for _, words in levels for ws in words for w in ws])
+            run("any_name", [any_word, *weak])
+        if not found and query.name_text:
             conn.execute("set local pg_trgm.similarity_threshold = 0.3")
             run(
                 "trigram",
                 [sql.SQL("name_text % {}").format(query.name_text)],
                 order=sql.SQL("similarity(name_text, {}) desc, id").format(query.name_text),
             )
-    elif dob:
-        run("dob", [*dob, *weak])
-        if near:
-            run("dob_near", [*near, *weak])
-    elif weak:
-        run("phone_ending", weak)
+    else:
+        for date_kind, date in dates:
+            run(date_kind, [date, *weak])
+        if not dates and weak:
+            run("phone_ending", weak)
     return list(found.values())

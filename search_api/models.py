@@ -33,7 +33,7 @@ class SearchRequest(_Strict):
     mrn: str | None = Field(default=None, max_length=64)
     include_inactive: bool = False
     limit: int = Field(default=10, ge=1, le=100)
-    offset: int = Field(default=0, ge=0, le=1000)
+    offset: int = Field(default=0, ge=0, le=100)
 
     _no_control = field_validator("q", "given", "family", "birthdate", "phone", "email", "mrn")(
         classmethod(lambda cls, v: _reject_control(v))

@@ -98,6 +98,11 @@ def _phones(phones: Sequence[Phone]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return _unique(p.e164 for p in phones), _unique(p.national for p in phones)
 
 
+def candidate_window(wanted: int) -> int:
+    """Candidates to re-rank: a fixed window, so paging inside it never reshuffles results."""
+    return 50 if wanted <= 50 else 200
+
+
 def build_plan(
     request: SearchInput,
     clinic_ids: Sequence[str],
@@ -168,7 +173,7 @@ def build_plan(
         dob_terms=tuple(f"dob:{d.isoformat()}" for d in rank.birth_dates),
         dob_near_terms=tuple(f"dob:{d.isoformat()}" for d in near_dates(rank.birth_dates)),
         name_text=" ".join(unique_names),
-        limit=candidate_limit or min(200, max(60, 3 * wanted)),
+        limit=candidate_limit or candidate_window(wanted),
     )
     shown = parsed.to_dict()
     structured = {
