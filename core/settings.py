@@ -105,3 +105,11 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def configure_normalizers(settings: Settings) -> None:
+    """Apply the configuration the pure normalizers take (the nickname overrides)."""
+    from normalizers.names import use_nickname_overrides
+
+    extra = settings.nicknames_file.read_text(encoding="utf-8") if settings.nicknames_file else None
+    use_nickname_overrides(extra)

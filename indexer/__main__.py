@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from core.logging import configure_logging
-from core.settings import get_settings
+from core.settings import configure_normalizers, get_settings
 from indexer.runner import run
 
 
@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_level)
+    configure_normalizers(settings)
     return run(settings, once=args.once)
 
 

@@ -234,9 +234,24 @@ def nickname_table(extra_csv: str | None = None) -> NicknameTable:
     return _build_table(edges)
 
 
+_configured_extra_csv: str | None = None
+
+
+def use_nickname_overrides(extra_csv: str | None) -> None:
+    """Make clinic overrides part of the default table (called once at start-up).
+
+    The service calls it before normalizing anything, from its configuration
+    (NICKNAMES_FILE), so documents and queries use the same table.
+    """
+    global _configured_extra_csv
+    _configured_extra_csv = extra_csv or None
+    _default_group.cache_clear()
+
+
 @lru_cache(maxsize=65536)
 def _default_group(folded: str) -> frozenset[str]:
-    return frozenset({folded}) | nickname_table().canonicals.get(folded, frozenset())
+    table = nickname_table(_configured_extra_csv)
+    return frozenset({folded}) | table.canonicals.get(folded, frozenset())
 
 
 def nickname_group(token: str, table: NicknameTable | None = None) -> frozenset[str]:

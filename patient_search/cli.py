@@ -13,7 +13,7 @@ import psycopg
 from core.database import exit_cleanly_on_sigterm, resolve_database_url
 from core.logging import configure_logging
 from core.schema import MIGRATIONS, migrate, schema_version
-from core.settings import Settings, get_settings
+from core.settings import Settings, configure_normalizers, get_settings
 
 log = logging.getLogger("patient_search")
 
@@ -169,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_level)
+    configure_normalizers(settings)
     try:
         code: int = args.func(settings, args)
     except KeyboardInterrupt:

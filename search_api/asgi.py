@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from core.database import resolve_database_url
 from core.logging import configure_logging
-from core.settings import get_settings
+from core.settings import configure_normalizers, get_settings
 from search_api.app import create_app
 from search_api.engines import primary_engine
 
 settings = get_settings()
 configure_logging(settings.log_level)
+configure_normalizers(settings)
 app = create_app(settings, resolve_database_url(settings), primary=primary_engine(settings))

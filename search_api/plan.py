@@ -20,7 +20,7 @@ from normalizers.identifiers import normalize_mrn
 from normalizers.names import name_tokens, nickname_group
 from normalizers.phones import Phone, normalize_phone
 from normalizers.query import parse_query
-from search_api.ranking import RankQuery
+from search_api.ranking import RankQuery, literal_text
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,7 @@ def build_plan(
         phone_fragments=fragments,
         emails=_unique(emails),
         mrns=_unique(mrns),
+        literal=literal_text(" ".join(t for t in (request.q, request.given, request.family) if t)),
     )
     wanted = request.offset + request.limit
     strong = [

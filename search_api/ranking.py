@@ -18,13 +18,14 @@ similarity. score = (tier + sub) / 9, in [0, 1].
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from rapidfuzz.distance import DamerauLevenshtein
-from rapidfuzz.fuzz import token_sort_ratio
+from rapidfuzz.fuzz import token_set_ratio, token_sort_ratio
 
 from engines.base import Candidate
 from normalizers.names import is_particle, nickname_group, phonetic_keys
@@ -53,6 +54,7 @@ class RankQuery:
     phone_fragments: tuple[str, ...] = ()
     emails: tuple[str, ...] = ()
     mrns: tuple[str, ...] = ()
+    literal: str = ""  # the typed names, case-folded with accents kept (see literal_text)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ def _stored_words(match: dict[str, Any]) -> list[tuple[str, str]]:
 class _NameResult:
     kind: str | None  # weakest kind over typed words; 'partial' when some are unmatched
     quality: float
+    level: float  # mean KIND_RANK over typed words (unmatched count 0)
     fields: frozenset[str]
     swapped: bool
 
@@ -134,7 +137,7 @@ def match_names(query: RankQuery, match: dict[str, Any]) -> _NameResult:
         used_w.add(wi)
     required = [qi for qi, t in enumerate(query.names) if not (is_particle(t) and qi not in used_q)]
     if not used_q:
-        return _NameResult(None, 0.0, frozenset(), False)
+        return _NameResult(None, 0.0, 0.0, frozenset(), False)
     unmatched = [qi for qi in required if qi not in used_q]
     kinds = [used_q[qi][0] for qi in used_q]
     weakest = min(kinds, key=lambda k: KIND_RANK[k])
@@ -145,7 +148,8 @@ def match_names(query: RankQuery, match: dict[str, Any]) -> _NameResult:
         if qi < len(query.roles)
     )
     fields = frozenset(v[2] for v in used_q.values())
-    return _NameResult("partial" if unmatched else weakest, quality, fields, swapped)
+    level = sum(KIND_RANK[used_q[qi][0]] for qi in required if qi in used_q) / max(len(required), 1)
+    return _NameResult("partial" if unmatched else weakest, quality, level, fields, swapped)
 
 
 def _one_digit_apart(a: str, b: str) -> bool:
@@ -208,7 +212,11 @@ def _tier(
             return 7 if date_kind == "exact" else 6
         if date_kind == "exact" and name.kind != "partial":
             return 5
-        return {"prefix": 4, "nickname": 3, "phonetic": 3, "fuzzy": 2}.get(name.kind, 1)
+        if name.kind == "partial":
+            return 1
+        # Mixed matches count by their mean: one exact word and one typo (3.5) is
+        # as close as two sound-alike words (3.0), and better within that tier.
+        return 4 if name.level >= 4 else 3 if name.level >= 3 else 2
     if date_kind == "exact":
         return 6
     if date_kind == "near":
@@ -218,9 +226,23 @@ def _tier(
     return None
 
 
+def literal_text(text: str) -> str:
+    """Case-folded, accents kept: the text as typed, for tie-breaking only."""
+    return unicodedata.normalize("NFC", text).casefold()
+
+
+def _literal_name(patient: dict[str, Any]) -> str:
+    parts = (patient.get("given_name"), patient.get("middle_name"), patient.get("family_name"))
+    return literal_text(" ".join(p for p in parts if p))
+
+
 def rank_one(query: RankQuery, candidate: Candidate) -> Ranked | None:
     match = candidate.match
-    name = match_names(query, match) if query.names else _NameResult(None, 0.0, frozenset(), False)
+    name = (
+        match_names(query, match)
+        if query.names
+        else _NameResult(None, 0.0, 0.0, frozenset(), False)
+    )
     date_kind, date_quality = match_date(query, match.get("birth_date"))
     ids_exact, ids_partial, contradiction = match_identifiers(query, match)
     tier = _tier(query, name, date_kind, ids_exact, ids_partial)
@@ -235,12 +257,20 @@ def rank_one(query: RankQuery, candidate: Candidate) -> Ranked | None:
     coverage = (("given" in name.fields) + ("family" in name.fields)) / 2
     stored_name = " ".join([*(match.get("given") or ()), *(match.get("family") or ())])
     similarity = token_sort_ratio(" ".join(query.names), stored_name) / 100 if query.names else 0
+    # As typed, accents and all: breaks ties between José and Jose when both fold alike.
+    literal = (
+        token_set_ratio(query.literal, _literal_name(candidate.patient)) / 100
+        if query.literal
+        else 0.0
+    )
     sub = (
-        0.45 * name.quality
+        0.35 * name.quality
+        + 0.15 * name.level / 5
         + 0.2 * coverage
         + 0.15 * (date_quality if date_kind in ("exact", "near") else 0.0)
-        + 0.15 * similarity
-        + 0.05 * (not name.swapped)
+        + 0.1 * similarity
+        + 0.03 * literal
+        + 0.02 * (not name.swapped)
     )
     sub = min(max(sub, 0.0), 0.999)
     score = round((tier + sub) / 9, 4)

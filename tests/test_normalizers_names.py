@@ -202,3 +202,19 @@ def test_phonetic_keys_shape() -> None:
     assert phonetic_keys("Иван") == ()
     assert phonetic_keys("123") == ()
     assert not set(phonetic_keys("Smith")) & set(phonetic_keys("Jones"))
+
+
+def test_configured_overrides_reach_the_default_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from core.settings import Settings, configure_normalizers
+    from normalizers.names import nickname_group, use_nickname_overrides
+
+    assert "francisco" not in nickname_group("paco")
+    extra = tmp_path / "nicknames.csv"
+    extra.write_text("francisco,paco,pancho\n", encoding="utf-8")
+    try:
+        configure_normalizers(Settings(nicknames_file=extra))
+        assert "francisco" in nickname_group("paco")
+        assert nickname_group("pancho") & nickname_group("francisco")
+    finally:
+        use_nickname_overrides(None)
+    assert "francisco" not in nickname_group("paco")
