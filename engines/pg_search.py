@@ -34,7 +34,7 @@ _EXPANSIONS = sql.SQL(
       lateral (select term from patient_search.name_dictionary
                where term %% q.tok
                  and levenshtein_less_equal(term, q.tok, 2)
-                     <= case when length(q.tok) <= 4 then 1 else 2 end
+                     <= case when length(q.tok) <= 3 then 1 else 2 end
                  and term <> q.tok
                order by similarity(term, q.tok) desc, frequency desc, term
                limit %(fuzzy_limit)s) d

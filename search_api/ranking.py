@@ -30,13 +30,16 @@ from rapidfuzz.fuzz import token_set_ratio, token_sort_ratio
 from engines.base import Candidate
 from normalizers.names import is_particle, nickname_group, phonetic_keys
 
-KIND_RANK = {"exact": 5, "prefix": 4, "nickname": 3, "phonetic": 3, "fuzzy": 2}
+# "slip" is a one-character typo in a word of four letters or more: as telling as a
+# sound-alike, so it ranks with phonetic; other typos rank below.
+KIND_RANK = {"exact": 5, "prefix": 4, "nickname": 3, "phonetic": 3, "slip": 3, "fuzzy": 2}
 # What the API reports: nickname equivalence is shown as phonetic (sound-alike) matching.
 PUBLIC_KIND = {
     "exact": "exact",
     "prefix": "prefix",
     "nickname": "phonetic",
     "phonetic": "phonetic",
+    "slip": "fuzzy",
     "fuzzy": "fuzzy",
 }
 FIELD_OF = {"given": "given_name", "middle": "middle_name", "family": "family_name"}
@@ -72,6 +75,13 @@ def _phonetic(token: str) -> frozenset[str]:
 
 
 @lru_cache(maxsize=65536)
+def _primary_code(token: str) -> str | None:
+    """The typed word's main pronunciation only; alternates match too loosely (geeen ~ John)."""
+    codes = phonetic_keys(token)
+    return codes[0] if codes else None
+
+
+@lru_cache(maxsize=65536)
 def _nicknames(token: str) -> frozenset[str]:
     return frozenset(nickname_group(token))
 
@@ -88,12 +98,13 @@ def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float]
         return "prefix", 0.5 + 0.5 * len(typed) / len(stored)
     if nicknames and _nicknames(typed) & _nicknames(stored):
         return "nickname", 0.9
-    if len(typed) >= 2 and _phonetic(typed) & _phonetic(stored):
+    if len(typed) >= 2 and _primary_code(typed) in _phonetic(stored):
         return "phonetic", 0.8
     if len(typed) >= 3:
         distance = DamerauLevenshtein.distance(typed, stored, score_cutoff=_typo_budget(typed))
         if distance <= _typo_budget(typed):
-            return "fuzzy", 1.0 - distance / max(len(typed), len(stored))
+            quality = 1.0 - distance / max(len(typed), len(stored))
+            return ("slip" if distance == 1 and len(typed) >= 4 else "fuzzy"), quality
     return None
 
 
