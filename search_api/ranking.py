@@ -238,8 +238,13 @@ def _tier(
 
 
 def literal_text(text: str) -> str:
-    """Case-folded, accents kept: the text as typed, for tie-breaking only."""
-    return unicodedata.normalize("NFC", text).casefold()
+    """Case-folded with accents kept, for tie-breaking only; empty for plain ASCII.
+
+    Someone who types "José" likely copies the record; someone who types
+    "Jose" may just not type accents, so plain ASCII prefers neither spelling.
+    """
+    text = unicodedata.normalize("NFC", text).casefold()
+    return "" if text.isascii() else text
 
 
 def _literal_name(patient: dict[str, Any]) -> str:
