@@ -195,6 +195,11 @@ def find_candidates(
                     run(f"{level}_{date_kind}", [*(overlaps(w) for w in words), date, *weak])
                 if full():
                     break
+            # Then the date with any one word: a half-remembered or unusual name
+            # still finds the patient born that day.
+            any_word = overlaps([w for _, words in levels for ws in words for w in ws])
+            any_date = overlaps([*query.dob_terms, *query.dob_near_terms])
+            run("dob_any_name", [any_word, any_date])
         for i in range(3):
             if full():
                 break
@@ -202,9 +207,6 @@ def find_candidates(
                 levels.append(next(ladder))
             level, words = levels[i]
             run(level, [*(overlaps(w) for w in words), *weak])
-        if not found and dates:
-            any_word = overlaps([w for _, words in levels for ws in words for w in ws])
-            run("dob_any_name", [any_word, overlaps([*query.dob_terms, *query.dob_near_terms])])
         if not found and len(names) > 1:
             any_word = overlaps([w for _, words in levels for ws in words for w in ws])
             run("any_name", [any_word, *weak])

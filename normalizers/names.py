@@ -6,11 +6,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from types import MappingProxyType
 
 from doublemetaphone import doublemetaphone
 
-from normalizers.text import fold
+from normalizers.text import APOSTROPHES, fold
 
 # Honorifics dropped anywhere in a name; they are never part of who the patient is.
 TITLES = frozenset(
@@ -141,14 +142,25 @@ def is_initial(token: str) -> bool:
     return len(folded) == 1 and folded.isalpha()
 
 
+def _apostrophe_parts(text: str | None) -> list[str]:
+    """Folded words of a name split at its apostrophes (the parts a plain fold joins)."""
+    if not isinstance(text, str) or not any(a in text for a in APOSTROPHES):
+        return []
+    spaced = text.translate({ord(a): " " for a in APOSTROPHES})
+    return [t for t in _raw_tokens(spaced) if t not in TITLES and t not in SUFFIXES]
+
+
 def name_keys(text: str | None) -> list[str]:
     """Index/match keys of one name field: tokens plus the compounds staff type.
 
     "Smith-Jones" -> jones, smith, smithjones; "de la Cruz" -> cruz, de, delacruz, la;
-    "Mc Donald" and "McDonald" share "mcdonald".
+    "Mc Donald" and "McDonald" share "mcdonald"; "O'Sullivan" -> o, osullivan, sullivan.
     """
     tokens = name_tokens(text)
     keys = set(tokens)
+    # O'Sullivan, D'Angelo: also typed "o sullivan" or plain "sullivan".
+    for token in _apostrophe_parts(text):
+        keys.add(token)
     if len(tokens) > 1:
         keys.add("".join(tokens))
         core = [t for t in tokens if t not in PARTICLES]
@@ -169,7 +181,7 @@ class NicknameTable:
 
 @lru_cache(maxsize=1)
 def _default_edges() -> tuple[tuple[str, frozenset[str]], ...]:
-    """canonical -> nicknames from the `nicknames` package, directed sensibly.
+    """canonical -> nicknames from the `nicknames` package (plus our supplement), directed sensibly.
 
     The package lists many pairs both ways (william<->bill) and even formal names as nicknames
     of other formal names (wilma -> william). An edge canonical -> nick is kept when the
@@ -191,6 +203,9 @@ def _default_edges() -> tuple[tuple[str, frozenset[str]], ...]:
                 continue
             if len(c) > len(n) or n not in has_own:
                 edges.setdefault(c, set()).add(n)
+    supplement = resources.files("normalizers").joinpath("nicknames_supplement.csv")
+    for c, ns in _parse_override_csv(supplement.read_text(encoding="utf-8")).items():
+        edges.setdefault(c, set()).update(ns)
     return tuple((c, frozenset(ns)) for c, ns in sorted(edges.items()))
 
 

@@ -9,8 +9,8 @@ from functools import lru_cache
 # The acute/grave accents and primes are here because people type them as apostrophes, and
 # NFKC would otherwise turn U+00B4 into a space plus a combining mark. The Catalan middle dot
 # (l·l) joins letters too.
-_APOSTROPHES = "'\u2019\u2018\u02bc\u02bb\u02bd\u0060\u00b4\u2032\uff07\u00b7\u2027"
-_DROP_FIRST = {ord(c): None for c in _APOSTROPHES}
+APOSTROPHES = "'\u2019\u2018\u02bc\u02bb\u02bd\u0060\u00b4\u2032\uff07\u00b7\u2027"
+_DROP_FIRST = {ord(c): None for c in APOSTROPHES}
 
 # Letters that Unicode does not decompose into base letter + accent but that people read as
 # plain Latin letters.

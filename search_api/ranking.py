@@ -224,7 +224,7 @@ def _tier(
         if date_kind == "exact" and name.kind != "partial":
             return 5
         if name.kind == "partial":
-            return 1
+            return 4 if date_kind == "exact" else 1
         # Mixed matches count by their mean: one exact word and one typo (3.5) is
         # as close as two sound-alike words (3.0), and better within that tier.
         return 4 if name.level >= 4 else 3 if name.level >= 3 else 2
