@@ -417,7 +417,7 @@ def _fill(
     stream_patients: Any,
     count_patients: Any,
 ) -> int:
-    from indexer.reindex import build_in_parallel
+    from core.documents import build_document
 
     total = 0
     with psycopg.connect(url) as reader:
@@ -429,9 +429,11 @@ def _fill(
         with tqdm(
             total=expected, unit="patients", desc="meili", disable=not progress, file=sys.stderr
         ) as bar:
-            for docs in build_in_parallel(
-                batches, region=settings.default_region, workers=settings.reindex_workers
-            ):
+            for rows in batches:
+                # Meilisearch's own indexing is the slow part here, not normalizing.
+                docs = [
+                    build_document(r, r["contacts"], region=settings.default_region) for r in rows
+                ]
                 rebuild.add(docs)
                 total += len(docs)
                 bar.update(len(docs))

@@ -13,20 +13,23 @@ while the rebuild ran is lost.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import sys
 import time
-from collections import Counter, deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from queue import Empty
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from tqdm import tqdm
 
-from core.documents import PatientDocument, build_document
+from core.documents import build_document
 from core.schema import (
     PROJECTION,
     SCHEMA,
@@ -101,35 +104,34 @@ def _build(
     clinic_id: str | None,
     progress: bool,
 ) -> tuple[Counter[str], int]:
+    """Fill the rebuild table from one snapshot, in parallel partitions, then index it."""
     with conn.transaction():
         conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
         conn.execute(projection_table_ddl(REBUILD, primary_key=False))
-    words: Counter[str] = Counter()
-    total = 0
-    with psycopg.connect(url) as reader:
-        reader.execute("set transaction isolation level repeatable read, read only")
-        expected = count_patients(reader, schema=settings.source_schema, clinic_id=clinic_id)
-        bar = tqdm(
+    with psycopg.connect(url) as holder:
+        # One snapshot for every partition: the rebuild is a consistent picture.
+        holder.execute("set transaction isolation level repeatable read, read only")
+        row = holder.execute("select pg_export_snapshot()").fetchone()
+        assert row is not None
+        job = _Partition(
+            url=url,
+            snapshot=row[0],
+            parts=settings.reindex_workers,
+            schema=settings.source_schema,
+            clinic_id=clinic_id,
+            region=settings.default_region,
+        )
+        expected = count_patients(holder, schema=job.schema, clinic_id=clinic_id)
+        with tqdm(
             total=expected,
             unit="patients",
             desc="reindex",
             disable=not progress,
             file=sys.stderr,
             smoothing=0.1,
-        )
-        batches = stream_patients(
-            reader, schema=settings.source_schema, clinic_id=clinic_id, batch_size=5000
-        )
-        with bar:
-            for docs in build_in_parallel(
-                batches, region=settings.default_region, workers=settings.reindex_workers
-            ):
-                with conn.transaction():
-                    pg_projection.copy_documents(conn, docs, table=REBUILD)
-                words.update(pg_projection.dictionary_words(docs))
-                total += len(docs)
-                bar.update(len(docs))
-        reader.commit()
+        ) as bar:
+            words, total = _fill(job, bar.update)
+        holder.commit()
     with conn.transaction():
         conn.execute(
             sql.SQL("alter table {} add primary key (id)").format(sql.Identifier(SCHEMA, REBUILD))
@@ -139,29 +141,73 @@ def _build(
     return words, total
 
 
-def _build_batch(rows: list[dict[str, Any]], region: str) -> list[PatientDocument]:
-    return [build_document(r, r["contacts"], region=region) for r in rows]
+@dataclass(frozen=True)
+class _Partition:
+    url: str
+    snapshot: str
+    parts: int
+    schema: str
+    clinic_id: str | None
+    region: str
 
 
-def build_in_parallel(
-    batches: Iterable[list[dict[str, Any]]], *, region: str, workers: int
-) -> Iterator[list[PatientDocument]]:
-    """Documents for each batch, in order; normalizing is the CPU-bound part of a reindex.
+_progress: Any = None  # the workers' progress queue (set by the pool initializer)
 
-    At most 2 * workers batches are in flight, so memory stays flat in table size.
-    """
-    if workers <= 1:
-        for rows in batches:
-            yield _build_batch(rows, region)
-        return
-    pending: deque[Future[list[PatientDocument]]] = deque()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
-        for rows in batches:
-            pending.append(pool.submit(_build_batch, rows, region))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+
+def _init_worker(queue: Any) -> None:
+    global _progress
+    _progress = queue
+
+
+def _fill(job: _Partition, advance: Callable[[int], object]) -> tuple[Counter[str], int]:
+    """Each partition reads, normalizes and COPYs on its own: the CPU-bound part runs on
+    every core and nothing funnels through this process but progress counts."""
+    if job.parts <= 1:
+        return _fill_partition(job, 0, advance)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    with ProcessPoolExecutor(
+        job.parts, mp_context=ctx, initializer=_init_worker, initargs=(queue,)
+    ) as pool:
+        futures = [pool.submit(_fill_partition, job, k) for k in range(job.parts)]
+        while not all(f.done() for f in futures):
+            with contextlib.suppress(Empty):
+                advance(queue.get(timeout=0.2))
+        while not queue.empty():
+            advance(queue.get())
+        words: Counter[str] = Counter()
+        total = 0
+        for future in futures:
+            part_words, part_total = future.result()
+            words.update(part_words)
+            total += part_total
+    return words, total
+
+
+def _fill_partition(
+    job: _Partition, part: int, advance: Callable[[int], object] | None = None
+) -> tuple[Counter[str], int]:
+    report = advance or _progress.put
+    words: Counter[str] = Counter()
+    total = 0
+    with psycopg.connect(job.url) as reader, psycopg.connect(job.url) as writer:
+        reader.execute("set transaction isolation level repeatable read, read only")
+        reader.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(job.snapshot)))
+        for rows in stream_patients(
+            reader,
+            schema=job.schema,
+            clinic_id=job.clinic_id,
+            batch_size=2000,
+            partition=(part, job.parts),
+        ):
+            docs = [build_document(r, r["contacts"], region=job.region) for r in rows]
+            with writer.transaction():
+                pg_projection.copy_documents(writer, docs, table=REBUILD)
+            words.update(pg_projection.dictionary_words(docs))
+            total += len(docs)
+            report(len(docs))
+        reader.commit()
+    return words, total
 
 
 def _swap(

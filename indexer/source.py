@@ -46,16 +46,24 @@ def stream_patients(
     schema: str = "public",
     clinic_id: str | None = None,
     batch_size: int = 2000,
+    partition: tuple[int, int] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Every patient in batches through a server-side cursor: memory flat in table size.
 
-    Must run inside a transaction (the named cursor lives in it).
+    Must run inside a transaction (the named cursor lives in it). `partition`
+    (k, n) keeps the k-th of n disjoint slices by id hash, for parallel readers.
     """
     query = _select(schema)
-    params: tuple[Any, ...] = ()
+    conditions: list[sql.Composable] = []
+    params: list[Any] = []
     if clinic_id is not None:
-        query += sql.SQL(" where p.clinic_id = %s")
-        params = (clinic_id,)
+        conditions.append(sql.SQL("p.clinic_id = %s"))
+        params.append(clinic_id)
+    if partition is not None and partition[1] > 1:
+        conditions.append(sql.SQL("(hashtext(p.id) & 2147483647) %% %s = %s"))
+        params.extend([partition[1], partition[0]])
+    if conditions:
+        query += sql.SQL(" where ") + sql.SQL(" and ").join(conditions)
     with conn.cursor(name="patient_search_stream", row_factory=dict_row) as cur:
         cur.itersize = batch_size
         cur.execute(query, params)
