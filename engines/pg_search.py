@@ -19,6 +19,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from engines.base import Candidate, CandidateQuery, NameToken
+from normalizers.names import typo_distance
 
 # Upper bound for a prefix range scan on the C-collated dictionary.
 _MAX_CHAR = chr(0x10FFFF)
@@ -37,6 +38,17 @@ _EXPANSIONS = sql.SQL(
                      <= case when length(q.tok) <= 3 then 1 else 2 end
                  and term <> q.tok
                order by similarity(term, q.tok) desc, frequency desc, term
+               limit %(fuzzy_limit)s) d
+    union all
+    -- Short words share too few trigrams with their typos (sahh/shah, loez/lopez):
+    -- compare them with every word of about their length and first letter instead.
+    select q.tok, d.term, 'fuzzy' from unnest(%(short_tokens)s::text[]) q(tok),
+      lateral (select term from patient_search.name_dictionary
+               where term >= left(q.tok, 1) and term < left(q.tok, 1) || %(max_char)s
+                 and length(term) between length(q.tok) - 1 and length(q.tok) + 1
+                 and term <> q.tok
+                 and levenshtein_less_equal(term, q.tok, 2) <= 2
+               order by levenshtein(term, q.tok), frequency desc, term
                limit %(fuzzy_limit)s) d
     """
 )
@@ -106,33 +118,58 @@ def expand_tokens(
         {
             "prefix_tokens": prefix_tokens,
             "fuzzy_tokens": fuzzy_tokens,
+            "short_tokens": sorted({t for t in fuzzy_tokens if len(t) <= 5}),
             "max_char": _MAX_CHAR,
             "prefix_limit": prefix_limit,
             "fuzzy_limit": 8,
         },
     ).fetchall()
     for token, word, kind in rows:
-        (prefixes if kind == "prefix" else fuzzy)[token].add(f"n:{word}")
+        if kind == "prefix":
+            prefixes[token].add(f"n:{word}")
+        elif typo_distance(token, word) is not None:  # the same rule the re-ranker applies
+            fuzzy[token].add(f"n:{word}")
     return prefixes, fuzzy
 
 
 def _name_levels(
     conn: psycopg.Connection[Any], names: Sequence[NameToken]
-) -> Iterator[tuple[str, list[tuple[str, ...]]]]:
-    """Per name word, the terms that count at each level, strict to loose.
+) -> Iterator[tuple[str, list[tuple[str, ...]], sql.Composable | None]]:
+    """Per name word, the terms that count at each level, strict to loose, with an order.
 
     exact: the word and its nickname group; completed: plus prefix completions;
     close: plus typo corrections and the phonetic code. The dictionary is only
-    asked when the exact level did not find enough.
+    asked when the exact level did not find enough. Only the close level mixes
+    near and far matches, so only it is ordered.
     """
-    yield "exact", [t.alternatives for t in names]
+    exact = [t.alternatives for t in names]
+    yield "exact", exact, None
     prefixes, fuzzy = expand_tokens(conn, names)
     completed = [(*t.alternatives, *prefixes[t.text]) for t in names]
-    yield "completed", completed
-    yield (
-        "close",
-        [(*c, *t.phonetic, *fuzzy[t.text]) for c, t in zip(completed, names, strict=True)],
-    )
+    yield "completed", completed, None
+    typos = [tuple(fuzzy[t.text]) for t in names]
+    close = [(*c, *t.phonetic, *f) for c, t, f in zip(completed, names, typos, strict=True)]
+    yield "close", close, _closeness(exact, completed, typos)
+
+
+def _closeness(
+    exact: list[tuple[str, ...]],
+    completed: list[tuple[str, ...]],
+    typos: list[tuple[str, ...]],
+) -> sql.Composable:
+    """Rows matching more words more closely first: exact 3, completed 2, typo 1.
+
+    A sound-alike code scores nothing here: one stored word's code can stand for
+    two typed words at once (Luis ~ LS ~ Loez), which would float every Luis.
+    """
+    parts = [
+        sql.SQL(
+            "(case when terms && {}::text[] then 3 when terms && {}::text[] then 2 "
+            "when terms && {}::text[] then 1 else 0 end)"
+        ).format(sorted(e), sorted(c), sorted(f) or ["n:"])
+        for e, c, f in zip(exact, completed, typos, strict=True)
+    ]
+    return sql.SQL("{} desc, id").format(sql.SQL(" + ").join(parts))
 
 
 def find_candidates(
@@ -185,19 +222,20 @@ def find_candidates(
     names = query.names
     if names:
         ladder = _name_levels(conn, names)  # lazy: the dictionary is asked only if needed
-        levels: list[tuple[str, list[tuple[str, ...]]]] = []
+        levels: list[tuple[str, list[tuple[str, ...]], sql.Composable | None]] = []
         if dates:
             # A typed date narrows every level before any level is tried without it,
             # so a crowd of namesakes never hides the patient born on that date.
-            for level, words in ladder:
-                levels.append((level, words))
+            for level, words, order in ladder:
+                levels.append((level, words, order))
                 for date_kind, date in dates:
-                    run(f"{level}_{date_kind}", [*(overlaps(w) for w in words), date, *weak])
+                    conds = [*(overlaps(w) for w in words), date, *weak]
+                    run(f"{level}_{date_kind}", conds, order=order)
                 if full():
                     break
             # Then the date with any one word: a half-remembered or unusual name
             # still finds the patient born that day.
-            any_word = overlaps([w for _, words in levels for ws in words for w in ws])
+            any_word = overlaps([w for _, words, _ in levels for ws in words for w in ws])
             any_date = overlaps([*query.dob_terms, *query.dob_near_terms])
             run("dob_any_name", [any_word, any_date])
         for i in range(3):
@@ -205,10 +243,10 @@ def find_candidates(
                 break
             if i == len(levels):
                 levels.append(next(ladder))
-            level, words = levels[i]
-            run(level, [*(overlaps(w) for w in words), *weak])
+            level, words, order = levels[i]
+            run(level, [*(overlaps(w) for w in words), *weak], order=order)
         if not found and len(names) > 1:
-            any_word = overlaps([w for _, words in levels for ws in words for w in ws])
+            any_word = overlaps([w for _, words, _ in levels for ws in words for w in ws])
             run("any_name", [any_word, *weak])
         if not found and query.name_text:
             conn.execute("set local pg_trgm.similarity_threshold = 0.3")

@@ -10,6 +10,7 @@ from importlib import resources
 from types import MappingProxyType
 
 from doublemetaphone import doublemetaphone
+from rapidfuzz.distance import DamerauLevenshtein
 
 from normalizers.text import APOSTROPHES, fold
 
@@ -167,6 +168,21 @@ def name_keys(text: str | None) -> list[str]:
         if core and len(core) < len(tokens):
             keys.add("".join(core))
     return sorted(keys)
+
+
+# --- typos ---------------------------------------------------------------------------------
+
+
+def typo_budget(word: str) -> int:
+    """Edits a typed word may be away from a stored one and still count as a typo."""
+    return 1 if len(word) <= 4 else 2
+
+
+def typo_distance(typed: str, stored: str) -> int | None:
+    """Damerau-Levenshtein distance (a swap is one slip) within the budget, else None."""
+    budget = typo_budget(typed)
+    distance = DamerauLevenshtein.distance(typed, stored, score_cutoff=budget)
+    return distance if distance <= budget else None
 
 
 # --- nicknames -------------------------------------------------------------------------------

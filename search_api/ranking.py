@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from rapidfuzz.distance import DamerauLevenshtein
 from rapidfuzz.fuzz import token_set_ratio, token_sort_ratio
 
 from engines.base import Candidate
-from normalizers.names import is_particle, nickname_group, phonetic_keys
+from normalizers.names import is_particle, nickname_group, phonetic_keys, typo_distance
 
 # "slip" is a one-character typo in a word of four letters or more: as telling as a
 # sound-alike, so it ranks with phonetic; other typos rank below.
@@ -86,10 +85,6 @@ def _nicknames(token: str) -> frozenset[str]:
     return frozenset(nickname_group(token))
 
 
-def _typo_budget(token: str) -> int:
-    return 1 if len(token) <= 4 else 2
-
-
 def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float] | None:
     """How a typed word matches a stored word: kind and quality in (0, 1]."""
     if typed == stored:
@@ -101,8 +96,8 @@ def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float]
     if len(typed) >= 2 and _primary_code(typed) in _phonetic(stored):
         return "phonetic", 0.8
     if len(typed) >= 3:
-        distance = DamerauLevenshtein.distance(typed, stored, score_cutoff=_typo_budget(typed))
-        if distance <= _typo_budget(typed):
+        distance = typo_distance(typed, stored)
+        if distance is not None:
             quality = 1.0 - distance / max(len(typed), len(stored))
             return ("slip" if distance == 1 and len(typed) >= 4 else "fuzzy"), quality
     return None
