@@ -38,6 +38,7 @@ from core.database import start_embedded
 from core.schema import create_source_tables, migrate
 
 RESULTS = Path("bench/results")
+CLI = str(Path(sys.executable).parent / "patient-search")
 
 
 def _free_port() -> int:
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.skip_reindex:
         started = time.perf_counter()
-        subprocess.run(["patient-search", "reindex"], env=env, check=True)
+        subprocess.run([CLI, "reindex"], env=env, check=True)
         seconds = time.perf_counter() - started
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         report["reindex"] = {
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     mix = build_mix(url, clinics, 3000, seed=5)
     port = _free_port()
     api = subprocess.Popen(
-        ["patient-search", "serve", "--port", str(port), "--workers", str(args.workers)],
+        [CLI, "serve", "--port", str(port), "--workers", str(args.workers)],
         env={**env, "PATIENT_SEARCH_POOL_MAX_SIZE": "10", "PATIENT_SEARCH_LOG_LEVEL": "WARNING"},
     )
     try:

@@ -55,20 +55,17 @@ def projection_indexes_ddl(table: str) -> list[sql.Composed]:
         return sql.Identifier(f"{table}_{suffix}")
 
     return [
-        sql.SQL("create index if not exists {} on {} using gin (clinic_id, terms)").format(
+        sql.SQL("create index if not exists {} on {} using gin (terms)").format(
             name("terms"), ident
         ),
-        sql.SQL(
-            "create index if not exists {} on {} using gin (clinic_id, name_text gin_trgm_ops)"
-        ).format(name("trgm"), ident),
-        sql.SQL("create index if not exists {} on {} (clinic_id, sort_key, id)").format(
-            name("sort"), ident
+        sql.SQL("create index if not exists {} on {} using gin (name_text gin_trgm_ops)").format(
+            name("trgm"), ident
         ),
     ]
 
 
 def projection_index_names(table: str) -> list[str]:
-    return [f"{table}_{suffix}" for suffix in ("terms", "trgm", "sort", "pkey")]
+    return [f"{table}_{suffix}" for suffix in ("terms", "trgm", "pkey")]
 
 
 def _m1_initial(conn: psycopg.Connection[Any]) -> None:

@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from core.documents import PatientDocument
-from engines.pg_projection import _doc_json
+from engines.pg_projection import doc_json, stored_terms
 from indexer.sync import load_documents, sync_patients
 
 _PAGE = 1000
@@ -63,10 +63,10 @@ def _record(doc: PatientDocument) -> dict[str, Any]:
         "clinic_id": doc.clinic_id,
         "active": doc.active,
         "birth_date": doc.birth_date.isoformat() if isinstance(doc.birth_date, dt.date) else None,
-        "terms": doc.terms,
+        "terms": stored_terms(doc),
         "name_text": doc.name_text,
         "sort_key": doc.sort_key,
-        "doc": _doc_json(doc),
+        "doc": doc_json(doc),
     }
 
 

@@ -257,7 +257,7 @@ def _rename_table(conn: psycopg.Connection[Any], src: str, dst: str) -> None:
             sql.Identifier(SCHEMA, src), sql.Identifier(dst)
         )
     )
-    for suffix in ("terms", "trgm", "sort", "pkey"):
+    for suffix in ("terms", "trgm", "pkey"):
         conn.execute(
             sql.SQL("alter index if exists {} rename to {}").format(
                 sql.Identifier(SCHEMA, f"{src}_{suffix}"), sql.Identifier(f"{dst}_{suffix}")
