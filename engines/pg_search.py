@@ -242,19 +242,25 @@ def find_candidates(
         levels: list[tuple[str, list[tuple[str, ...]], sql.Composable | None]] = []
         if dates:
             # A typed date narrows every level before any level is tried without it,
-            # so a crowd of namesakes never hides the patient born on that date.
+            # so a crowd of namesakes never hides the patient born on that date. The
+            # first pass that finds someone ends the date ladder: looser ones would
+            # only add patients the re-ranker puts below them.
+            before = len(found)
             for level, words, order in ladder:
                 levels.append((level, words, order))
                 for date_kind, date in dates:
                     conds = [*(overlaps(w) for w in words), date, *weak]
                     run(f"{level}_{date_kind}", conds, order=order)
-                if full():
+                    if len(found) > before:
+                        break
+                if len(found) > before or full():
                     break
-            # Then the date with any one word: a half-remembered or unusual name
-            # still finds the patient born that day.
-            any_word = overlaps([w for _, words, _ in levels for ws in words for w in ws])
-            any_date = overlaps([*query.dob_terms, *query.dob_near_terms])
-            run("dob_any_name", [any_word, any_date])
+            if len(found) == before:
+                # The date with any one word: a half-remembered or unusual name
+                # still finds the patient born that day.
+                any_word = overlaps([w for _, words, _ in levels for ws in words for w in ws])
+                any_date = overlaps([*query.dob_terms, *query.dob_near_terms])
+                run("dob_any_name", [any_word, any_date])
         for i in range(3):
             if full():
                 break
