@@ -420,3 +420,27 @@ def test_any_body_is_answered_without_a_5xx(client: TestClient, body: dict[str, 
 def test_any_search_text_is_answered_without_a_5xx(client: TestClient, q: str) -> None:
     response = client.post("/v1/patients/search", json={"q": q})
     assert response.status_code in (200, 422), (q, response.text)
+
+
+def test_exhausted_pool_answers_503_with_retry_after(seeded: tuple[str, str, str]) -> None:
+    app = create_app(Settings(pool_min_size=1, pool_max_size=1, pool_timeout_s=0.3), seeded[0])
+    with TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": seeded[1]}) as c:
+        assert c.post("/v1/patients/search", json={"q": "smith"}).status_code == 200
+        pool = app.state.search.pool
+        with pool.connection():  # the only connection is busy
+            response = c.post("/v1/patients/search", json={"q": "smith"})
+        assert response.status_code == 503
+        assert response.headers["Retry-After"]
+        assert response.json()["error"]["code"] == "busy"
+        assert c.post("/v1/patients/search", json={"q": "smith"}).status_code == 200
+
+
+def test_unreachable_database_answers_503(tmp_path: Any) -> None:
+    url = f"host={tmp_path} port=1 dbname=nothing user=nobody connect_timeout=1"
+    app = create_app(Settings(pool_min_size=1, pool_timeout_s=0.5), url)
+    with TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": "psk_x"}) as c:
+        response = c.post("/v1/patients/search", json={"q": "smith"})
+        assert response.status_code == 503
+        assert "Retry-After" in response.headers
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/readyz").status_code == 503
