@@ -31,7 +31,8 @@ class CandidateQuery:
     dob_terms: tuple[str, ...] = ()  # every reading of the typed date
     dob_near_terms: tuple[str, ...] = ()  # swapped day/month, one digit off
     name_text: str = ""  # folded words for whole-name similarity
-    limit: int = 50  # candidates wanted
+    limit: int = 50  # candidates at most (the re-ranking window)
+    enough: int = 50  # stop loosening once this many are found (the page asked for)
 
 
 @dataclass(frozen=True)

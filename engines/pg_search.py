@@ -208,6 +208,10 @@ def find_candidates(
     def full() -> bool:
         return len(found) >= limit
 
+    def enough() -> bool:
+        """The page asked for is filled: looser levels would only rank below it."""
+        return len(found) >= min(query.enough, limit)
+
     def run(kind: str, conds: list[sql.Composable], order: sql.Composable | None = None) -> None:
         if full():
             return
@@ -253,7 +257,7 @@ def find_candidates(
                     run(f"{level}_{date_kind}", conds, order=order)
                     if len(found) > before:
                         break
-                if len(found) > before or full():
+                if len(found) > before or enough():
                     break
             if len(found) == before:
                 # The date with any one word: a half-remembered or unusual name
@@ -262,7 +266,7 @@ def find_candidates(
                 any_date = overlaps([*query.dob_terms, *query.dob_near_terms])
                 run("dob_any_name", [any_word, any_date])
         for i in range(3):
-            if full():
+            if enough():
                 break
             if i == len(levels):
                 levels.append(next(ladder))

@@ -64,7 +64,8 @@ def _unique(values: Iterable[Any]) -> tuple[Any, ...]:
 
 
 def name_token(text: str, *, prefix: bool = True) -> NameToken:
-    primary = doublemetaphone(text)[0]
+    # Two letters sound like half the clinic: no phonetic code for them.
+    primary = doublemetaphone(text)[0] if len(text) >= 3 else ""
     return NameToken(
         text=text,
         alternatives=(f"n:{text}", *(f"k:{n}" for n in sorted(nickname_group(text)))),
@@ -175,6 +176,7 @@ def build_plan(
         dob_near_terms=tuple(f"dob:{d.isoformat()}" for d in near_dates(rank.birth_dates)),
         name_text=" ".join(unique_names),
         limit=candidate_limit or candidate_window(wanted),
+        enough=wanted,
     )
     shown = parsed.to_dict()
     structured = {

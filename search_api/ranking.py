@@ -93,7 +93,7 @@ def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float]
         return "prefix", 0.5 + 0.5 * len(typed) / len(stored)
     if nicknames and _nicknames(typed) & _nicknames(stored):
         return "nickname", 0.9
-    if len(typed) >= 2 and _primary_code(typed) in _phonetic(stored):
+    if len(typed) >= 3 and _primary_code(typed) in _phonetic(stored):
         return "phonetic", 0.8
     if len(typed) >= 3:
         distance = typo_distance(typed, stored)
