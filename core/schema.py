@@ -106,6 +106,8 @@ def _m1_initial(conn: psycopg.Connection[Any]) -> None:
           payload    text,
           created_at timestamptz not null default now()
         );
+        create index if not exists dead_letters_position
+          on patient_search.dead_letters (source, position);
 
         create table if not exists patient_search.contact_owner (
           contact_id text primary key,

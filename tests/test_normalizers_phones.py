@@ -171,3 +171,31 @@ def test_format_round_trip(case: tuple[str, phonenumbers.PhoneNumber], fmt: int)
 def test_round_trip_of_fictional_555_number(fmt: int) -> None:
     number = phonenumbers.parse(US, None)
     assert normalize_phone(phonenumbers.format_number(number, fmt)).e164 == US
+
+
+@given(
+    area=st.integers(200, 999),
+    exchange=st.integers(0, 999),
+    line=st.integers(0, 9999),
+    style=st.sampled_from(
+        [
+            "({a}) {e}-{l}",
+            "{a}.{e}.{l}",
+            "+1 {a} {e} {l}",
+            "1-{a}-{e}-{l}",
+            "{a}{e}{l}",
+            "+1 ({a}) {e}-{l}",
+            "1 ({a}){e}-{l}",
+            "+1{a}{e}{l}",
+        ]
+    ),
+    region=st.sampled_from(["US", "GB", "DE", "CA"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_nanp_fast_path_agrees_with_libphonenumber(
+    area: int, exchange: int, line: int, style: str, region: str
+) -> None:
+    from normalizers.phones import _full_path
+
+    raw = style.format(a=f"{area:03d}", e=f"{exchange:03d}", l=f"{line:04d}")
+    assert normalize_phone(raw, region) == _full_path(raw, raw, region)
