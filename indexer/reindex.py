@@ -130,15 +130,23 @@ def _build(
             file=sys.stderr,
             smoothing=0.1,
         ) as bar:
+            filling = time.monotonic()
             words, total = _fill(job, bar.update)
         holder.commit()
+    log.info("reindex filled", extra={"documents": total, "seconds": _since(filling)})
+    indexing = time.monotonic()
     with conn.transaction():
         conn.execute(
             sql.SQL("alter table {} add primary key (id)").format(sql.Identifier(SCHEMA, REBUILD))
         )
         for ddl in projection_indexes_ddl(REBUILD):
             conn.execute(ddl)
+    log.info("reindex indexes built", extra={"seconds": _since(indexing)})
     return words, total
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 2)
 
 
 @dataclass(frozen=True)
