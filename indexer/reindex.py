@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 from tqdm import tqdm
 
-from core.documents import build_document
+from core.documents import PatientDocument, build_document
 from core.schema import (
     PROJECTION,
     SCHEMA,
@@ -44,6 +44,7 @@ from indexer.sync import load_documents
 log = logging.getLogger(__name__)
 
 REBUILD = "patients_rebuild"
+OWNERS = "contact_owner_rebuild"
 _REINDEX_LOCK = 7_345_002
 
 
@@ -95,6 +96,7 @@ def _unregister(conn: psycopg.Connection[Any]) -> None:
         conn.execute("delete from patient_search.state where key = 'reindex'")
         conn.execute("delete from patient_search.reindex_touched")
         conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
+        conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, OWNERS)))
 
 
 def _build(
@@ -108,6 +110,13 @@ def _build(
     with conn.transaction():
         conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
         conn.execute(projection_table_ddl(REBUILD, primary_key=False))
+        conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, OWNERS)))
+        if clinic_id is None:
+            conn.execute(
+                sql.SQL(
+                    "create table {} (contact_id text not null, patient_id text not null)"
+                ).format(sql.Identifier(SCHEMA, OWNERS))
+            )
     with psycopg.connect(url) as holder:
         # One snapshot for every partition: the rebuild is a consistent picture.
         holder.execute("set transaction isolation level repeatable read, read only")
@@ -141,8 +150,25 @@ def _build(
         )
         for ddl in projection_indexes_ddl(REBUILD):
             conn.execute(ddl)
+        if clinic_id is None:
+            conn.execute(
+                "alter table patient_search.contact_owner_rebuild "
+                "add constraint contact_owner_rebuild_pkey primary key (contact_id)"
+            )
+            conn.execute(
+                "create index contact_owner_rebuild_patient "
+                "on patient_search.contact_owner_rebuild (patient_id)"
+            )
     log.info("reindex indexes built", extra={"seconds": _since(indexing)})
     return words, total
+
+
+def _copy_owners(conn: psycopg.Connection[Any], docs: list[PatientDocument]) -> None:
+    copy_sql = "copy patient_search.contact_owner_rebuild (contact_id, patient_id) from stdin"
+    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        for doc in docs:
+            for contact_id in doc.contact_ids:
+                copy.write_row((contact_id, doc.id))
 
 
 def _since(started: float) -> float:
@@ -211,6 +237,8 @@ def _fill_partition(
             docs = [build_document(r, r["contacts"], region=job.region) for r in rows]
             with writer.transaction():
                 pg_projection.copy_documents(writer, docs, table=REBUILD)
+                if job.clinic_id is None:
+                    _copy_owners(writer, docs)
             words.update(pg_projection.dictionary_words(docs))
             total += len(docs)
             report(len(docs))
@@ -237,40 +265,64 @@ def _swap(
         pg_projection.delete_documents(conn, [d.id for d in docs] + deleted, table=REBUILD)
         pg_projection.copy_documents(conn, docs, table=REBUILD)
         if clinic_id is None:
-            _rename_into_place(conn)
+            _catch_up_owners(conn, touched, docs)
+            _rename_into_place(conn, PROJECTION, REBUILD, ("terms", "trgm", "pkey"))
+            _rename_into_place(conn, "contact_owner", OWNERS, ("pkey", "patient"))
             _replace_dictionary(conn, words)
         else:
             conn.execute(sql.SQL("delete from {} where clinic_id = %s").format(live), (clinic_id,))
             conn.execute(sql.SQL("insert into {} select * from {}").format(live, rebuild))
             conn.execute(sql.SQL("drop table {}").format(rebuild))
             _add_words(conn, words)
-        _refresh_contact_owner(conn, clinic_id)
+            _refresh_contact_owner(conn, clinic_id)
         conn.execute("delete from patient_search.state where key = 'reindex'")
         conn.execute("delete from patient_search.reindex_touched")
     conn.execute(sql.SQL("analyze {}").format(live))
     conn.commit()
 
 
-def _rename_into_place(conn: psycopg.Connection[Any]) -> None:
-    old = "patients_old"
+def _rename_into_place(
+    conn: psycopg.Connection[Any], live: str, rebuilt: str, index_suffixes: tuple[str, ...]
+) -> None:
+    old = f"{live}_old"
     conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, old)))
-    _rename_table(conn, PROJECTION, old)
-    _rename_table(conn, REBUILD, PROJECTION)
+    _rename_table(conn, live, old, index_suffixes)
+    _rename_table(conn, rebuilt, live, index_suffixes)
     conn.execute(sql.SQL("drop table {}").format(sql.Identifier(SCHEMA, old)))
 
 
-def _rename_table(conn: psycopg.Connection[Any], src: str, dst: str) -> None:
+def _rename_table(
+    conn: psycopg.Connection[Any], src: str, dst: str, index_suffixes: tuple[str, ...]
+) -> None:
     conn.execute(
         sql.SQL("alter table {} rename to {}").format(
             sql.Identifier(SCHEMA, src), sql.Identifier(dst)
         )
     )
-    for suffix in ("terms", "trgm", "pkey"):
+    for suffix in index_suffixes:
         conn.execute(
             sql.SQL("alter index if exists {} rename to {}").format(
                 sql.Identifier(SCHEMA, f"{src}_{suffix}"), sql.Identifier(f"{dst}_{suffix}")
             )
         )
+
+
+def _catch_up_owners(
+    conn: psycopg.Connection[Any], touched: list[str], docs: list[PatientDocument]
+) -> None:
+    """Patients the indexer changed during the rebuild: their contacts as they are now."""
+    conn.execute(
+        "delete from patient_search.contact_owner_rebuild where patient_id = any(%s)", (touched,)
+    )
+    pairs = [(c, d.id) for d in docs for c in d.contact_ids]
+    if pairs:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "insert into patient_search.contact_owner_rebuild (contact_id, patient_id) "
+                "values (%s, %s) "
+                "on conflict (contact_id) do update set patient_id = excluded.patient_id",
+                pairs,
+            )
 
 
 def _replace_dictionary(conn: psycopg.Connection[Any], words: Counter[str]) -> None:
