@@ -65,7 +65,7 @@ def build_mix(url: str, n: int, seed: int) -> list[Request]:
             "select p.clinic_id, p.given_name, p.family_name, p.birth_date, p.mrn, "
             "(select value from patient_contacts c where c.patient_id = p.id and c.kind = 'phone' "
             " order by c.id limit 1) "
-            "from patients p tablesample system (1) where p.active limit %s",
+            "from patients p where p.active order by hashtext(p.id) limit %s",
             (n,),
         ).fetchall()
     mix: list[Request] = []
