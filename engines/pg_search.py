@@ -1,11 +1,13 @@
 """Candidate retrieval from the PostgreSQL projection.
 
-Passes run from strict to loose and stop once enough candidates are found:
-identifiers, every name word exactly (with the date), every name word with
-prefix and typo expansions from the word dictionary, the date with any name
-word, any name word, and finally whole-name trigram similarity. Order within
-the result set is decided later by the re-ranker; a pass only has to find
-the right patient. Every pass filters by clinic inside the query.
+Passes run from strict to loose and stop once the page asked for is filled:
+identifiers; then, with a typed date, each name level narrowed by the date
+(and the date with any one word); then the name levels alone: every word
+exactly (with its nickname group), with prefix completions, with typo
+corrections and phonetic codes; and only when nothing matched, any one word
+and whole-name trigram similarity. Order within the result set is decided
+later by the re-ranker; a pass only has to find the right patient. Every
+term is scoped to the caller's clinics inside the query.
 """
 
 from __future__ import annotations
@@ -183,10 +185,10 @@ def find_candidates(
 ) -> list[Candidate]:
     """Candidates for the re-ranker, from the strictest pass that finds enough.
 
-    Passes have no ORDER BY: each level is homogeneous enough for the re-ranker
-    to order, and an unordered LIMIT stops reading early even when a common
-    name matches thousands. Their order is still deterministic for the same
-    projection, which keeps pagination stable.
+    Only the loosest level is ordered (by closeness); the others are homogeneous
+    enough for the re-ranker to order, and an unordered LIMIT stops reading early
+    even when a common name matches thousands. Their order is still
+    deterministic for the same projection, which keeps pagination stable.
     """
     found: dict[str, Candidate] = {}
     limit = query.limit
