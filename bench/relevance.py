@@ -83,6 +83,12 @@ def tsvector_baseline(conn: psycopg.Connection[Any], q: str, clinic_id: str) -> 
     return [r[0] for r in conn.execute(TSVECTOR_SQL, (clinic_id, q, q))]
 
 
+def _load_words(dsn: str) -> list[tuple[str, int]]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("select term, frequency from patient_search.name_dictionary")
+        return [(r[0], r[1]) for r in rows]
+
+
 def ours(settings: Any) -> Search | None:
     """Our search (search_api.service.search_ids), or None when it cannot be imported yet."""
     try:
@@ -91,9 +97,18 @@ def ours(settings: Any) -> Search | None:
         print(f"our search is not available ({exc}); reporting baselines only", file=sys.stderr)
         return None
 
+    from engines.word_dictionary import WordDictionary
+
+    words: list[WordDictionary] = []
+
     def search(conn: psycopg.Connection[Any], q: str, clinic_id: str) -> list[str]:
+        if not words:  # the API's in-process dictionary, loaded on a connection of its own
+            dsn = conn.info.dsn
+            words.append(WordDictionary(lambda: _load_words(dsn)))
+            while not words[0].ready:
+                time.sleep(0.01)
         try:
-            return search_ids(conn, q, [clinic_id], limit=LIMIT, settings=settings)
+            return search_ids(conn, q, [clinic_id], limit=LIMIT, settings=settings, words=words[0])
         except EmptyQuery:
             return []
 

@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from engines.base import Candidate, CandidateQuery, NameToken
 from engines.pg_projection import scope_terms
+from engines.word_dictionary import WordDictionary
 from normalizers.names import typo_distance
 
 # Upper bound for a prefix range scan on the C-collated dictionary.
@@ -65,12 +66,14 @@ class PostgresEngine:
     def __init__(self, pool: ConnectionPool, *, observe: Observer | None = None) -> None:
         self.pool = pool
         self._observe = observe or (lambda kind, seconds: None)
+        self.words = WordDictionary(lambda: load_words(pool))
 
     # -- reads ---------------------------------------------------------------
 
     def candidates(self, query: CandidateQuery) -> list[Candidate]:
+        expand = self.words.expand if self.words.ready else None  # SQL until it is loaded
         with self.pool.connection() as conn:
-            return find_candidates(conn, query, observe=self._observe)
+            return find_candidates(conn, query, observe=self._observe, expand=expand)
 
     def get(self, patient_id: str, clinic_ids: tuple[str, ...]) -> Candidate | None:
         with self.pool.connection() as conn:
@@ -100,6 +103,12 @@ class PostgresEngine:
             rows = conn.execute(query).fetchall()
         self._observe("lookup", time.perf_counter() - started)
         return [_candidate(r) for r in rows]
+
+
+def load_words(pool: ConnectionPool) -> list[tuple[str, int]]:
+    with pool.connection() as conn:
+        rows = conn.execute("select term, frequency from patient_search.name_dictionary").fetchall()
+    return [(r[0], r[1]) for r in rows]
 
 
 def _candidate(row: tuple[Any, ...]) -> Candidate:
@@ -137,8 +146,11 @@ def expand_tokens(
     return prefixes, fuzzy
 
 
+Expander = Callable[[Sequence[NameToken]], tuple[dict[str, set[str]], dict[str, set[str]]]]
+
+
 def _name_levels(
-    conn: psycopg.Connection[Any],
+    expand: Expander,
     names: Sequence[NameToken],
     scoped: Callable[[Iterable[str]], list[str]],
 ) -> Iterator[tuple[str, list[tuple[str, ...]], sql.Composable | None]]:
@@ -151,7 +163,7 @@ def _name_levels(
     """
     exact = [t.alternatives for t in names]
     yield "exact", exact, None
-    prefixes, fuzzy = expand_tokens(conn, names)
+    prefixes, fuzzy = expand(names)
     completed = [(*t.alternatives, *prefixes[t.text]) for t in names]
     yield "completed", completed, None
     typos = [tuple(fuzzy[t.text]) for t in names]
@@ -181,7 +193,11 @@ def _closeness(
 
 
 def find_candidates(
-    conn: psycopg.Connection[Any], query: CandidateQuery, *, observe: Observer
+    conn: psycopg.Connection[Any],
+    query: CandidateQuery,
+    *,
+    observe: Observer,
+    expand: Expander | None = None,
 ) -> list[Candidate]:
     """Candidates for the re-ranker, from the strictest pass that finds enough.
 
@@ -244,7 +260,8 @@ def find_candidates(
     ]
     names = query.names
     if names:
-        ladder = _name_levels(conn, names, scoped)  # lazy: the dictionary is asked only if needed
+        # Lazy: the dictionary is asked only if the exact level did not find enough.
+        ladder = _name_levels(expand or (lambda ts: expand_tokens(conn, ts)), names, scoped)
         levels: list[tuple[str, list[tuple[str, ...]], sql.Composable | None]] = []
         if dates:
             # A typed date narrows every level before any level is tried without it,

@@ -12,6 +12,7 @@ import psycopg
 
 from core.settings import Settings
 from engines.pg_search import find_candidates
+from engines.word_dictionary import WordDictionary
 from normalizers.dates import parse_dates
 from normalizers.identifiers import normalize_mrn
 from normalizers.phones import normalize_phone
@@ -87,11 +88,18 @@ def search_ids(
     *,
     limit: int = 10,
     settings: Settings,
+    words: WordDictionary | None = None,
 ) -> list[str]:
-    """Ranked patient ids for a search-box string on one connection (benchmarks, tests)."""
+    """Ranked patient ids for a search-box string on one connection (benchmarks, tests).
+
+    With `words`, name expansion uses that in-process dictionary, as the API does.
+    """
     plan = plan_for(SearchInput(q=q, limit=limit), clinic_ids, settings)
+    expand = words.expand if words is not None and words.ready else None
     with conn.transaction():
-        candidates = find_candidates(conn, plan.candidates, observe=lambda kind, s: None)
+        candidates = find_candidates(
+            conn, plan.candidates, observe=lambda kind, s: None, expand=expand
+        )
     return [r.candidate.id for r in rank(plan.rank, candidates)[:limit]]
 
 
