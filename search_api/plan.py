@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from doublemetaphone import doublemetaphone
@@ -71,6 +71,22 @@ def name_token(text: str, *, prefix: bool = True) -> NameToken:
         alternatives=(f"n:{text}", *(f"k:{n}" for n in sorted(nickname_group(text)))),
         phonetic=(f"p:{primary}",) if primary else (),
         prefix=prefix,
+    )
+
+
+def joined_pairs(tokens: tuple[NameToken, ...]) -> tuple[NameToken, ...]:
+    """Let two adjacent typed words also match the one stored word they spell together
+    ("mc donald" finds McDonald, "van der berg" finds Vanderberg)."""
+    if len(tokens) < 2:
+        return tokens
+    extra: list[list[str]] = [[] for _ in tokens]
+    for i in range(len(tokens) - 1):
+        joined = f"n:{tokens[i].text}{tokens[i + 1].text}"
+        extra[i].append(joined)
+        extra[i + 1].append(joined)
+    return tuple(
+        replace(t, alternatives=(*t.alternatives, *more)) if more else t
+        for t, more in zip(tokens, extra, strict=True)
     )
 
 
@@ -171,7 +187,7 @@ def build_plan(
         include_inactive=request.include_inactive,
         strong_terms=_unique(strong),
         weak_terms=_unique(weak),
-        names=tuple(name_token(n) for n in unique_names),
+        names=joined_pairs(tuple(name_token(n) for n in unique_names)),
         dob_terms=tuple(f"dob:{d.isoformat()}" for d in rank.birth_dates),
         dob_near_terms=tuple(f"dob:{d.isoformat()}" for d in near_dates(rank.birth_dates)),
         name_text=" ".join(unique_names),

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from rapidfuzz.fuzz import token_set_ratio, token_sort_ratio
+from rapidfuzz.fuzz import ratio, token_set_ratio, token_sort_ratio
 
 from engines.base import Candidate
 from normalizers.names import is_particle, nickname_group, phonetic_keys, typo_distance
@@ -136,6 +136,15 @@ def match_names(query: RankQuery, match: dict[str, Any]) -> _NameResult:
     pairs.sort(key=lambda p: (-p[0], -p[1], p[2], p[3]))
     used_q: dict[int, tuple[str, float, str]] = {}
     used_w: set[int] = set()
+    # Two typed words that together spell one stored word ("mc donald" for McDonald,
+    # "garcia lopez" for Garcialopez) are both exact matches of it.
+    for qi in range(len(query.names) - 1):
+        joined = query.names[qi] + query.names[qi + 1]
+        for wi, (fld, stored) in enumerate(words):
+            if stored == joined and wi not in used_w and qi not in used_q:
+                used_q[qi] = used_q[qi + 1] = ("exact", 1.0, fld)
+                used_w.add(wi)
+                break
     for _rank, quality, qi, wi, kind in pairs:
         if qi in used_q or wi in used_w:
             continue
@@ -232,6 +241,17 @@ def _tier(
     return None
 
 
+def _name_similarity(typed: str, stored: str) -> float:
+    """Whole-name closeness, in any word order and ignoring where the spaces fall."""
+    return (
+        max(
+            token_sort_ratio(typed, stored),
+            ratio(typed.replace(" ", ""), stored.replace(" ", "")),
+        )
+        / 100
+    )
+
+
 def literal_text(text: str) -> str:
     """Case-folded with accents kept, for tie-breaking only; empty for plain ASCII.
 
@@ -267,7 +287,7 @@ def rank_one(query: RankQuery, candidate: Candidate) -> Ranked | None:
         tier = max(tier, 0)
     coverage = (("given" in name.fields) + ("family" in name.fields)) / 2
     stored_name = " ".join([*(match.get("given") or ()), *(match.get("family") or ())])
-    similarity = token_sort_ratio(" ".join(query.names), stored_name) / 100 if query.names else 0
+    similarity = _name_similarity(" ".join(query.names), stored_name) if query.names else 0.0
     # As typed, accents and all: breaks ties between José and Jose when both fold alike.
     literal = (
         token_set_ratio(query.literal, _literal_name(candidate.patient)) / 100

@@ -106,3 +106,16 @@ def test_scores_in_unit_interval_and_match_kinds() -> None:
 def test_unrelated_candidates_are_dropped() -> None:
     plan = build_plan(SearchInput(q="xavier quigley"), ["c"])
     assert rank(plan.rank, POOL) == []
+
+
+def test_two_typed_words_spelling_one_stored_word_match_exactly() -> None:
+    pool = [
+        candidate("mc", "Erin", "McDonald", "2013-05-01"),
+        candidate("double", "Erin", "Peterson-McDonald", "1974-08-10"),
+        candidate("other", "Erin", "Donaldson", "1980-01-01"),
+    ]
+    plan = build_plan(SearchInput(q="erin mc donald"), ["c"])
+    ranked = rank(plan.rank, pool)
+    assert [r.candidate.id for r in ranked][:2] == ["mc", "double"]
+    assert ranked[0].match == "exact"
+    assert "n:mcdonald" in plan.candidates.names[1].alternatives
