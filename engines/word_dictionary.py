@@ -47,7 +47,12 @@ class _Snapshot:
         return heapq.nsmallest(PREFIX_LIMIT, found, key=lambda w: (-self.frequency[w], w))
 
     def typos(self, token: str) -> list[str]:
-        """Words within the typo budget that share the first letter and about the length."""
+        """Words within the typo budget that share the first letter and about the length.
+
+        A slip in the first letter is not looked for (scanning every word of that
+        length costs several ms); phonetic codes and whole-name similarity catch
+        most of those, and two words spelling one ("mc donald") are joined by the plan.
+        """
         budget = typo_budget(token)
         pool = [
             w
