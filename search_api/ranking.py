@@ -90,9 +90,9 @@ def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float]
     if typed == stored:
         return "exact", 1.0
     if stored.startswith(typed):
-        return "prefix", 0.5 + 0.5 * len(typed) / len(stored)
+        return "prefix", 0.85 + 0.15 * len(typed) / len(stored)
     if nicknames and _nicknames(typed) & _nicknames(stored):
-        return "nickname", 0.9
+        return "nickname", 0.8
     if len(typed) >= 3 and _primary_code(typed) in _phonetic(stored):
         return "phonetic", 0.8
     if len(typed) >= 3:

@@ -119,3 +119,12 @@ def test_two_typed_words_spelling_one_stored_word_match_exactly() -> None:
     assert [r.candidate.id for r in ranked][:2] == ["mc", "double"]
     assert ranked[0].match == "exact"
     assert "n:mcdonald" in plan.candidates.names[1].alternatives
+
+
+def test_as_you_type_completion_beats_a_nickname() -> None:
+    pool = [
+        candidate("hannah", "Hannah", "Smith", "2015-02-04"),
+        candidate("johnathan", "Johnathan", "Smith", "1980-01-01"),
+    ]
+    plan = build_plan(SearchInput(q="smith jo"), ["c"])
+    assert rank(plan.rank, pool)[0].candidate.id == "johnathan"
