@@ -91,7 +91,10 @@ def delete_documents(
         sql.SQL("delete from {} where id = any(%s)").format(sql.Identifier(SCHEMA, table)),
         (wanted,),
     )
-    conn.execute("delete from patient_search.contact_owner where patient_id = any(%s)", (wanted,))
+    if table == PROJECTION:  # contact_owner mirrors the live projection, not a rebuild
+        conn.execute(
+            "delete from patient_search.contact_owner where patient_id = any(%s)", (wanted,)
+        )
 
 
 def copy_documents(

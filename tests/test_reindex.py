@@ -94,3 +94,23 @@ def test_a_second_reindex_at_the_same_time_is_refused(populated: str) -> None:
         other.execute("select pg_advisory_lock(%s)", (rx._REINDEX_LOCK,))
         with pytest.raises(rx.ReindexBusy):
             rx.reindex(populated, Settings(), progress=False)
+
+
+def test_clinic_rebuild_keeps_other_clinics_contact_owners(populated: str) -> None:
+    """A patient of another clinic touched during a one-clinic rebuild keeps its contacts'
+    owner rows, so a later contact delete still finds whose document to rebuild."""
+    settings = Settings(reindex_workers=1)
+    rx.reindex(populated, settings, progress=False)
+    with psycopg.connect(populated) as conn:
+        rx._register(conn, "clinic-b")
+        words, _ = rx._build(populated, conn, settings, "clinic-b", progress=False)
+        with conn.transaction():  # the indexer handles a clinic-a patient meanwhile
+            conn.execute("update patients set given_name = 'Renamed' where id = 'p0001'")
+            sync_patients(conn, ["p0001"])
+        rx._swap(conn, settings, "clinic-b", words)
+        owners = conn.execute(
+            "select count(*) from patient_search.contact_owner where patient_id = 'p0001'"
+        ).fetchone()
+        total = conn.execute("select count(*) from patient_search.contact_owner").fetchone()
+    assert owners == (1,)
+    assert total == (300,)
