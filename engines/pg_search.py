@@ -258,6 +258,10 @@ def find_candidates(
     def overlaps(terms: Sequence[str]) -> sql.Composable:
         return sql.SQL("terms && {}::text[]").format(scoped(terms))
 
+    def any_word(levels: list[tuple[str, list[tuple[str, ...]], Any]]) -> sql.Composable:
+        """Any term of any typed word, at every level reached so far."""
+        return overlaps([t for _, words, _ in levels for terms in words for t in terms])
+
     if query.strong_terms:
         run("identifier", [overlaps(query.strong_terms)])
 
@@ -290,9 +294,8 @@ def find_candidates(
             if len(found) == before:
                 # The date with any one word: a half-remembered or unusual name
                 # still finds the patient born that day.
-                any_word = overlaps([w for _, words, _ in levels for ws in words for w in ws])
                 any_date = overlaps([*query.dob_terms, *query.dob_near_terms])
-                run("dob_any_name", [any_word, any_date])
+                run("dob_any_name", [any_word(levels), any_date])
         for i in range(3):
             if enough():
                 break
@@ -301,8 +304,7 @@ def find_candidates(
             level, words, order = levels[i]
             run(level, [*(overlaps(w) for w in words), *weak], order=order)
         if not found and len(names) > 1:
-            any_word = overlaps([w for _, words, _ in levels for ws in words for w in ws])
-            run("any_name", [any_word, *weak])
+            run("any_name", [any_word(levels), *weak])
         if not found and query.name_text:
             conn.execute("set local pg_trgm.similarity_threshold = 0.3")
             run(
