@@ -346,28 +346,22 @@ def _add_words(conn: psycopg.Connection[Any], words: Counter[str]) -> None:
     )
 
 
-def _refresh_contact_owner(conn: psycopg.Connection[Any], clinic_id: str | None) -> None:
-    """contact_owner mirrors the projection's documents; rebuild it from them."""
+def _refresh_contact_owner(conn: psycopg.Connection[Any], clinic_id: str) -> None:
+    """After a one-clinic swap: that clinic's contact owners, from its new documents."""
     live = sql.Identifier(SCHEMA, PROJECTION)
-    if clinic_id is None:
-        conn.execute("delete from patient_search.contact_owner")
-        where = sql.SQL("")
-        params: tuple[Any, ...] = ()
-    else:
-        conn.execute(
-            sql.SQL(
-                "delete from patient_search.contact_owner o using {} p "
-                "where p.id = o.patient_id and p.clinic_id = %s"
-            ).format(live),
-            (clinic_id,),
-        )
-        where = sql.SQL(" where p.clinic_id = %s")
-        params = (clinic_id,)
+    conn.execute(
+        sql.SQL(
+            "delete from patient_search.contact_owner o using {} p "
+            "where p.id = o.patient_id and p.clinic_id = %s"
+        ).format(live),
+        (clinic_id,),
+    )
     conn.execute(
         sql.SQL(
             "insert into patient_search.contact_owner (contact_id, patient_id) "
-            "select c, p.id from {} p, jsonb_array_elements_text(p.doc->'contact_ids') c{} "
+            "select c, p.id from {} p, jsonb_array_elements_text(p.doc->'contact_ids') c "
+            "where p.clinic_id = %s "
             "on conflict (contact_id) do update set patient_id = excluded.patient_id"
-        ).format(live, where),
-        params,
+        ).format(live),
+        (clinic_id,),
     )
