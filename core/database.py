@@ -13,8 +13,6 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +123,3 @@ def open_pool(url: str, settings: Settings, *, name: str = "api") -> ConnectionP
     )
     pool.open(wait=False)
     return pool
-
-
-@contextmanager
-def connect(url: str, *, autocommit: bool = False) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(url, autocommit=autocommit, application_name="patient-search") as conn:
-        yield conn

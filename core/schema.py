@@ -64,8 +64,9 @@ def projection_indexes_ddl(table: str) -> list[sql.Composed]:
     ]
 
 
-def projection_index_names(table: str) -> list[str]:
-    return [f"{table}_{suffix}" for suffix in ("terms", "trgm", "pkey")]
+# Indexes of a projection table are named "<table>_<suffix>", so a rebuilt table's
+# indexes can be renamed along with it.
+PROJECTION_INDEX_SUFFIXES = ("terms", "trgm", "pkey")
 
 
 def _m1_initial(conn: psycopg.Connection[Any]) -> None:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from core.documents import PatientDocument, build_document
 from core.schema import (
     PROJECTION,
+    PROJECTION_INDEX_SUFFIXES,
     SCHEMA,
     projection_indexes_ddl,
     projection_table_ddl,
@@ -266,7 +267,7 @@ def _swap(
         pg_projection.copy_documents(conn, docs, table=REBUILD)
         if clinic_id is None:
             _catch_up_owners(conn, touched, docs)
-            _rename_into_place(conn, PROJECTION, REBUILD, ("terms", "trgm", "pkey"))
+            _rename_into_place(conn, PROJECTION, REBUILD, PROJECTION_INDEX_SUFFIXES)
             _rename_into_place(conn, "contact_owner", OWNERS, ("pkey", "patient"))
             _replace_dictionary(conn, words)
         else:
