@@ -130,9 +130,38 @@ def _m1_initial(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+def _m30_name_words(conn: psycopg.Connection[Any]) -> None:
+    """The word dictionary per clinic, counted in patients (issue 9, item 6).
+
+    Completions and typo corrections then come from the caller's clinics only,
+    and a word leaves a clinic with its last patient. Filled from the projection.
+    """
+    conn.execute(
+        """
+        create table if not exists patient_search.name_words (
+          clinic_id text not null,
+          term      text collate "C" not null,
+          patients  integer not null,
+          primary key (clinic_id, term)
+        )
+        """
+    )
+    conn.execute(
+        """
+        insert into patient_search.name_words (clinic_id, term, patients)
+        select p.clinic_id, substr(t, length(p.clinic_id) + 4), count(*)
+        from patient_search.patients p cross join lateral unnest(p.terms) t
+        where left(t, length(p.clinic_id) + 3) = p.clinic_id || E'\\x1fn:'
+        group by 1, 2
+        on conflict do nothing
+        """
+    )
+
+
 # Append new migrations; never edit a released one.
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     (1, "projection, dictionary, api keys, checkpoints, dead letters", _m1_initial),
+    (30, "name words per clinic, counted in patients", _m30_name_words),
 ]
 
 

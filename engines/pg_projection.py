@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -75,10 +76,18 @@ def upsert_documents(
         vals=sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)),
         updates=updates,
     )
+    ids = [d.id for d in docs]
+    before = stored_words(conn, ids, table=table)
     with conn.cursor() as cur:
         cur.executemany(query, [_row(d) for d in docs])
     _remember_contacts(conn, docs)
     add_dictionary_terms(conn, docs)
+    if table == PROJECTION:
+        # From what the table holds before and after, so a write that a guard skipped
+        # changes no count.
+        after = stored_words(conn, ids, table=table)
+        after.subtract(before)
+        adjust_words(conn, after)
 
 
 def delete_documents(
@@ -87,11 +96,13 @@ def delete_documents(
     wanted = sorted(set(ids))
     if not wanted:
         return
+    gone = stored_words(conn, wanted, table=table) if table == PROJECTION else Counter()
     conn.execute(
         sql.SQL("delete from {} where id = any(%s)").format(sql.Identifier(SCHEMA, table)),
         (wanted,),
     )
-    if table == PROJECTION:  # contact_owner mirrors the live projection, not a rebuild
+    if table == PROJECTION:  # contact_owner and the words mirror the live projection
+        adjust_words(conn, Counter({k: -n for k, n in gone.items()}))
         conn.execute(
             "delete from patient_search.contact_owner where patient_id = any(%s)", (wanted,)
         )
@@ -135,6 +146,64 @@ def owners_of_contacts(conn: psycopg.Connection[Any], contact_ids: Iterable[str]
 
 def dictionary_words(docs: Iterable[PatientDocument]) -> set[str]:
     return {t[2:] for d in docs for t in d.terms if t.startswith("n:")}
+
+
+def stored_words(
+    conn: psycopg.Connection[Any], ids: Sequence[str], *, table: str = PROJECTION
+) -> Counter[tuple[str, str]]:
+    """(clinic, name word) -> patients among `ids` whose stored document holds it."""
+    rows = conn.execute(
+        sql.SQL("select clinic_id, terms from {} where id = any(%s)").format(
+            sql.Identifier(SCHEMA, table)
+        ),
+        (list(ids),),
+    ).fetchall()
+    counts: Counter[tuple[str, str]] = Counter()
+    for clinic, terms in rows:
+        lead = f"{clinic}\x1fn:"
+        counts.update((clinic, t[len(lead) :]) for t in terms if t.startswith(lead))
+    return counts
+
+
+def adjust_words(conn: psycopg.Connection[Any], delta: Counter[tuple[str, str]]) -> None:
+    """Apply per-clinic word counts; a word leaves its clinic with its last patient."""
+    changed = sorted((k, n) for k, n in delta.items() if n)
+    if not changed:
+        return
+    clinics = [c for (c, _), _ in changed]
+    words = [w for (_, w), _ in changed]
+    conn.execute(
+        "insert into patient_search.name_words (clinic_id, term, patients) "
+        "select * from unnest(%s::text[], %s::text[], %s::int[]) "
+        "on conflict (clinic_id, term) do update "
+        "set patients = name_words.patients + excluded.patients",
+        (clinics, words, [n for _, n in changed]),
+    )
+    conn.execute(
+        "delete from patient_search.name_words w "
+        "using unnest(%s::text[], %s::text[]) d(clinic_id, term) "
+        "where w.clinic_id = d.clinic_id and w.term = d.term and w.patients <= 0",
+        (clinics, words),
+    )
+
+
+def rebuild_words(conn: psycopg.Connection[Any], clinic_id: str | None = None) -> None:
+    """Recount the words of one clinic (or all) from the live projection, exactly."""
+    only: sql.Composable = sql.SQL("")
+    if clinic_id is None:
+        conn.execute("delete from patient_search.name_words")
+    else:
+        conn.execute("delete from patient_search.name_words where clinic_id = %s", (clinic_id,))
+        only = sql.SQL(" and p.clinic_id = {}").format(clinic_id)
+    conn.execute(
+        sql.SQL(
+            "insert into patient_search.name_words (clinic_id, term, patients) "
+            "select p.clinic_id, substr(t, length(p.clinic_id) + 4), count(*) "
+            "from {} p cross join lateral unnest(p.terms) t "
+            "where left(t, length(p.clinic_id) + 3) = p.clinic_id || E'\\x1fn:'{} "
+            "group by 1, 2"
+        ).format(sql.Identifier(SCHEMA, PROJECTION), only)
+    )
 
 
 def add_dictionary_terms(conn: psycopg.Connection[Any], docs: Sequence[PatientDocument]) -> None:
