@@ -21,10 +21,10 @@ from core.settings import Settings
 from engines.pg_search import PostgresEngine
 from search_api import models
 from search_api.errors import ApiError, install_error_handlers
+from search_api.failover import Router, pool_state_reader
 from search_api.metrics import REQUEST_SECONDS, REQUESTS, RESULTS
 from search_api.page import search_page
 from search_api.plan import SearchInput
-from search_api.routing import Router, pool_state_reader
 from search_api.service import (
     EmptyQuery,
     lookup_terms,
