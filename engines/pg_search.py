@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from core import terms
 from engines.base import Candidate, CandidateQuery, NameToken
 from engines.pg_projection import scope_terms
 from engines.word_dictionary import WordDictionary
@@ -143,9 +144,9 @@ def expand_tokens(
     ).fetchall()
     for token, word, kind in rows:
         if kind == "prefix":
-            prefixes[token].add(f"n:{word}")
+            prefixes[token].add(terms.name(word))
         elif typo_distance(token, word) is not None:  # the same rule the re-ranker applies
-            fuzzy[token].add(f"n:{word}")
+            fuzzy[token].add(terms.name(word))
     return prefixes, fuzzy
 
 
