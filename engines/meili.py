@@ -17,6 +17,7 @@ from typing import Any, cast
 import meilisearch
 from meilisearch.errors import MeilisearchApiError
 
+from core.documents import MatchFields, PatientRecord
 from core.settings import Settings
 from engines.base import Candidate, CandidateQuery
 from engines.meili_settings import (
@@ -151,7 +152,7 @@ class MeiliEngine:
 
 
 def _candidate(hit: dict[str, Any]) -> Candidate:
-    patient = hit.get("patient") or {}
-    match = hit.get("match") or {}
+    patient = cast(PatientRecord, hit.get("patient") or {})
+    match = cast(MatchFields, hit.get("match") or {})
     pid = str(patient.get("id") or decode_id(str(hit["pk"])))
     return Candidate(id=pid, patient=patient, match=match)
