@@ -83,10 +83,11 @@ def tsvector_baseline(conn: psycopg.Connection[Any], q: str, clinic_id: str) -> 
     return [r[0] for r in conn.execute(TSVECTOR_SQL, (clinic_id, q, q))]
 
 
-def _load_words(dsn: str) -> list[tuple[str, int]]:
+def _load_words(dsn: str) -> list[tuple[str, str, int]]:
+    from engines.pg_search import words_of
+
     with psycopg.connect(dsn) as conn:
-        rows = conn.execute("select term, frequency from patient_search.name_dictionary")
-        return [(r[0], r[1]) for r in rows]
+        return words_of(conn)
 
 
 def ours(settings: Any) -> Search | None:

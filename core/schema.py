@@ -158,10 +158,16 @@ def _m30_name_words(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+def _m31_drop_global_dictionary(conn: psycopg.Connection[Any]) -> None:
+    """name_dictionary had no clinic (an oracle of other clinics' names): name_words replaces it."""
+    conn.execute("drop table if exists patient_search.name_dictionary")
+
+
 # Append new migrations; never edit a released one.
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     (1, "projection, dictionary, api keys, checkpoints, dead letters", _m1_initial),
     (30, "name words per clinic, counted in patients", _m30_name_words),
+    (31, "drop the global name dictionary", _m31_drop_global_dictionary),
 ]
 
 

@@ -3,7 +3,6 @@
 grant usage on schema patient_search to patient_search_api;
 grant select on
   patient_search.patients,
-  patient_search.name_dictionary,
   patient_search.name_words,
   patient_search.api_keys,
   patient_search.state,

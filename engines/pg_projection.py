@@ -82,7 +82,6 @@ def upsert_documents(
     with conn.cursor() as cur:
         cur.executemany(query, [_row(d) for d in docs])
     _remember_contacts(conn, docs)
-    add_dictionary_terms(conn, docs)
     if table == PROJECTION:
         # From what the table holds before and after, so a write that a guard skipped
         # changes no count.
@@ -145,10 +144,6 @@ def owners_of_contacts(conn: psycopg.Connection[Any], contact_ids: Iterable[str]
     return {r[0] for r in rows}
 
 
-def dictionary_words(docs: Iterable[PatientDocument]) -> set[str]:
-    return {w for d in docs for w in terms.values(d.terms, terms.NAME)}
-
-
 def stored_words(
     conn: psycopg.Connection[Any], ids: Sequence[str], *, table: str = PROJECTION
 ) -> Counter[tuple[str, str]]:
@@ -160,9 +155,9 @@ def stored_words(
         (list(ids),),
     ).fetchall()
     counts: Counter[tuple[str, str]] = Counter()
-    for clinic, terms in rows:
-        lead = f"{clinic}\x1fn:"
-        counts.update((clinic, t[len(lead) :]) for t in terms if t.startswith(lead))
+    for clinic, stored in rows:
+        lead = scope_terms(clinic, [terms.name("")])[0]
+        counts.update((clinic, t[len(lead) :]) for t in stored if t.startswith(lead))
     return counts
 
 
@@ -205,14 +200,3 @@ def rebuild_words(conn: psycopg.Connection[Any], clinic_id: str | None = None) -
             "group by 1, 2"
         ).format(sql.Identifier(SCHEMA, PROJECTION), only)
     )
-
-
-def add_dictionary_terms(conn: psycopg.Connection[Any], docs: Sequence[PatientDocument]) -> None:
-    """New name words become reachable by prefix and typo expansion at once."""
-    words = sorted(dictionary_words(docs))
-    if words:
-        conn.execute(
-            "insert into patient_search.name_dictionary (term) select unnest(%s::text[]) "
-            "on conflict (term) do nothing",
-            (words,),
-        )

@@ -12,51 +12,33 @@ term is scoped to the caller's clinics inside the query.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
+from prometheus_client import Counter
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from core import terms
 from engines.base import Candidate, CandidateQuery, NameToken
 from engines.pg_projection import scope_terms
-from engines.word_dictionary import WordDictionary
-from normalizers.names import typo_distance
+from engines.word_dictionary import Expansions, WordDictionary
 
-# Upper bound for a prefix range scan on the C-collated dictionary.
-_MAX_CHAR = chr(0x10FFFF)
-
-_EXPANSIONS = sql.SQL(
-    """
-    select q.tok, d.term, 'prefix' from unnest(%(prefix_tokens)s::text[]) q(tok),
-      lateral (select term from patient_search.name_dictionary
-               where term >= q.tok and term < q.tok || %(max_char)s and term <> q.tok
-               order by frequency desc, term limit %(prefix_limit)s) d
-    union all
-    select q.tok, d.term, 'fuzzy' from unnest(%(fuzzy_tokens)s::text[]) q(tok),
-      lateral (select term from patient_search.name_dictionary
-               where term %% q.tok
-                 and levenshtein_less_equal(term, q.tok, 2)
-                     <= case when length(q.tok) <= 3 then 1 else 2 end
-                 and term <> q.tok
-               order by similarity(term, q.tok) desc, frequency desc, term
-               limit %(fuzzy_limit)s) d
-    union all
-    -- Short words share too few trigrams with their typos (sahh/shah, loez/lopez):
-    -- compare them with every word of about their length and first letter instead.
-    select q.tok, d.term, 'fuzzy' from unnest(%(short_tokens)s::text[]) q(tok),
-      lateral (select term from patient_search.name_dictionary
-               where term >= left(q.tok, 1) and term < left(q.tok, 1) || %(max_char)s
-                 and length(term) between length(q.tok) - 1 and length(q.tok) + 1
-                 and term <> q.tok
-                 and levenshtein_less_equal(term, q.tok, 2) <= 2
-               order by levenshtein(term, q.tok), frequency desc, term
-               limit %(fuzzy_limit)s) d
-    """
+log = logging.getLogger(__name__)
+# Time a whole search may take in the database (all its passes together).
+DEFAULT_SEARCH_TIMEOUT_MS = 1000
+SEARCH_DEADLINES = Counter(
+    "patient_search_search_deadlines_total",
+    "Searches cut short by their deadline (answered with what the stricter passes found)",
 )
+
+
+class DeadlineReached(Exception):
+    """The search's time is up before its next pass."""
+
 
 Observer = Callable[[str, float], None]
 
@@ -67,17 +49,31 @@ ORDERED_PASS_CAP = 2000
 class PostgresEngine:
     name = "postgres"
 
-    def __init__(self, pool: ConnectionPool, *, observe: Observer | None = None) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        observe: Observer | None = None,
+        search_timeout_ms: int = DEFAULT_SEARCH_TIMEOUT_MS,
+    ) -> None:
         self.pool = pool
         self._observe = observe or (lambda kind, seconds: None)
         self.words = WordDictionary(lambda: load_words(pool))
+        self.search_timeout_ms = search_timeout_ms
 
     # -- reads ---------------------------------------------------------------
 
     def candidates(self, query: CandidateQuery) -> list[Candidate]:
-        expand = self.words.expand if self.words.ready else None  # SQL until it is loaded
         with self.pool.connection() as conn:
-            return find_candidates(conn, query, observe=self._observe, expand=expand)
+            if not self.words.loaded:  # the first search of this process loads it
+                self.words.load_now(lambda: words_of(conn))
+            return find_candidates(
+                conn,
+                query,
+                observe=self._observe,
+                expand=self.words.expand,
+                timeout_ms=self.search_timeout_ms,
+            )
 
     def get(self, patient_id: str, clinic_ids: tuple[str, ...]) -> Candidate | None:
         with self.pool.connection() as conn:
@@ -109,10 +105,15 @@ class PostgresEngine:
         return [_candidate(r) for r in rows]
 
 
-def load_words(pool: ConnectionPool) -> list[tuple[str, int]]:
+def load_words(pool: ConnectionPool) -> list[tuple[str, str, int]]:
     with pool.connection() as conn:
-        rows = conn.execute("select term, frequency from patient_search.name_dictionary").fetchall()
-    return [(r[0], r[1]) for r in rows]
+        return words_of(conn)
+
+
+def words_of(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
+    """Every clinic's name words with their patient counts (table name_words)."""
+    rows = conn.execute("select clinic_id, term, patients from patient_search.name_words")
+    return [(r[0], r[1], r[2]) for r in rows]
 
 
 def _candidate(row: tuple[Any, ...]) -> Candidate:
@@ -120,65 +121,50 @@ def _candidate(row: tuple[Any, ...]) -> Candidate:
     return Candidate(id=row[0], patient=doc["patient"], match=doc["match"])
 
 
-def expand_tokens(
-    conn: psycopg.Connection[Any], tokens: Sequence[NameToken], *, prefix_limit: int = 25
-) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """Dictionary words a typed word may stand for: (completions, near spellings)."""
-    prefix_tokens = sorted({t.text for t in tokens if t.prefix and t.text})
-    fuzzy_tokens = sorted({t.text for t in tokens if len(t.text) >= 3})
-    prefixes: dict[str, set[str]] = {t.text: set() for t in tokens}
-    fuzzy: dict[str, set[str]] = {t.text: set() for t in tokens}
-    if not prefix_tokens and not fuzzy_tokens:
-        return prefixes, fuzzy
-    conn.execute("set local pg_trgm.similarity_threshold = 0.2")
-    rows = conn.execute(
-        _EXPANSIONS,
-        {
-            "prefix_tokens": prefix_tokens,
-            "fuzzy_tokens": fuzzy_tokens,
-            "short_tokens": sorted({t for t in fuzzy_tokens if len(t) <= 5}),
-            "max_char": _MAX_CHAR,
-            "prefix_limit": prefix_limit,
-            "fuzzy_limit": 8,
-        },
-    ).fetchall()
-    for token, word, kind in rows:
-        if kind == "prefix":
-            prefixes[token].add(terms.name(word))
-        elif typo_distance(token, word) is not None:  # the same rule the re-ranker applies
-            fuzzy[token].add(terms.name(word))
-    return prefixes, fuzzy
-
-
-Expander = Callable[[Sequence[NameToken]], tuple[dict[str, set[str]], dict[str, set[str]]]]
+Expander = Callable[[Sequence[NameToken], Sequence[str]], Expansions]
 Scoper = Callable[[Iterable[str]], list[str]]
-# A name level: its name, the terms that count per typed word, and an order (or none).
+# A name level: its name, the clinic-scoped terms that count per typed word, and an order.
 Level = tuple[str, list[tuple[str, ...]], sql.Composable | None]
 
 
-def _name_levels(expand: Expander, names: Sequence[NameToken], scoped: Scoper) -> Iterator[Level]:
-    """Per name word, the terms that count at each level, strict to loose, with an order.
+def no_expansion(tokens: Sequence[NameToken], clinics: Sequence[str]) -> Expansions:
+    return {t.text: set() for t in tokens}, {t.text: set() for t in tokens}
+
+
+def _scoped_words(pairs: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """(clinic, word) pairs from one clinic's dictionary: that clinic's term only."""
+    return tuple(
+        sorted(t for clinic, word in pairs for t in scope_terms(clinic, [terms.name(word)]))
+    )
+
+
+def _name_levels(
+    expand: Callable[[Sequence[NameToken]], Expansions],
+    names: Sequence[NameToken],
+    scoped: Scoper,
+) -> Iterator[Level]:
+    """Per name word, the scoped terms that count at each level, strict to loose, with an order.
 
     exact: the word and its nickname group; completed: plus prefix completions;
     close: plus typo corrections and the phonetic code. The dictionary is only
-    asked when the exact level did not find enough. Only the close level mixes
-    near and far matches, so only it is ordered.
+    asked when the exact level did not find enough, and each clinic's
+    expansions are scoped to that clinic alone. Only the close level mixes near
+    and far matches, so only it is ordered.
     """
-    exact = [t.alternatives for t in names]
+    exact = [tuple(scoped(t.alternatives)) for t in names]
     yield "exact", exact, None
     prefixes, fuzzy = expand(names)
-    completed = [(*t.alternatives, *prefixes[t.text]) for t in names]
+    completed = [(*e, *_scoped_words(prefixes[t.text])) for e, t in zip(exact, names, strict=True)]
     yield "completed", completed, None
-    typos = [tuple(fuzzy[t.text]) for t in names]
-    close = [(*c, *t.phonetic, *f) for c, t, f in zip(completed, names, typos, strict=True)]
-    yield "close", close, _closeness(exact, completed, typos, scoped)
+    typos = [_scoped_words(fuzzy[t.text]) for t in names]
+    close = [(*c, *scoped(t.phonetic), *f) for c, t, f in zip(completed, names, typos, strict=True)]
+    yield "close", close, _closeness(exact, completed, typos)
 
 
 def _closeness(
     exact: list[tuple[str, ...]],
     completed: list[tuple[str, ...]],
     typos: list[tuple[str, ...]],
-    scoped: Scoper,
 ) -> sql.Composable:
     """Rows matching more words more closely first: exact 3, completed 2, typo 1.
 
@@ -189,7 +175,7 @@ def _closeness(
         sql.SQL(
             "(case when terms && {}::text[] then 3 when terms && {}::text[] then 2 "
             "when terms && {}::text[] then 1 else 0 end)"
-        ).format(scoped(e), scoped(c), scoped(f) or [""])
+        ).format(list(e), list(c), list(f) or [""])
         for e, c, f in zip(exact, completed, typos, strict=True)
     ]
     return sql.SQL("{} desc, id").format(sql.SQL(" + ").join(parts))
@@ -201,6 +187,7 @@ def find_candidates(
     *,
     observe: Observer,
     expand: Expander | None = None,
+    timeout_ms: int = DEFAULT_SEARCH_TIMEOUT_MS,
 ) -> list[Candidate]:
     """Candidates for the re-ranker, from the strictest pass that finds enough.
 
@@ -209,7 +196,7 @@ def find_candidates(
     even when a common name matches thousands. Their order is still
     deterministic for the same projection, which keeps pagination stable.
     """
-    return CandidateSearch(conn, query, observe=observe, expand=expand).run()
+    return CandidateSearch(conn, query, observe=observe, expand=expand, timeout_ms=timeout_ms).run()
 
 
 class CandidateSearch:
@@ -228,12 +215,16 @@ class CandidateSearch:
         *,
         observe: Observer,
         expand: Expander | None = None,
+        timeout_ms: int = DEFAULT_SEARCH_TIMEOUT_MS,
     ) -> None:
         self.conn = conn
         self.query = query
         self.observe = observe
-        self.expand: Expander = expand or (lambda tokens: expand_tokens(conn, tokens))
+        self.timeout_ms = timeout_ms
+        # One deadline for the whole search, however many passes it takes.
+        self.deadline = time.monotonic() + timeout_ms / 1000
         self.clinics = sorted(set(query.clinic_ids))
+        widen = expand or no_expansion
         self.found: dict[str, Candidate] = {}
         self.base: list[sql.Composable] = [sql.SQL("clinic_id = any({})").format(self.clinics)]
         if not query.include_inactive:
@@ -247,14 +238,25 @@ class CandidateSearch:
         # Name levels reached so far, pulled lazily from the ladder: the dictionary
         # is asked only if the exact level did not find enough.
         self.levels: list[Level] = []
-        self.ladder = _name_levels(self.expand, query.names, self.scoped)
+        self.ladder = _name_levels(
+            lambda tokens: widen(tokens, self.clinics), query.names, self.scoped
+        )
 
     def run(self) -> list[Candidate]:
         # Every pass must go through the terms index: with LIMIT and skewed name
         # frequencies the planner otherwise bets on a sequential scan and can lose
         # by seconds (measured at 1M patients).
-        self.conn.execute("set local enable_seqscan = off")
-        self.conn.execute("set local enable_indexscan = off")
+        self.conn.execute("set local enable_seqscan = off; set local enable_indexscan = off")
+        try:
+            self.passes()
+        except (DeadlineReached, psycopg.errors.QueryCanceled):
+            # What the strict passes found is still worth answering; the looser ones
+            # would only have ranked below it.
+            SEARCH_DEADLINES.inc()
+            log.warning("search deadline reached", extra={"found": len(self.found)})
+        return list(self.found.values())
+
+    def passes(self) -> None:
         if self.query.strong_terms:
             self.run_pass("identifier", [self.overlaps(self.query.strong_terms)])
         if self.query.names:
@@ -264,7 +266,6 @@ class CandidateSearch:
             self.last_resorts()
         else:
             self.without_name()
-        return list(self.found.values())
 
     # -- passes, in the order `run` tries them ---------------------------------
 
@@ -279,7 +280,7 @@ class CandidateSearch:
         for level, words, order in self.ladder:
             self.levels.append((level, words, order))
             for date_kind, date in self.dates:
-                conds = [*(self.overlaps(w) for w in words), date, *self.weak]
+                conds = [*(self.holds(w) for w in words), date, *self.weak]
                 self.run_pass(f"{level}_{date_kind}", conds, order=order)
                 if len(self.found) > before:
                     break
@@ -298,7 +299,7 @@ class CandidateSearch:
             if i == len(self.levels):
                 self.levels.append(next(self.ladder))
             level, words, order = self.levels[i]
-            self.run_pass(level, [*(self.overlaps(w) for w in words), *self.weak], order=order)
+            self.run_pass(level, [*(self.holds(w) for w in words), *self.weak], order=order)
 
     def last_resorts(self) -> None:
         """Only when no level matched: any one word, then whole-name trigram similarity."""
@@ -329,12 +330,18 @@ class CandidateSearch:
         wanted = sorted(set(terms))
         return [t for c in self.clinics for t in scope_terms(c, wanted)]
 
-    def overlaps(self, terms: Sequence[str]) -> sql.Composable:
-        return sql.SQL("terms && {}::text[]").format(self.scoped(terms))
+    def overlaps(self, wanted: Sequence[str]) -> sql.Composable:
+        """Any of these terms, in any of the caller's clinics."""
+        return self.holds(self.scoped(wanted))
+
+    @staticmethod
+    def holds(scoped: Iterable[str]) -> sql.Composable:
+        """Any of these terms, already scoped to their clinics."""
+        return sql.SQL("terms && {}::text[]").format(sorted(set(scoped)))
 
     def any_word(self) -> sql.Composable:
         """Any term of any typed word, at every level reached so far."""
-        return self.overlaps([t for _, words, _ in self.levels for terms in words for t in terms])
+        return self.holds(t for _, words, _ in self.levels for scoped in words for t in scoped)
 
     def run_pass(
         self, kind: str, conds: list[sql.Composable], order: sql.Composable | None = None
@@ -355,8 +362,15 @@ class CandidateSearch:
                 "select id, doc from (select id, doc, terms, name_text "
                 "from patient_search.patients where {} limit {}) p order by {} limit {}"
             ).format(where, sql.Literal(ORDERED_PASS_CAP), order, sql.Literal(limit))
+        left_ms = int((self.deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            raise DeadlineReached
         started = time.perf_counter()
-        rows = self.conn.execute(stmt).fetchall()
+        cur = self.conn.execute(
+            sql.SQL("set local statement_timeout = {}; ").format(sql.Literal(left_ms)) + stmt
+        )
+        cur.nextset()
+        rows = cur.fetchall()
         self.observe(kind, time.perf_counter() - started)
         for row in rows:
             if row[0] not in self.found:

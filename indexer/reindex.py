@@ -18,7 +18,6 @@ import logging
 import multiprocessing as mp
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -66,8 +65,8 @@ def reindex(
             with psycopg.connect(url) as conn:
                 _register(conn, clinic_id)
                 try:
-                    words, total = _build(url, conn, settings, clinic_id, progress)
-                    _swap(conn, settings, clinic_id, words)
+                    total = _build(url, conn, settings, clinic_id, progress)
+                    _swap(conn, settings, clinic_id)
                 except BaseException:
                     _unregister(conn)
                     raise
@@ -106,7 +105,7 @@ def _build(
     settings: Settings,
     clinic_id: str | None,
     progress: bool,
-) -> tuple[Counter[str], int]:
+) -> int:
     """Fill the rebuild table from one snapshot, in parallel partitions, then index it."""
     with conn.transaction():
         conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
@@ -141,7 +140,7 @@ def _build(
             smoothing=0.1,
         ) as bar:
             filling = time.monotonic()
-            words, total = _fill(job, bar.update)
+            total = _fill(job, bar.update)
         holder.commit()
     log.info("reindex filled", extra={"documents": total, "seconds": _since(filling)})
     indexing = time.monotonic()
@@ -161,7 +160,7 @@ def _build(
                 "on patient_search.contact_owner_rebuild (patient_id)"
             )
     log.info("reindex indexes built", extra={"seconds": _since(indexing)})
-    return words, total
+    return total
 
 
 def _copy_owners(conn: psycopg.Connection[Any], docs: list[PatientDocument]) -> None:
@@ -194,7 +193,7 @@ def _init_worker(queue: Any) -> None:
     _progress = queue
 
 
-def _fill(job: _Partition, advance: Callable[[int], object]) -> tuple[Counter[str], int]:
+def _fill(job: _Partition, advance: Callable[[int], object]) -> int:
     """Each partition reads, normalizes and COPYs on its own: the CPU-bound part runs on
     every core and nothing funnels through this process but progress counts."""
     if job.parts <= 1:
@@ -210,20 +209,13 @@ def _fill(job: _Partition, advance: Callable[[int], object]) -> tuple[Counter[st
                 advance(queue.get(timeout=0.2))
         while not queue.empty():
             advance(queue.get())
-        words: Counter[str] = Counter()
-        total = 0
-        for future in futures:
-            part_words, part_total = future.result()
-            words.update(part_words)
-            total += part_total
-    return words, total
+        return sum(future.result() for future in futures)
 
 
 def _fill_partition(
     job: _Partition, part: int, advance: Callable[[int], object] | None = None
-) -> tuple[Counter[str], int]:
+) -> int:
     report = advance or _progress.put
-    words: Counter[str] = Counter()
     total = 0
     with psycopg.connect(job.url) as reader, psycopg.connect(job.url) as writer:
         reader.execute("set transaction isolation level repeatable read, read only")
@@ -240,16 +232,13 @@ def _fill_partition(
                 pg_projection.copy_documents(writer, docs, table=REBUILD)
                 if job.clinic_id is None:
                     _copy_owners(writer, docs)
-            words.update(pg_projection.dictionary_words(docs))
             total += len(docs)
             report(len(docs))
         reader.commit()
-    return words, total
+    return total
 
 
-def _swap(
-    conn: psycopg.Connection[Any], settings: Settings, clinic_id: str | None, words: Counter[str]
-) -> None:
+def _swap(conn: psycopg.Connection[Any], settings: Settings, clinic_id: str | None) -> None:
     rebuild = sql.Identifier(SCHEMA, REBUILD)
     live = sql.Identifier(SCHEMA, PROJECTION)
     with conn.transaction():
@@ -269,13 +258,11 @@ def _swap(
             _catch_up_owners(conn, touched, docs)
             _rename_into_place(conn, PROJECTION, REBUILD, PROJECTION_INDEX_SUFFIXES)
             _rename_into_place(conn, "contact_owner", OWNERS, ("pkey", "patient"))
-            _replace_dictionary(conn, words)
             pg_projection.rebuild_words(conn)
         else:
             conn.execute(sql.SQL("delete from {} where clinic_id = %s").format(live), (clinic_id,))
             conn.execute(sql.SQL("insert into {} select * from {}").format(live, rebuild))
             conn.execute(sql.SQL("drop table {}").format(rebuild))
-            _add_words(conn, words)
             _refresh_contact_owner(conn, clinic_id)
             pg_projection.rebuild_words(conn, clinic_id)
         conn.execute("delete from patient_search.state where key = 'reindex'")
@@ -326,27 +313,6 @@ def _catch_up_owners(
                 "on conflict (contact_id) do update set patient_id = excluded.patient_id",
                 pairs,
             )
-
-
-def _replace_dictionary(conn: psycopg.Connection[Any], words: Counter[str]) -> None:
-    conn.execute("delete from patient_search.name_dictionary")
-    _add_words(conn, words)
-
-
-def _add_words(conn: psycopg.Connection[Any], words: Counter[str]) -> None:
-    conn.execute(
-        "create temp table if not exists dictionary_load (term text, frequency int) on commit drop"
-    )
-    with conn.cursor() as cur, cur.copy("copy dictionary_load (term, frequency) from stdin") as cp:
-        for term, freq in words.items():
-            cp.write_row((term, freq))
-    conn.execute(
-        """
-        insert into patient_search.name_dictionary (term, frequency)
-        select term, frequency from dictionary_load
-        on conflict (term) do update set frequency = excluded.frequency
-        """
-    )
 
 
 def _refresh_contact_owner(conn: psycopg.Connection[Any], clinic_id: str) -> None:

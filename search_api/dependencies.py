@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from psycopg_pool import ConnectionPool
 
-from core.apikeys import ApiKey, find_key
+from core.apikeys import ApiKey, find_key, plausible_key
 from core.settings import Settings
 from engines.pg_search import PostgresEngine
 from search_api.errors import ApiError
@@ -42,7 +42,9 @@ class AppState:
 
         pool = open_pool(database_url, settings)
         postgres = PostgresEngine(
-            pool, observe=observe_engine_query("postgres", settings.slow_query_ms)
+            pool,
+            observe=observe_engine_query("postgres", settings.slow_query_ms),
+            search_timeout_ms=settings.search_timeout_ms,
         )
         router = Router.from_settings(
             settings, postgres, primary, read_state=pool_state_reader(pool) if primary else None
@@ -83,6 +85,8 @@ def authenticate(
     """Cached for KEY_CACHE_SECONDS, so a revoked key stops working within that time."""
     if not x_api_key:
         raise ApiError(401, "unauthorized", "missing X-API-Key header")
+    if not plausible_key(x_api_key):  # refused before the cache or the database sees it
+        raise ApiError(401, "unauthorized", "unknown or revoked API key")
     now = time.monotonic()
     cached = state.keys.get(x_api_key)
     if cached is None or now - cached[0] > KEY_CACHE_SECONDS:

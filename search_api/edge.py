@@ -6,6 +6,7 @@
 - A header block larger than `max_header_bytes` is refused with 431.
 - Every answer says `Cache-Control: no-store`: answers carry patient data, and
   neither a browser nor a proxy may keep them.
+- Latency and outcome per route template (never the raw path) go to Prometheus.
 
 Pure ASGI rather than a Starlette `BaseHTTPMiddleware`, which costs a task and
 a memory stream per request on the hot path.
@@ -14,12 +15,13 @@ a memory stream per request on the hot path.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from search_api.metrics import ERRORS
+from search_api.metrics import ERRORS, REQUEST_SECONDS, REQUESTS
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -64,12 +66,15 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        begun = time.perf_counter()
         refusal = self._refusal(scope)
         if refusal is not None:
             await self._answer(send, *refusal)
+            REQUESTS.labels(endpoint="refused", status=str(refusal[0])).inc()
             return
         seen = 0
         started = False
+        status, engine = 500, "none"
 
         async def limited_receive() -> Message:
             nonlocal seen
@@ -81,10 +86,15 @@ class Edge:
             return message
 
         async def send_no_store(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status, engine
             if message["type"] == "http.response.start":
-                started = True
-                headers = [h for h in message.get("headers", []) if h[0] != b"cache-control"]
+                started, status = True, message["status"]
+                headers = []
+                for name, value in message.get("headers", []):
+                    if name == b"x-search-engine":
+                        engine = value.decode("latin-1")
+                    if name != b"cache-control":
+                        headers.append((name, value))
                 message["headers"] = [*headers, NO_STORE]
             await send(message)
 
@@ -92,7 +102,14 @@ class Edge:
             await self.app(scope, limited_receive, send_no_store)
         except BodyTooLarge:
             if not started:
+                status = 413
                 await self._answer(send, *self._too_large())
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "unmatched")
+            REQUEST_SECONDS.labels(endpoint=endpoint, engine=engine).observe(
+                time.perf_counter() - begun
+            )
+            REQUESTS.labels(endpoint=endpoint, status=str(status)).inc()
 
     def _refusal(self, scope: Scope) -> tuple[int, str, str] | None:
         size = 0

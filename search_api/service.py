@@ -12,7 +12,7 @@ import psycopg
 
 from core import terms
 from core.settings import Settings
-from engines.pg_search import find_candidates
+from engines.pg_search import find_candidates, words_of
 from engines.word_dictionary import WordDictionary
 from normalizers.dates import parse_dates
 from normalizers.identifiers import normalize_mrn
@@ -93,10 +93,13 @@ def search_ids(
 ) -> list[str]:
     """Ranked patient ids for a search-box string on one connection (benchmarks, tests).
 
-    With `words`, name expansion uses that in-process dictionary, as the API does.
+    Name expansion uses `words`, the API's in-process dictionary; without it, one is
+    loaded from `conn` for this call.
     """
     plan = plan_for(SearchInput(q=q, limit=limit), clinic_ids, settings)
-    expand = words.expand if words is not None and words.ready else None
+    if words is None:
+        words = WordDictionary(lambda: words_of(conn)).load_now()
+    expand = words.expand
     with conn.transaction():
         candidates = find_candidates(
             conn, plan.candidates, observe=lambda kind, s: None, expand=expand

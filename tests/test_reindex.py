@@ -38,7 +38,7 @@ def test_every_patient_once(populated: str, workers: int) -> None:
     with psycopg.connect(populated) as conn:
         projection = _projection(conn)
         source = {r[0] for r in conn.execute("select id from patients")}
-        words = conn.execute("select count(*) from patient_search.name_dictionary").fetchone()
+        words = conn.execute("select count(*) from patient_search.name_words").fetchone()
         owners = conn.execute("select count(*) from patient_search.contact_owner").fetchone()
     assert set(projection) == source
     assert words and words[0] >= 300  # family0 .. family299 at least
@@ -67,7 +67,7 @@ def test_changes_during_a_rebuild_survive_the_swap(populated: str) -> None:
         before = _projection(conn)
         conn.commit()  # the rebuild's steps run in transactions of their own
         rx._register(conn, None)
-        words, _ = rx._build(populated, conn, settings, None, progress=False)
+        rx._build(populated, conn, settings, None, progress=False)
         # Readers still see the whole old projection while the rebuild waits for its swap.
         assert _projection(conn) == before
         conn.commit()
@@ -77,8 +77,9 @@ def test_changes_during_a_rebuild_survive_the_swap(populated: str) -> None:
             conn.execute("delete from patients where id = 'p0002'")
             insert_patient(conn, "p9999", given="New", family="Patient")
             sync_patients(conn, ["p0001", "p0002", "p9999"])
-        rx._swap(conn, settings, None, words)
+        rx._swap(conn, settings, None)
         after = _projection(conn)
+        words = dict(conn.execute("select term, patients from patient_search.name_words"))
         touched = conn.execute("select count(*) from patient_search.reindex_touched").fetchone()
         state = conn.execute("select count(*) from patient_search.state where key = 'reindex'")
     assert after["p0001"]["given_name"] == "Renamed"
@@ -87,6 +88,7 @@ def test_changes_during_a_rebuild_survive_the_swap(populated: str) -> None:
     assert len(after) == 300
     assert touched == (0,)
     assert state.fetchone() == (0,)
+    assert words["renamed"] == 1 and words["new"] == 1  # the words follow the swap
 
 
 def test_a_second_reindex_at_the_same_time_is_refused(populated: str) -> None:
@@ -103,11 +105,11 @@ def test_clinic_rebuild_keeps_other_clinics_contact_owners(populated: str) -> No
     rx.reindex(populated, settings, progress=False)
     with psycopg.connect(populated) as conn:
         rx._register(conn, "clinic-b")
-        words, _ = rx._build(populated, conn, settings, "clinic-b", progress=False)
+        rx._build(populated, conn, settings, "clinic-b", progress=False)
         with conn.transaction():  # the indexer handles a clinic-a patient meanwhile
             conn.execute("update patients set given_name = 'Renamed' where id = 'p0001'")
             sync_patients(conn, ["p0001"])
-        rx._swap(conn, settings, "clinic-b", words)
+        rx._swap(conn, settings, "clinic-b")
         owners = conn.execute(
             "select count(*) from patient_search.contact_owner where patient_id = 'p0001'"
         ).fetchone()

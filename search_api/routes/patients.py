@@ -86,8 +86,8 @@ def lookup(body: models.LookupRequest, key: Key, state: State) -> models.LookupR
     responses={404: {"model": models.ErrorResponse}, 401: {"model": models.ErrorResponse}},
 )
 def get_patient(patient_id: str, key: Key, state: State) -> dict[str, Any]:
-    if len(patient_id) > 200:
-        raise ApiError(422, "invalid_request", "patient id too long")
+    if len(patient_id) > 200 or not patient_id.isprintable():
+        raise ApiError(422, "invalid_request", "patient id too long or not printable")
     found = state.postgres.get(patient_id, key.clinics)
     if found is None:
         raise ApiError(404, "not_found", "no such patient in your clinics")
