@@ -38,6 +38,7 @@ from core.schema import (
     projection_table_ddl,
 )
 from core.settings import Settings
+from core.state import ReindexGuard, ReindexState, reindex_guard
 from engines import pg_projection
 from indexer.source import count_patients, stream_patients
 from indexer.sync import load_documents
@@ -46,11 +47,6 @@ log = logging.getLogger(__name__)
 
 REBUILD = "patients_rebuild"
 OWNERS = "contact_owner_rebuild"
-_REINDEX_LOCK = 7_345_002
-
-
-class ReindexBusy(RuntimeError):
-    pass
 
 
 def reindex(
@@ -58,21 +54,10 @@ def reindex(
 ) -> int:
     """Rebuild the projection (all clinics, or one); returns the number of documents."""
     started = time.monotonic()
-    with psycopg.connect(url, autocommit=True) as guard:
-        got = guard.execute("select pg_try_advisory_lock(%s)", (_REINDEX_LOCK,)).fetchone()
-        if not got or not got[0]:
-            raise ReindexBusy("another reindex is running")
-        try:
-            with psycopg.connect(url) as conn:
-                _register(conn, clinic_id)
-                try:
-                    words, total = _build(url, conn, settings, clinic_id, progress)
-                    _swap(conn, settings, clinic_id, words)
-                except BaseException:
-                    _unregister(conn)
-                    raise
-        finally:
-            guard.execute("select pg_advisory_unlock(%s)", (_REINDEX_LOCK,))
+    registration: ReindexState = {"clinic_id": clinic_id, "engine": "postgres"}
+    with reindex_guard(url, registration, on_release=_drop_rebuild_tables) as guard:
+        words, total = _build(url, guard.conn, settings, clinic_id, progress)
+        _swap(guard, settings, clinic_id, words)
     log.info(
         "reindex finished",
         extra={"documents": total, "seconds": round(time.monotonic() - started, 2)},
@@ -80,24 +65,10 @@ def reindex(
     return total
 
 
-def _register(conn: psycopg.Connection[Any], clinic_id: str | None) -> None:
-    with conn.transaction():
-        conn.execute("lock table patient_search.reindex_touched in share row exclusive mode")
-        conn.execute("delete from patient_search.reindex_touched")
-        conn.execute(
-            "insert into patient_search.state (key, value) values ('reindex', %s) "
-            "on conflict (key) do update set value = excluded.value, updated_at = now()",
-            (psycopg.types.json.Jsonb({"clinic_id": clinic_id}),),
-        )
-
-
-def _unregister(conn: psycopg.Connection[Any]) -> None:
-    conn.rollback()
-    with conn.transaction():
-        conn.execute("delete from patient_search.state where key = 'reindex'")
-        conn.execute("delete from patient_search.reindex_touched")
-        conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
-        conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, OWNERS)))
+def _drop_rebuild_tables(conn: psycopg.Connection[Any]) -> None:
+    """Leftovers of an aborted rebuild (after a swap there is nothing left to drop)."""
+    conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
+    conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, OWNERS)))
 
 
 def _build(
@@ -248,15 +219,12 @@ def _fill_partition(
 
 
 def _swap(
-    conn: psycopg.Connection[Any], settings: Settings, clinic_id: str | None, words: Counter[str]
+    guard: ReindexGuard, settings: Settings, clinic_id: str | None, words: Counter[str]
 ) -> None:
+    conn = guard.conn
     rebuild = sql.Identifier(SCHEMA, REBUILD)
     live = sql.Identifier(SCHEMA, PROJECTION)
-    with conn.transaction():
-        conn.execute("lock table patient_search.reindex_touched in share row exclusive mode")
-        touched = [
-            r[0] for r in conn.execute("select patient_id from patient_search.reindex_touched")
-        ]
+    with guard.swap() as touched:
         docs, deleted = load_documents(
             conn, touched, schema=settings.source_schema, region=settings.default_region
         )
@@ -276,8 +244,6 @@ def _swap(
             conn.execute(sql.SQL("drop table {}").format(rebuild))
             _add_words(conn, words)
             _refresh_contact_owner(conn, clinic_id)
-        conn.execute("delete from patient_search.state where key = 'reindex'")
-        conn.execute("delete from patient_search.reindex_touched")
     conn.execute(sql.SQL("analyze {}").format(live))
     conn.commit()
 

@@ -20,10 +20,10 @@ from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from core.database import resolve_database_url
 from core.settings import Settings
+from core.state import INDEXER, IndexerState
 from engines.pg_projection import owners_of_contacts
 from indexer import metrics
 from indexer.events import Batch, DeadLetter, affected_patients
@@ -31,7 +31,6 @@ from indexer.sync import Sink, SyncStats, sync_patients
 
 log = logging.getLogger(__name__)
 
-STATE_KEY = "indexer"
 _RESYNC_CHUNK = 1000
 _SUMMARY_EVERY_S = 30.0
 
@@ -294,7 +293,7 @@ class Writer:
         return max(0.0, time.time() - max(batch.commit_ts))
 
     def _write_state(self, lag: float) -> None:
-        value = {
+        value: IndexerState = {
             "source": self.source.kind,
             "position": self.position,
             "last_batch_at": _iso(self.last_batch_at),
@@ -304,11 +303,7 @@ class Writer:
             "stale": lag > self.settings.max_lag_s,
             "heartbeat_s": self.settings.indexer_heartbeat_s,
         }
-        self.conn.execute(
-            "insert into patient_search.state (key, value) values (%s, %s) "
-            "on conflict (key) do update set value = excluded.value, updated_at = now()",
-            (STATE_KEY, Jsonb(value)),
-        )
+        INDEXER.put(self.conn, value)
 
     def idle(self) -> None:
         """Caught up: say so (lag 0) now and then, and export slot/consumer lag."""

@@ -6,6 +6,7 @@ import psycopg
 import pytest
 
 from core.settings import Settings
+from core.state import ReindexBusy, reindex_guard
 from indexer import reindex as rx
 from indexer.sync import sync_patients
 from tests.factories import insert_patient
@@ -65,19 +66,19 @@ def test_changes_during_a_rebuild_survive_the_swap(populated: str) -> None:
     rx.reindex(populated, settings, progress=False)
     with psycopg.connect(populated) as conn:
         before = _projection(conn)
-        conn.commit()  # the rebuild's steps run in transactions of their own
-        rx._register(conn, None)
-        words, _ = rx._build(populated, conn, settings, None, progress=False)
-        # Readers still see the whole old projection while the rebuild waits for its swap.
-        assert _projection(conn) == before
         conn.commit()
-        # The indexer handles changes made after the rebuild's snapshot.
-        with conn.transaction():
-            conn.execute("update patients set given_name = 'Renamed' where id = 'p0001'")
-            conn.execute("delete from patients where id = 'p0002'")
-            insert_patient(conn, "p9999", given="New", family="Patient")
-            sync_patients(conn, ["p0001", "p0002", "p9999"])
-        rx._swap(conn, settings, None, words)
+        with reindex_guard(populated, {"clinic_id": None}) as guard:
+            words, _ = rx._build(populated, guard.conn, settings, None, progress=False)
+            # Readers still see the whole old projection while the rebuild waits for its swap.
+            assert _projection(conn) == before
+            conn.commit()
+            # The indexer handles changes made after the rebuild's snapshot.
+            with conn.transaction():
+                conn.execute("update patients set given_name = 'Renamed' where id = 'p0001'")
+                conn.execute("delete from patients where id = 'p0002'")
+                insert_patient(conn, "p9999", given="New", family="Patient")
+                sync_patients(conn, ["p0001", "p0002", "p9999"])
+            rx._swap(guard, settings, None, words)
         after = _projection(conn)
         touched = conn.execute("select count(*) from patient_search.reindex_touched").fetchone()
         state = conn.execute("select count(*) from patient_search.state where key = 'reindex'")
@@ -91,9 +92,9 @@ def test_changes_during_a_rebuild_survive_the_swap(populated: str) -> None:
 
 def test_a_second_reindex_at_the_same_time_is_refused(populated: str) -> None:
     with psycopg.connect(populated, autocommit=True) as other:
-        other.execute("select pg_advisory_lock(%s)", (rx._REINDEX_LOCK,))
-        with pytest.raises(rx.ReindexBusy):
+        with reindex_guard(populated, {"engine": "meilisearch"}), pytest.raises(ReindexBusy):
             rx.reindex(populated, Settings(), progress=False)
+        assert other.execute("select count(*) from patient_search.state").fetchone() == (0,)
 
 
 def test_clinic_rebuild_keeps_other_clinics_contact_owners(populated: str) -> None:
@@ -102,12 +103,12 @@ def test_clinic_rebuild_keeps_other_clinics_contact_owners(populated: str) -> No
     settings = Settings(reindex_workers=1)
     rx.reindex(populated, settings, progress=False)
     with psycopg.connect(populated) as conn:
-        rx._register(conn, "clinic-b")
-        words, _ = rx._build(populated, conn, settings, "clinic-b", progress=False)
-        with conn.transaction():  # the indexer handles a clinic-a patient meanwhile
-            conn.execute("update patients set given_name = 'Renamed' where id = 'p0001'")
-            sync_patients(conn, ["p0001"])
-        rx._swap(conn, settings, "clinic-b", words)
+        with reindex_guard(populated, {"clinic_id": "clinic-b"}) as guard:
+            words, _ = rx._build(populated, guard.conn, settings, "clinic-b", progress=False)
+            with conn.transaction():  # the indexer handles a clinic-a patient meanwhile
+                conn.execute("update patients set given_name = 'Renamed' where id = 'p0001'")
+                sync_patients(conn, ["p0001"])
+            rx._swap(guard, settings, "clinic-b", words)
         owners = conn.execute(
             "select count(*) from patient_search.contact_owner where patient_id = 'p0001'"
         ).fetchone()
