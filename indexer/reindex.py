@@ -40,6 +40,7 @@ from core.schema import (
 from core.settings import Settings
 from core.state import ReindexGuard, ReindexState, reindex_guard
 from engines import pg_projection
+from indexer.runner import Source, make_source
 from indexer.source import count_patients, stream_patients
 from indexer.sync import load_documents
 
@@ -54,15 +55,33 @@ def reindex(
 ) -> int:
     """Rebuild the projection (all clinics, or one); returns the number of documents."""
     started = time.monotonic()
+    # A full rebuild is the indexer's initial sync: the change stream is made ready
+    # before the snapshot, so the indexer then streams from there instead of redoing it.
+    stream = _prepare_stream(url, settings) if clinic_id is None else None
     registration: ReindexState = {"clinic_id": clinic_id, "engine": "postgres"}
     with reindex_guard(url, registration, on_release=_drop_rebuild_tables) as guard:
         words, total = _build(url, guard.conn, settings, clinic_id, progress)
-        _swap(guard, settings, clinic_id, words)
+        _swap(guard, settings, clinic_id, words, stream=stream)
     log.info(
         "reindex finished",
         extra={"documents": total, "seconds": round(time.monotonic() - started, 2)},
     )
     return total
+
+
+def _prepare_stream(url: str, settings: Settings) -> Source | None:
+    """The indexer's change stream, ready before the snapshot; None (the indexer will
+    then run its own initial sync) when it cannot be prepared."""
+    stream = make_source(url, settings)
+    try:
+        stream.prepare_for_rebuild()
+    except (psycopg.Error, RuntimeError) as exc:
+        log.warning(
+            "change stream not prepared; the indexer will re-check every patient at start",
+            extra={"error": f"{type(exc).__name__}: {exc}"},
+        )
+        return None
+    return stream
 
 
 def _drop_rebuild_tables(conn: psycopg.Connection[Any]) -> None:
@@ -219,7 +238,12 @@ def _fill_partition(
 
 
 def _swap(
-    guard: ReindexGuard, settings: Settings, clinic_id: str | None, words: Counter[str]
+    guard: ReindexGuard,
+    settings: Settings,
+    clinic_id: str | None,
+    words: Counter[str],
+    *,
+    stream: Source | None = None,
 ) -> None:
     conn = guard.conn
     rebuild = sql.Identifier(SCHEMA, REBUILD)
@@ -238,6 +262,8 @@ def _swap(
             _rename_into_place(conn, PROJECTION, REBUILD, PROJECTION_INDEX_SUFFIXES)
             _rename_into_place(conn, "contact_owner", OWNERS, ("pkey", "patient"))
             _replace_dictionary(conn, words)
+            if stream is not None:
+                stream.mark_rebuilt(conn)
         else:
             conn.execute(sql.SQL("delete from {} where clinic_id = %s").format(live), (clinic_id,))
             conn.execute(sql.SQL("insert into {} select * from {}").format(live, rebuild))

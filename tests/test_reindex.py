@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
 
 from core.settings import Settings
 from core.state import ReindexBusy, reindex_guard
 from indexer import reindex as rx
+from indexer import runner
 from indexer.sync import sync_patients
 from tests.factories import insert_patient
 
@@ -115,3 +118,55 @@ def test_clinic_rebuild_keeps_other_clinics_contact_owners(populated: str) -> No
         total = conn.execute("select count(*) from patient_search.contact_owner").fetchone()
     assert owners == (1,)
     assert total == (300,)
+
+
+def test_the_indexer_after_a_full_reindex_streams_without_redoing_it(
+    populated: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """migrate, reindex, indexer: one build. Changes made while the reindex ran (after its
+    snapshot, no indexer running) and after it are streamed, not found by a second pass."""
+    from tests.test_indexer_support import indexer_settings
+
+    settings = indexer_settings(populated, reindex_workers=2)
+    fill = rx._fill
+
+    def fill_then_change(job: Any, advance: Any) -> Any:
+        result = fill(job, advance)  # the snapshot is taken: these changes are not in it
+        with psycopg.connect(populated) as conn:
+            conn.execute("update patients set given_name = 'During' where id = 'p0001'")
+            conn.execute("delete from patients where id = 'p0002'")
+        return result
+
+    monkeypatch.setattr(rx, "_fill", fill_then_change)
+    assert rx.reindex(populated, settings, progress=False) == 300
+    with psycopg.connect(populated) as conn:
+        insert_patient(conn, "p9999", given="After", family="Reindex")
+    resyncs: list[int] = []
+    monkeypatch.setattr(runner, "resync_all", lambda *a, **k: resyncs.append(1) or 0)
+    assert runner.run(settings, once=True) == 0
+    assert resyncs == []
+    with psycopg.connect(populated) as conn:
+        after = _projection(conn)
+    assert after["p0001"]["given_name"] == "During"
+    assert "p0002" not in after
+    assert after["p9999"]["given_name"] == "After"
+    assert len(after) == 300
+
+
+def test_a_failed_reindex_leaves_the_indexer_its_initial_sync(
+    populated: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_indexer_support import indexer_settings
+
+    settings = indexer_settings(populated, reindex_workers=1)
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(rx, "_fill", broken)
+    with pytest.raises(RuntimeError):
+        rx.reindex(populated, settings, progress=False)
+    monkeypatch.undo()
+    assert runner.run(settings, once=True) == 0  # initial sync: the projection was empty
+    with psycopg.connect(populated) as conn:
+        assert len(_projection(conn)) == 300
