@@ -279,9 +279,43 @@ def _rename_into_place(
 ) -> None:
     old = f"{live}_old"
     conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, old)))
+    _copy_access(conn, live, rebuilt)
     _rename_table(conn, live, old, index_suffixes)
     _rename_table(conn, rebuilt, live, index_suffixes)
     conn.execute(sql.SQL("drop table {}").format(sql.Identifier(SCHEMA, old)))
+
+
+def _copy_access(conn: psycopg.Connection[Any], live: str, rebuilt: str) -> None:
+    """The new table gets the live one's owner and grants (deploy/api-grants.sql gives the
+    API role SELECT on the projection; a swap must not take it away)."""
+    row = conn.execute(
+        "select pg_get_userbyid(relowner) from pg_class where oid = to_regclass(%s)",
+        (f"{SCHEMA}.{live}",),
+    ).fetchone()
+    if row is None:
+        return
+    target = sql.Identifier(SCHEMA, rebuilt)
+    grants = conn.execute(
+        "select a.privilege_type, a.grantee = 0, pg_get_userbyid(a.grantee), a.is_grantable "
+        "from pg_class c, aclexplode(c.relacl) a "
+        "where c.oid = to_regclass(%s) and a.grantee <> c.relowner",
+        (f"{SCHEMA}.{live}",),
+    ).fetchall()
+    for privilege, public, grantee, grantable in grants:
+        conn.execute(
+            sql.SQL("grant {} on {} to {}{}").format(
+                sql.SQL(privilege),  # from aclexplode: SELECT, INSERT, ... only
+                target,
+                sql.SQL("public") if public else sql.Identifier(grantee),
+                sql.SQL(" with grant option" if grantable else ""),
+            )
+        )
+    owner = conn.execute(
+        "select pg_get_userbyid(relowner) from pg_class where oid = to_regclass(%s)",
+        (f"{SCHEMA}.{rebuilt}",),
+    ).fetchone()
+    if owner is not None and owner[0] != row[0]:
+        conn.execute(sql.SQL("alter table {} owner to {}").format(target, sql.Identifier(row[0])))
 
 
 def _rename_table(
