@@ -238,7 +238,7 @@ class LogicalSource:
                         items = self.decoder.decode(data, lsn)
                     except ProtocolError as exc:
                         # Skipping a change could lose it: record it and re-check everyone.
-                        batch.dead.append(DeadLetter("logical", lsn, str(exc), bytes(data).hex()))
+                        batch.dead.append(DeadLetter("logical", lsn, f"undecodable: {exc}"[:200]))
                         batch.changes.append(Change("patients", "truncate", position=lsn))
                         continue
                     for item in items:
