@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import ConnectionPool
 
@@ -19,10 +19,10 @@ from core.apikeys import ApiKey, find_key
 from core.schema import MIGRATIONS
 from core.settings import Settings
 from engines.pg_search import PostgresEngine
-from search_api import models
+from search_api import models, page
+from search_api.annotate import annotate_results, formatted_phones
 from search_api.errors import ApiError, install_error_handlers
 from search_api.metrics import REQUEST_SECONDS, REQUESTS, RESULTS
-from search_api.page import search_page
 from search_api.plan import SearchInput
 from search_api.routing import Router, pool_state_reader
 from search_api.service import (
@@ -119,6 +119,7 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
         "dates of birth, MRNs. Every request needs an X-API-Key scoped to clinics.",
     )
     install_error_handlers(app)
+    app.include_router(page.router)
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Any]) -> Response:
@@ -154,6 +155,7 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
         response.headers["Server-Timing"] = (
             f"engine;dur={outcome.engine_ms}, total;dur={outcome.took_ms}"
         )
+        extras = annotate_results(outcome.results, outcome.terms, state.settings.default_region)
         return models.SearchResponse(
             results=[
                 models.SearchResult(
@@ -162,8 +164,9 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
                     match=r.match,
                     matched=list(r.matched),
                     patient=r.candidate.patient,
+                    **extra,
                 )
-                for r in outcome.results
+                for r, extra in zip(outcome.results, extras, strict=True)
             ],
             engine=outcome.engine,
             degraded=outcome.degraded,
@@ -208,10 +211,12 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
     def get_patient(patient_id: str, key: Key, request: Request) -> dict[str, Any]:
         if len(patient_id) > 200:
             raise ApiError(422, "invalid_request", "patient id too long")
-        found = _state(request).postgres.get(patient_id, key.clinics)
+        state = _state(request)
+        found = state.postgres.get(patient_id, key.clinics)
         if found is None:
             raise ApiError(404, "not_found", "no such patient in your clinics")
-        return {"id": found.id, "patient": found.patient}
+        phones = formatted_phones(found.patient, state.settings.default_region)
+        return {"id": found.id, "patient": found.patient, "phones_formatted": phones}
 
     @app.get("/healthz", include_in_schema=True)
     def healthz() -> dict[str, str]:
@@ -255,9 +260,5 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/", include_in_schema=False)
-    def index() -> HTMLResponse:
-        return HTMLResponse(search_page())
 
     return app
