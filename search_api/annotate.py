@@ -10,7 +10,7 @@ never appears where the ranker saw no match.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
@@ -67,7 +67,7 @@ def format_phone(value: str, region: str) -> str:
     return text
 
 
-def formatted_phones(patient: dict[str, Any], region: str) -> list[str]:
+def formatted_phones(patient: Mapping[str, Any], region: str) -> list[str]:
     return [format_phone(str(p.get("value") or ""), region) for p in patient.get("phones") or ()]
 
 
@@ -104,7 +104,7 @@ def _digit_tail_span(text: str, digits: int) -> tuple[int, int] | None:
 
 
 def _phone_spans(
-    query: RankQuery, patient: dict[str, Any], shown: list[str], region: str
+    query: RankQuery, patient: Mapping[str, Any], shown: list[str], region: str
 ) -> list[Span]:
     spans: list[Span] = []
     for i, entry in enumerate(patient.get("phones") or ()):
@@ -128,7 +128,7 @@ def _phone_spans(
 
 def highlights(
     query: RankQuery,
-    patient: dict[str, Any],
+    patient: Mapping[str, Any],
     matched: Sequence[str],
     phones_shown: list[str],
     region: str,
@@ -171,7 +171,7 @@ def _words_near(a: Sequence[str], b: Sequence[str], *, nicknames: bool) -> bool:
     return any(_word_near(x, y, nicknames=nicknames) for x in a for y in b)
 
 
-def names_near(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def names_near(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Family and given name each agree (exactly, by sound, by a typo, a nickname or an
     initial), in the same roles or swapped, as two registrations of one person would."""
     fa, ga = a.get("family") or [], (a.get("given") or []) + (a.get("middle") or [])
@@ -183,7 +183,7 @@ def names_near(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return same_roles or swapped
 
 
-def duplicate_reason(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+def duplicate_reason(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
     """Why two records (their `match` parts) look like one person, or None."""
     if not names_near(a, b):
         return None
@@ -197,7 +197,7 @@ def duplicate_reason(a: dict[str, Any], b: dict[str, Any]) -> str | None:
 
 
 def duplicate_marks(
-    matches: Sequence[tuple[str, dict[str, Any]]],
+    matches: Sequence[tuple[str, Mapping[str, Any]]],
 ) -> dict[str, list[dict[str, str]]]:
     """For each result id, the other results on the page it may be a duplicate of, and why."""
     marks: dict[str, list[dict[str, str]]] = {}

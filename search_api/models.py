@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -74,7 +75,7 @@ class SearchResult(BaseModel):
     score: float
     match: str
     matched: list[str]
-    patient: dict[str, Any]
+    patient: Mapping[str, Any]  # core.documents.PatientRecord
     # Added for the search page (the contract only grows): what to mark and how to show it.
     highlights: list[Highlight] = Field(default_factory=list)
     phones_formatted: list[str] = Field(default_factory=list)
