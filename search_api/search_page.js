@@ -277,7 +277,7 @@
       sessionStorage.removeItem(KEY_ITEM);
       state.key = '';
       showSignIn('That API key was not accepted (unknown, expired or revoked). Paste a current key.');
-    } else if (response.status === 400 && /staff|user/i.test(said)) {
+    } else if (response.status === 400 && /staff/i.test(said)) {
       showSignIn('This key needs your staff user ID before it can search.', true);
     } else if (response.status === 429) {
       const wait = Number(response.headers.get('Retry-After')) || 5;
@@ -292,7 +292,7 @@
       clearResults();
       banner('', '');
       el.empty.replaceChildren(
-        node('p', null, node('strong', null, 'Not searched yet. '), error.message || 'The search could not be read.'),
+        node('p', null, node('strong', null, 'Keep typing. '), error.message || 'The search could not be read.'),
         node('p', null, 'Add a date of birth or a phone number to the name.'),
       );
       el.empty.hidden = false;
