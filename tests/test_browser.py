@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import socket
 import tempfile
 import threading
@@ -27,37 +26,23 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from bench.browser import chromium, missing
 from core.apikeys import create_key
 from core.settings import Settings
 from indexer.reindex import reindex
 from search_api.app import create_app
 from tests.factories import insert_patient
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 try:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support.ui import WebDriverWait
-
-    SELENIUM = True
-except ImportError:  # pragma: no cover - dev extras not installed
-    SELENIUM = False
+except ImportError:  # pragma: no cover - the module is skipped below
+    pass
 
 
-def _missing() -> str | None:
-    if not SELENIUM:
-        return "selenium is not installed (pip install -e '.[dev]')"
-    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
-        if not os.access(path, os.X_OK):
-            return f"{path} not found: apt-get install {package} (.ci/run does this)"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+pytestmark = pytest.mark.skipif(missing() is not None, reason=missing() or "")
 
 PATIENTS: list[dict[str, Any]] = [
     dict(
@@ -183,24 +168,7 @@ def api(seeded_db: tuple[str, str], settings: Settings) -> Iterator[str]:
 
 
 def new_driver(width: int = 1280, height: int = 900) -> WebDriver:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--lang=en-US",
-        f"--window-size={width},{height}",
-        f"--user-data-dir={tempfile.mkdtemp(prefix='ps-chromium-')}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_script_timeout(30)
+    driver: WebDriver = chromium(width, height)
     return driver
 
 
