@@ -434,7 +434,7 @@ def measure_api(
         "PATIENT_SEARCH_LOG_LEVEL": "WARNING",
         "PATIENT_SEARCH_CACHE_ENABLED": "true" if args.cache == "on" else "false",
     }
-    api = _serve(cmd, env, base, "/readyz")
+    api = _serve(cmd, env, base, "/healthz")
     kinds: dict[str, dict[str, Any]] = {}
     try:
         report["workers"] = _worker_count(api.pid)

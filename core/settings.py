@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     max_limit: int = Field(default=100, ge=1)
     max_query_length: int = Field(default=200, ge=1)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Answer cache (search_api.cache): invalidated by the indexer's notifications.
+    cache_enabled: bool = True
+    cache_search_ttl_s: float = Field(default=10.0, gt=0)
+    cache_patient_ttl_s: float = Field(default=60.0, gt=0)
+    cache_max_entries: int = Field(default=20_000, ge=1)
+    redis_url: str | None = None  # a shared cache (and rate limits) when set
     slow_query_ms: float = Field(default=100.0, ge=0)
     log_level: str = "INFO"
     workers: int = Field(default=0, ge=0)  # 0: one per core available to the process

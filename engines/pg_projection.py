@@ -88,6 +88,7 @@ def upsert_documents(
         after = stored_words(conn, ids, table=table)
         after.subtract(before)
         adjust_words(conn, after)
+        notify_changed(conn, {d.clinic_id for d in docs} | {c for c, _ in before})
 
 
 def delete_documents(
@@ -97,12 +98,15 @@ def delete_documents(
     if not wanted:
         return
     gone = stored_words(conn, wanted, table=table) if table == PROJECTION else Counter()
-    conn.execute(
-        sql.SQL("delete from {} where id = any(%s)").format(sql.Identifier(SCHEMA, table)),
+    deleted = conn.execute(
+        sql.SQL("delete from {} where id = any(%s) returning clinic_id").format(
+            sql.Identifier(SCHEMA, table)
+        ),
         (wanted,),
-    )
+    ).fetchall()
     if table == PROJECTION:  # contact_owner and the words mirror the live projection
         adjust_words(conn, Counter({k: -n for k, n in gone.items()}))
+        notify_changed(conn, {r[0] for r in deleted})
         conn.execute(
             "delete from patient_search.contact_owner where patient_id = any(%s)", (wanted,)
         )
@@ -142,6 +146,19 @@ def owners_of_contacts(conn: psycopg.Connection[Any], contact_ids: Iterable[str]
         "select patient_id from patient_search.contact_owner where contact_id = any(%s)", (wanted,)
     ).fetchall()
     return {r[0] for r in rows}
+
+
+# Projection changes are announced on this channel, one notification per clinic
+# (ALL_CLINICS for a full rebuild), so answer caches can drop what they hold.
+CHANNEL = "patient_search_changes"
+ALL_CLINICS = "*"
+
+
+def notify_changed(conn: psycopg.Connection[Any], clinics: Iterable[str]) -> None:
+    """In the writer's transaction: listeners hear of it when (and only if) it commits."""
+    wanted = sorted(set(clinics))
+    if wanted:
+        conn.execute("select pg_notify(%s, c) from unnest(%s::text[]) c", (CHANNEL, wanted))
 
 
 def stored_words(

@@ -252,6 +252,7 @@ def _swap(
             _rename_into_place(conn, PROJECTION, REBUILD, PROJECTION_INDEX_SUFFIXES)
             _rename_into_place(conn, "contact_owner", OWNERS, ("pkey", "patient"))
             pg_projection.rebuild_words(conn)
+            pg_projection.notify_changed(conn, [pg_projection.ALL_CLINICS])
             if stream is not None:
                 stream.mark_rebuilt(conn)
         else:
@@ -260,6 +261,7 @@ def _swap(
             conn.execute(sql.SQL("drop table {}").format(rebuild))
             _refresh_contact_owner(conn, clinic_id)
             pg_projection.rebuild_words(conn, clinic_id)
+            pg_projection.notify_changed(conn, [clinic_id])
     conn.execute(sql.SQL("analyze {}").format(live))
     conn.commit()
 

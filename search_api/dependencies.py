@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 from core.apikeys import ApiKey, find_key, plausible_key
 from core.settings import Settings
 from engines.pg_search import PostgresEngine
+from search_api.cache import AnswerCache, LocalStore, RedisStore, Store, listen_for_changes
 from search_api.errors import ApiError
 from search_api.failover import Router, pool_state_reader
 from search_api.service import observe_engine_query
@@ -35,6 +36,8 @@ class AppState:
     postgres: PostgresEngine
     router: Router
     keys: dict[str, tuple[float, ApiKey | None]] = field(default_factory=dict)
+    cache: AnswerCache | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def open(cls, settings: Settings, database_url: str, primary: Any = None) -> AppState:
@@ -51,11 +54,30 @@ class AppState:
         )
         if primary is not None:
             _verify_in_background(primary)
-        return cls(settings=settings, pool=pool, postgres=postgres, router=router)
+        state = cls(settings=settings, pool=pool, postgres=postgres, router=router)
+        if settings.cache_enabled:
+            state.cache = open_cache(settings)
+            listen_for_changes(database_url, state.cache, state.stop)
+        return state
 
     def close(self) -> None:
+        self.stop.set()
         self.router.close()
         self.pool.close()
+
+
+def open_cache(settings: Settings) -> AnswerCache:
+    store: Store = (
+        RedisStore(settings.redis_url)
+        if settings.redis_url
+        else LocalStore(settings.cache_max_entries)
+    )
+    ttl = {
+        "search": settings.cache_search_ttl_s,
+        "lookup": settings.cache_search_ttl_s,
+        "patient": settings.cache_patient_ttl_s,
+    }
+    return AnswerCache(store, ttl_s=ttl)
 
 
 def _verify_in_background(primary: Any) -> None:
