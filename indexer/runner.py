@@ -27,7 +27,7 @@ from core.state import INDEXER, IndexerState
 from engines.pg_projection import owners_of_contacts
 from indexer import deadletters, metrics
 from indexer.events import Batch, DeadLetter, affected_patients
-from indexer.sync import Sink, SyncStats, sync_patients
+from indexer.sync import DocumentRejected, Sink, SyncStats, sync_patients
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +174,10 @@ def sync_isolating(
         except Exception as exc:
             if is_outage(exc):
                 raise
-            reason = f"document rejected: {type(exc).__name__}"
-            dead.append(DeadLetter(source, position, reason, pid, "document"))
+            reason = str(exc) if isinstance(exc, DocumentRejected) else type(exc).__name__
+            dead.append(
+                DeadLetter(source, position, f"document rejected: {reason}", pid, "document")
+            )
     return SyncStats(upserted, deleted), dead
 
 

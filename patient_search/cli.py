@@ -128,6 +128,39 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if drift and not args.repair else 0
 
 
+def cmd_deadletters_list(settings: Settings, args: argparse.Namespace) -> int:
+    from indexer import deadletters
+
+    url = resolve_database_url(settings)
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+        rows = deadletters.pending(conn, include_replayed=args.all)
+    print("id\tcreated_at\tsource\tkind\tposition\tpatient_id\treason")
+    for row in rows:
+        print(row.line())
+    print(f"{len(rows)} dead letter(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_deadletters_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from indexer.replay import replay
+
+    url = resolve_database_url(settings)
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+    done = replay(url, settings, only=args.id or None)
+    print(
+        f"replayed {done.letters} dead letter(s): {done.patients} patient(s) re-synced from the"
+        f" source, {done.still_rejected} still rejected (recorded again)"
+    )
+    if done.without_patient:
+        print(
+            f"{done.without_patient} dead letter(s) name no patient (unreadable events):"
+            " run `patient-search check --repair` to compare every patient with the source"
+        )
+    return 1 if done.still_rejected else 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from patient_search.demo import run_demo
 
@@ -168,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clinic")
     p.add_argument("--repair", action="store_true", help="re-sync drifting patients")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("deadletters", help="what the indexer set aside (ids and reasons only)")
+    letters = p.add_subparsers(dest="deadletters_command", required=True)
+    c = letters.add_parser("list", help="pending dead letters, oldest first")
+    c.add_argument("--all", action="store_true", help="include replayed ones")
+    c.set_defaults(func=cmd_deadletters_list)
+    c = letters.add_parser("replay", help="re-sync the patients they name from the source")
+    c.add_argument("--id", type=int, action="append", help="only this dead letter (repeatable)")
+    c.set_defaults(func=cmd_deadletters_replay)
 
     p = sub.add_parser("demo", help="embedded Postgres, synthetic clinics, indexer, API, page")
     p.add_argument("--host", default="127.0.0.1")
