@@ -110,17 +110,24 @@ def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     from indexer.check import check
+    from indexer.runner import make_sinks
 
     url = resolve_database_url(settings)
-    with psycopg.connect(url) as conn:
-        reports = check(
-            conn,
-            schema=settings.source_schema,
-            region=settings.default_region,
-            clinic_id=args.clinic,
-            repair=args.repair,
-        )
-        _source_hints(conn, settings)
+    sinks = make_sinks(settings, url) if args.repair else []  # repair every engine
+    try:
+        with psycopg.connect(url) as conn:
+            reports = check(
+                conn,
+                schema=settings.source_schema,
+                region=settings.default_region,
+                clinic_id=args.clinic,
+                repair=args.repair,
+                sinks=sinks,
+            )
+            _source_hints(conn, settings)
+    finally:
+        for sink in sinks:
+            sink.close()
     drift = False
     for report in reports:
         print(report)
