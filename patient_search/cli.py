@@ -13,25 +13,10 @@ import psycopg
 
 from core.database import exit_cleanly_on_sigterm, resolve_database_url
 from core.logging import configure_logging
-from core.schema import MIGRATIONS, migrate, schema_version
+from core.schema import migrate, migrate_or_check
 from core.settings import Settings, configure_normalizers, get_settings
 
 log = logging.getLogger("patient_search")
-
-
-def _migrate_or_check(url: str) -> None:
-    """Migrate when allowed; a least-privilege role (the API's) only checks the version."""
-    with psycopg.connect(url) as conn:
-        try:
-            migrate(conn)
-        except psycopg.errors.InsufficientPrivilege:
-            conn.rollback()
-            current = schema_version(conn)
-            if current != MIGRATIONS[-1][0]:
-                raise SystemExit(
-                    f"schema patient_search is at version {current}; run `patient-search migrate`"
-                    " with a role that may create objects"
-                ) from None
 
 
 def _source_hints(conn: psycopg.Connection[Any], settings: Settings) -> None:
@@ -69,19 +54,16 @@ def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_indexer(settings: Settings, args: argparse.Namespace) -> int:
-    from indexer.runner import run
+    from indexer.runner import start
 
-    url = resolve_database_url(settings)
-    _migrate_or_check(url)
-    os.environ["PATIENT_SEARCH_DATABASE_URL"] = url
-    return run(settings.model_copy(update={"database_url": url}), once=args.once)
+    return start(settings, once=args.once)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     url = resolve_database_url(settings)
-    _migrate_or_check(url)
+    migrate_or_check(url)
     # Workers inherit the resolved URL instead of each starting a server.
     os.environ["PATIENT_SEARCH_DATABASE_URL"] = url
     exit_cleanly_on_sigterm()
