@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import logging
+import os
 import signal
 import threading
 import time
@@ -22,12 +23,13 @@ import psycopg
 from psycopg import sql
 
 from core.database import resolve_database_url
+from core.schema import migrate_or_check
 from core.settings import Settings
 from core.state import INDEXER, IndexerState
 from engines.pg_projection import owners_of_contacts
 from indexer import deadletters, metrics
 from indexer.events import Batch, DeadLetter, affected_patients
-from indexer.sync import Sink, SyncStats, sync_patients
+from indexer.sync import DocumentRejected, Sink, SyncStats, sync_patients
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +176,10 @@ def sync_isolating(
         except Exception as exc:
             if is_outage(exc):
                 raise
-            reason = f"document rejected: {type(exc).__name__}"
-            dead.append(DeadLetter(source, position, reason, pid, "document"))
+            reason = str(exc) if isinstance(exc, DocumentRejected) else type(exc).__name__
+            dead.append(
+                DeadLetter(source, position, f"document rejected: {reason}", pid, "document")
+            )
     return SyncStats(upserted, deleted), dead
 
 
@@ -438,6 +442,15 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
     return previous
+
+
+def start(settings: Settings, *, once: bool = False) -> int:
+    """The indexer's one entry point (`patient-search indexer`, `python -m indexer`):
+    resolve the database, migrate (or check the schema), then run."""
+    url = resolve_database_url(settings)
+    migrate_or_check(url)
+    os.environ["PATIENT_SEARCH_DATABASE_URL"] = url  # children (reindex workers) join it
+    return run(settings.model_copy(update={"database_url": url}), once=once)
 
 
 def run(settings: Settings, *, once: bool = False, stop: threading.Event | None = None) -> int:
