@@ -89,17 +89,16 @@ def search_ids(
     *,
     limit: int = 10,
     settings: Settings,
-    words: WordDictionary | None = None,
+    words: WordDictionary,
 ) -> list[str]:
-    """Ranked patient ids for a search-box string on one connection (benchmarks, tests).
+    """Ranked patient ids for a search-box string on one connection (benchmarks).
 
-    With `words`, name expansion uses that in-process dictionary, as the API does.
+    `words` is a loaded in-process dictionary, as the API holds one.
     """
     plan = plan_for(SearchInput(q=q, limit=limit), clinic_ids, settings)
-    expand = words.expand if words is not None and words.ready else None
     with conn.transaction():
         candidates = find_candidates(
-            conn, plan.candidates, observe=lambda kind, s: None, expand=expand
+            conn, plan.candidates, observe=lambda kind, s: None, expand=words.expand
         )
     return [r.candidate.id for r in rank(plan.rank, candidates)[:limit]]
 
