@@ -18,7 +18,7 @@ from normalizers.emails import normalize_email
 from normalizers.identifiers import normalize_mrn
 from normalizers.names import name_tokens
 from normalizers.phones import Phone, normalize_phone
-from normalizers.query import parse_query
+from normalizers.query import MAX_QUERY_CHARS, parse_query
 from search_api.ranking import RankQuery, literal_text
 
 
@@ -125,8 +125,11 @@ def build_plan(
     region: str = "US",
     date_order: str = "MDY",
     candidate_limit: int | None = None,
+    max_query_length: int = MAX_QUERY_CHARS,
 ) -> SearchPlan:
-    parsed = parse_query(request.q or "", region=region, date_order=date_order)
+    parsed = parse_query(
+        request.q or "", region=region, date_order=date_order, max_chars=max_query_length
+    )
     names: list[str] = []
     roles: list[str | None] = []
     if parsed.family or parsed.given:

@@ -25,8 +25,16 @@ from search_api.routing import Router
 log = logging.getLogger(__name__)
 
 
-class EmptyQuery(ValueError):
+class InvalidSearch(ValueError):
+    """A search the service does not run; the message names the field, never its value."""
+
+    code = "invalid_request"
+
+
+class EmptyQuery(InvalidSearch):
     """Nothing searchable in the request."""
+
+    code = "empty_query"
 
 
 @dataclass(frozen=True)
@@ -54,8 +62,17 @@ def observe_engine_query(engine: str, slow_ms: float) -> Callable[[str, float], 
 
 
 def plan_for(request: SearchInput, clinic_ids: Sequence[str], settings: Settings) -> SearchPlan:
+    """The one place a search's configured bounds are checked (MAX_QUERY_LENGTH, MAX_LIMIT)."""
+    if request.q and len(request.q) > settings.max_query_length:
+        raise InvalidSearch(f"q: at most {settings.max_query_length} characters")
+    if request.limit > settings.max_limit:
+        raise InvalidSearch(f"limit: at most {settings.max_limit}")
     plan = build_plan(
-        request, clinic_ids, region=settings.default_region, date_order=settings.date_order
+        request,
+        clinic_ids,
+        region=settings.default_region,
+        date_order=settings.date_order,
+        max_query_length=settings.max_query_length,
     )
     if plan.empty:
         raise EmptyQuery("the query holds nothing to search for")
