@@ -135,14 +135,6 @@ def is_particle(token: str) -> bool:
     return fold(token) in PARTICLES if isinstance(token, str) else False
 
 
-def is_initial(token: str) -> bool:
-    """True for a single letter, such as "J" or "J." once folded."""
-    if not isinstance(token, str):
-        return False
-    folded = fold(token)
-    return len(folded) == 1 and folded.isalpha()
-
-
 def _apostrophe_parts(text: str | None) -> list[str]:
     """Folded words of a name split at its apostrophes (the parts a plain fold joins)."""
     if not isinstance(text, str) or not any(a in text for a in APOSTROPHES):
@@ -299,11 +291,6 @@ def nickname_group(token: str, table: NicknameTable | None = None) -> frozenset[
     if table is None:
         return _default_group(folded)
     return frozenset({folded}) | table.canonicals.get(folded, frozenset())
-
-
-def nickname_match(a: str, b: str, table: NicknameTable | None = None) -> bool:
-    """True when a and b may name the same person by nickname (or are equal once folded)."""
-    return bool(nickname_group(a, table) & nickname_group(b, table))
 
 
 # --- phonetics -------------------------------------------------------------------------------
