@@ -4,7 +4,7 @@ One multi-search request per query (see engines.meili_settings.build_passes):
 exact passes as filters over term keys, typo/prefix passes as full-text search
 on the name attributes; the clinic filter is in every one. The client's
 timeout is the search budget, so a slow or silent server costs at most that;
-search_api.routing decides what happens then.
+search_api.failover decides what happens then.
 """
 
 from __future__ import annotations

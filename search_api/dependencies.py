@@ -19,7 +19,7 @@ from core.apikeys import ApiKey, find_key
 from core.settings import Settings
 from engines.pg_search import PostgresEngine
 from search_api.errors import ApiError
-from search_api.routing import Router, pool_state_reader
+from search_api.failover import Router, pool_state_reader
 from search_api.service import observe_engine_query
 
 log = logging.getLogger(__name__)

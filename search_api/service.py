@@ -17,10 +17,10 @@ from engines.word_dictionary import WordDictionary
 from normalizers.dates import parse_dates
 from normalizers.identifiers import normalize_mrn
 from normalizers.phones import normalize_phone
+from search_api.failover import Router
 from search_api.metrics import ENGINE_QUERY_SECONDS
 from search_api.plan import SearchInput, SearchPlan, build_plan
 from search_api.ranking import Ranked, rank
-from search_api.routing import Router
 
 log = logging.getLogger(__name__)
 
