@@ -25,6 +25,16 @@ from search_api.ranking import Ranked, rank
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class SearchOutcome:
+    results: list[Ranked]
+    engine: str
+    degraded: bool
+    took_ms: float
+    engine_ms: float
+    query: dict[str, Any]
+
+
 class InvalidSearch(ValueError):
     """A search the service does not run; the message names the field, never its value."""
 
@@ -35,16 +45,6 @@ class EmptyQuery(InvalidSearch):
     """Nothing searchable in the request."""
 
     code = "empty_query"
-
-
-@dataclass(frozen=True)
-class SearchOutcome:
-    results: list[Ranked]
-    engine: str
-    degraded: bool
-    took_ms: float
-    engine_ms: float
-    query: dict[str, Any]
 
 
 def observe_engine_query(engine: str, slow_ms: float) -> Callable[[str, float], None]:
