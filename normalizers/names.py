@@ -293,6 +293,11 @@ def nickname_group(token: str, table: NicknameTable | None = None) -> frozenset[
     return frozenset({folded}) | table.canonicals.get(folded, frozenset())
 
 
+def nickname_match(a: str, b: str, table: NicknameTable | None = None) -> bool:
+    """True when a and b may name the same person by nickname (or are equal once folded)."""
+    return bool(nickname_group(a, table) & nickname_group(b, table))
+
+
 # --- phonetics -------------------------------------------------------------------------------
 
 _NON_ASCII_LETTER = re.compile(r"[^a-z]+")
