@@ -82,7 +82,8 @@ def _prefix_length(word: str, typed: str) -> int:
 def _name_spans(query: RankQuery, fld: str, text: str) -> list[Span]:
     spans: list[Span] = []
     # Two typed words may spell one stored word together ("mc donald": McDonald).
-    typed_words = [*query.names, *(a + b for a, b in zip(query.names, query.names[1:]))]
+    names = query.names
+    typed_words = [*names, *(names[i] + names[i + 1] for i in range(len(names) - 1))]
     for found in _WORD.finditer(text):
         word = fold(found.group()).replace(" ", "")
         best: tuple[str, str] | None = None
