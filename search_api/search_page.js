@@ -195,6 +195,7 @@
 
   function unreachable(retryAfter) {
     state.failures += 1;
+    if (state.results.length) el.status.textContent = 'The list below answers an earlier search; it is not up to date.';
     const wait = retryAfter || Math.min(30, 2 ** Math.min(state.failures, 5));
     retryIn(wait, 'unreachable', (s) =>
       `Patient search is not answering right now. What you typed is kept; trying again in ${s} s.`);

@@ -108,11 +108,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any) -> Iterator[str]:
+def serve(app: Any, port: int | None = None) -> Iterator[str]:
     """The app under uvicorn in a thread, as `serve` runs it; yields its base URL."""
     import uvicorn
 
-    port = _free_port()
+    port = port or _free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
@@ -335,6 +335,7 @@ def test_keyboard_only_flow(api: str, seeded_db: tuple[str, str]) -> None:
         assert d.find_element(By.ID, "q").get_attribute("value") == ""
         assert options(d) == []
         assert d.find_element(By.ID, "q").get_attribute("aria-expanded") == "false"
+        assert not d.find_element(By.ID, "reading").is_displayed()
     finally:
         d.quit()
 
@@ -425,16 +426,23 @@ def test_degraded_banner_with_a_broken_primary(
 
 def test_unreachable_banner_then_recovery(seeded_db: tuple[str, str], settings: Settings) -> None:
     d = new_driver()
+    port = _free_port()
     try:
-        with serve(create_app(settings, seeded_db[0])) as base:
+        with serve(create_app(settings, seeded_db[0]), port) as base:
             open_signed_in(d, base, seeded_db[1])
             results_for(d, "khan")
         # The API is gone: typing more shows the unreachable banner, and keeps the text.
-        type_query(d, "ahmed khan")
+        d.find_element(By.ID, "q").send_keys(" ahmed")
         banner = d.find_element(By.ID, "banner")
         wait_for(d, lambda d: banner.get_attribute("data-kind") == "unreachable")
         assert "not answering" in banner.text and banner.get_attribute("role") == "alert"
-        assert d.find_element(By.ID, "q").get_attribute("value") == "ahmed khan"
+        assert d.find_element(By.ID, "q").get_attribute("value") == "khan ahmed"
+        assert "earlier search" in d.find_element(By.ID, "status").text
+        # Back again: the page retries by itself and shows the answer to what was typed.
+        with serve(create_app(settings, seeded_db[0]), port):
+            wait_for(d, lambda d: not banner.is_displayed(), timeout=30)
+            assert d.find_element(By.ID, "chips").text.endswith("khan ahmed")
+            assert options(d)[0].text.startswith("KHAN, Ahmed")
     finally:
         d.quit()
 

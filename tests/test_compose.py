@@ -126,6 +126,7 @@ def test_connector_topics_match_settings() -> None:
 
 # -- roles on a real PostgreSQL -------------------------------------------------------
 
+
 def test_api_role_reads_the_projection_only(roles: str) -> None:
     with connect_as(roles, "patient_search_api") as api:
         api.execute("select count(*) from patient_search.patients").fetchone()
