@@ -385,9 +385,10 @@
     return out;
   }
 
+  // Both records match the query well (the API's calibrated grade): more likely one person.
+  const SURE = new Set(['certain', 'probable']);
   function dupLabel(result, other) {
-    const strong = result.grade === 'certain' && other?.grade === 'certain';
-    return strong ? 'Likely duplicate' : 'Possible duplicate';
+    return SURE.has(result.grade) && SURE.has(other?.grade) ? 'Likely duplicate' : 'Possible duplicate';
   }
 
   function row(result, i, byId) {
