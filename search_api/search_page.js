@@ -353,7 +353,11 @@
     // frame, and only while no newer key was pressed.
     requestAnimationFrame(() => {
       if (mine !== state.seq) return;
-      try { performance.measure('ps-keystroke-to-results', 'ps-key'); } catch (e) { /* no keystroke mark */ }
+      try {
+        performance.measure('ps-keystroke-to-results', 'ps-key');
+        performance.clearMarks('ps-key');  // a long day of typing keeps no growing list
+        if (performance.getEntriesByName('ps-keystroke-to-results').length > 500) performance.clearMeasures();
+      } catch (e) { /* a render without a keystroke (retry, checkbox): nothing to measure */ }
     });
     if (state.openWhenReady && n) { state.openWhenReady = false; openDetail(0); }
   }
