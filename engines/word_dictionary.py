@@ -128,6 +128,14 @@ class WordDictionary:
             self._refresh_in_background()
         return self._snapshot is not None
 
+    def load(self) -> None:
+        """Load now, on the caller's thread (start-up). A failure is logged; the first
+        search loads it then."""
+        try:
+            self._reload()
+        except Exception as exc:
+            log.warning("word dictionary not loaded", extra={"error": type(exc).__name__})
+
     @property
     def loaded(self) -> bool:
         return self._snapshot is not None

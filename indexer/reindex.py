@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from queue import Empty
 from typing import Any
 
@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 from tqdm import tqdm
 
-from core.documents import PatientDocument, build_document
+from core.documents import PatientDocument
 from core.schema import (
     PROJECTION,
     PROJECTION_INDEX_SUFFIXES,
@@ -39,9 +39,11 @@ from core.schema import (
 from core.settings import Settings
 from core.state import ReindexGuard, ReindexState, reindex_guard
 from engines import pg_projection
+from indexer import deadletters
+from indexer.events import DeadLetter
 from indexer.runner import Source, make_source
-from indexer.source import count_patients, stream_patients
-from indexer.sync import load_documents
+from indexer.source import count_patients, fetch_patients, stream_patients
+from indexer.sync import build_checked
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +61,17 @@ def reindex(
     stream = _prepare_stream(url, settings) if clinic_id is None else None
     registration: ReindexState = {"clinic_id": clinic_id, "engine": "postgres"}
     with reindex_guard(url, registration, on_release=_drop_rebuild_tables) as guard:
-        total = _build(url, guard.conn, settings, clinic_id, progress)
-        _swap(guard, settings, clinic_id, stream=stream)
+        filled = _build(url, guard.conn, settings, clinic_id, progress)
+        _swap(guard, settings, clinic_id, filled, stream=stream)
     log.info(
         "reindex finished",
-        extra={"documents": total, "seconds": round(time.monotonic() - started, 2)},
+        extra={
+            "documents": filled.total,
+            "set_aside": len(filled.rejected),
+            "seconds": round(time.monotonic() - started, 2),
+        },
     )
-    return total
+    return filled.total
 
 
 def _prepare_stream(url: str, settings: Settings) -> Source | None:
@@ -95,7 +101,7 @@ def _build(
     settings: Settings,
     clinic_id: str | None,
     progress: bool,
-) -> int:
+) -> _Filled:
     """Fill the rebuild table from one snapshot, in parallel partitions, then index it."""
     with conn.transaction():
         conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
@@ -130,9 +136,9 @@ def _build(
             smoothing=0.1,
         ) as bar:
             filling = time.monotonic()
-            total = _fill(job, bar.update)
+            filled = _fill(job, bar.update)
         holder.commit()
-    log.info("reindex filled", extra={"documents": total, "seconds": _since(filling)})
+    log.info("reindex filled", extra={"documents": filled.total, "seconds": _since(filling)})
     indexing = time.monotonic()
     with conn.transaction():
         conn.execute(
@@ -150,7 +156,7 @@ def _build(
                 "on patient_search.contact_owner_rebuild (patient_id)"
             )
     log.info("reindex indexes built", extra={"seconds": _since(indexing)})
-    return total
+    return filled
 
 
 def _copy_owners(conn: psycopg.Connection[Any], docs: list[PatientDocument]) -> None:
@@ -183,7 +189,19 @@ def _init_worker(queue: Any) -> None:
     _progress = queue
 
 
-def _fill(job: _Partition, advance: Callable[[int], object]) -> int:
+@dataclass
+class _Filled:
+    """What a fill produced: documents written, patients set aside."""
+
+    total: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, other: _Filled) -> None:
+        self.total += other.total
+        self.rejected += other.rejected
+
+
+def _fill(job: _Partition, advance: Callable[[int], object]) -> _Filled:
     """Each partition reads, normalizes and COPYs on its own: the CPU-bound part runs on
     every core and nothing funnels through this process but progress counts."""
     if job.parts <= 1:
@@ -199,14 +217,17 @@ def _fill(job: _Partition, advance: Callable[[int], object]) -> int:
                 advance(queue.get(timeout=0.2))
         while not queue.empty():
             advance(queue.get())
-        return sum(future.result() for future in futures)
+        filled = _Filled()
+        for future in futures:
+            filled.add(future.result())
+    return filled
 
 
 def _fill_partition(
     job: _Partition, part: int, advance: Callable[[int], object] | None = None
-) -> int:
+) -> _Filled:
     report = advance or _progress.put
-    total = 0
+    filled = _Filled()
     with psycopg.connect(job.url) as reader, psycopg.connect(job.url) as writer:
         reader.execute("set transaction isolation level repeatable read, read only")
         reader.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(job.snapshot)))
@@ -217,21 +238,23 @@ def _fill_partition(
             batch_size=2000,
             partition=(part, job.parts),
         ):
-            docs = [build_document(r, r["contacts"], region=job.region) for r in rows]
+            docs, rejected = build_checked(rows, region=job.region)
             with writer.transaction():
                 pg_projection.copy_documents(writer, docs, table=REBUILD)
                 if job.clinic_id is None:
                     _copy_owners(writer, docs)
-            total += len(docs)
-            report(len(docs))
+            filled.total += len(docs)
+            filled.rejected += rejected
+            report(len(rows))
         reader.commit()
-    return total
+    return filled
 
 
 def _swap(
     guard: ReindexGuard,
     settings: Settings,
     clinic_id: str | None,
+    filled: _Filled,
     *,
     stream: Source | None = None,
 ) -> None:
@@ -239,18 +262,19 @@ def _swap(
     rebuild = sql.Identifier(SCHEMA, REBUILD)
     live = sql.Identifier(SCHEMA, PROJECTION)
     with guard.swap() as touched:
-        docs, deleted = load_documents(
-            conn, touched, schema=settings.source_schema, region=settings.default_region
-        )
+        rows = fetch_patients(conn, touched, schema=settings.source_schema)
+        docs, rejected = build_checked(rows.values(), region=settings.default_region)
         if clinic_id is not None:
-            deleted += [d.id for d in docs if d.clinic_id != clinic_id]
             docs = [d for d in docs if d.clinic_id == clinic_id]
-        pg_projection.delete_documents(conn, [d.id for d in docs] + deleted, table=REBUILD)
+        # Touched patients are re-read as they are now: gone, moved to another clinic,
+        # or unindexable now all leave the rebuilt copy.
+        pg_projection.delete_documents(conn, touched, table=REBUILD)
         pg_projection.copy_documents(conn, docs, table=REBUILD)
         if clinic_id is None:
             _catch_up_owners(conn, touched, docs)
             _rename_into_place(conn, PROJECTION, REBUILD, PROJECTION_INDEX_SUFFIXES)
             _rename_into_place(conn, "contact_owner", OWNERS, ("pkey", "patient"))
+            # Words per clinic, counted from the projection now in place (exact).
             pg_projection.rebuild_words(conn)
             pg_projection.notify_changed(conn, [pg_projection.ALL_CLINICS])
             if stream is not None:
@@ -262,6 +286,11 @@ def _swap(
             _refresh_contact_owner(conn, clinic_id)
             pg_projection.rebuild_words(conn, clinic_id)
             pg_projection.notify_changed(conn, [clinic_id])
+        again = set(touched)
+        aside = [(p, r) for p, r in filled.rejected if p not in again] + rejected
+        deadletters.record(
+            conn, [DeadLetter("reindex", "reindex", r, p, "document") for p, r in aside]
+        )
     conn.execute(sql.SQL("analyze {}").format(live))
     conn.commit()
 

@@ -49,6 +49,7 @@ class AppState:
             observe=observe_engine_query("postgres", settings.slow_query_ms),
             search_timeout_ms=settings.search_timeout_ms,
         )
+        postgres.words.load()
         router = Router.from_settings(
             settings, postgres, primary, read_state=pool_state_reader(pool) if primary else None
         )
