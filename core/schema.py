@@ -180,6 +180,33 @@ def _m31_drop_global_dictionary(conn: psycopg.Connection[Any]) -> None:
     conn.execute("drop table if exists patient_search.name_dictionary")
 
 
+def _m32_name_keys(conn: psycopg.Connection[Any]) -> None:
+    """Name words by clinic in a B-tree, one row per patient and word (issue 11): an
+    as-you-type completion reads a page of patients per word instead of whole GIN posting
+    lists. Filled from the projection; kept by the projection writes and reindex."""
+    conn.execute(
+        """
+        create table if not exists patient_search.name_keys (
+          clinic_id text not null,
+          term      text collate "C" not null,
+          id        text not null
+        )
+        """
+    )
+    conn.execute(
+        """
+        insert into patient_search.name_keys (clinic_id, term, id)
+        select p.clinic_id, substr(t, length(p.clinic_id) + 4), p.id
+        from patient_search.patients p cross join lateral unnest(p.terms) t
+        where left(t, length(p.clinic_id) + 3) = p.clinic_id || E'\\x1fn:'
+        """
+    )
+    conn.execute(
+        "alter table patient_search.name_keys add primary key (clinic_id, term, id);"
+        "create index if not exists name_keys_id on patient_search.name_keys (id)"
+    )
+
+
 # Append new migrations; never edit a released one.
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     (1, "projection, dictionary, api keys, checkpoints, dead letters", _m1_initial),
@@ -190,6 +217,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     ),
     (30, "name words per clinic, counted in patients", _m30_name_words),
     (31, "drop the global name dictionary", _m31_drop_global_dictionary),
+    (32, "name keys: a B-tree of name words by clinic, for completions", _m32_name_keys),
 ]
 
 

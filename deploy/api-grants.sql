@@ -4,6 +4,7 @@ grant usage on schema patient_search to patient_search_api;
 grant select on
   patient_search.patients,
   patient_search.name_words,
+  patient_search.name_keys,
   patient_search.api_keys,
   patient_search.state,
   patient_search.schema_migrations

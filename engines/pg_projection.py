@@ -37,8 +37,11 @@ def stored_terms(doc: PatientDocument) -> list[str]:
     return scope_terms(doc.clinic_id, doc.terms)
 
 
+SCOPE = "\x1f"  # between a clinic and a term in a stored term
+
+
 def scope_terms(clinic_id: str, terms: Iterable[str]) -> list[str]:
-    return [f"{clinic_id}\x1f{t}" for t in terms]
+    return [f"{clinic_id}{SCOPE}{t}" for t in terms]
 
 
 def doc_json(doc: PatientDocument) -> dict[str, Any]:
@@ -88,6 +91,7 @@ def upsert_documents(
         after = stored_words(conn, ids, table=table)
         after.subtract(before)
         adjust_words(conn, after)
+        refresh_name_keys(conn, ids)
         notify_changed(conn, {d.clinic_id for d in docs} | {c for c, _ in before})
 
 
@@ -106,6 +110,7 @@ def delete_documents(
     ).fetchall()
     if table == PROJECTION:  # contact_owner and the words mirror the live projection
         adjust_words(conn, Counter({k: -n for k, n in gone.items()}))
+        conn.execute("delete from patient_search.name_keys where id = any(%s)", (wanted,))
         notify_changed(conn, {r[0] for r in deleted})
         conn.execute(
             "delete from patient_search.contact_owner where patient_id = any(%s)", (wanted,)
@@ -200,20 +205,56 @@ def adjust_words(conn: psycopg.Connection[Any], delta: Counter[tuple[str, str]])
     )
 
 
-def rebuild_words(conn: psycopg.Connection[Any], clinic_id: str | None = None) -> None:
-    """Recount the words of one clinic (or all) from the live projection, exactly."""
+def refresh_name_keys(conn: psycopg.Connection[Any], ids: Sequence[str]) -> None:
+    """The name keys of these patients, as their stored documents now hold them."""
+    conn.execute("delete from patient_search.name_keys where id = any(%s)", (list(ids),))
+    conn.execute(
+        sql.SQL(
+            "insert into patient_search.name_keys (clinic_id, term, id) "
+            "select p.clinic_id, substr(t, length(p.clinic_id) + 4), p.id "
+            "from {} p cross join lateral unnest(p.terms) t "
+            "where p.id = any(%s) and left(t, length(p.clinic_id) + 3) = p.clinic_id || %s"
+        ).format(sql.Identifier(SCHEMA, PROJECTION)),
+        (list(ids), SCOPE + terms.name("")),
+    )
+
+
+def fill_name_keys(
+    conn: psycopg.Connection[Any],
+    *,
+    source: str = PROJECTION,
+    target: str = "name_keys",
+    clinic_id: str | None = None,
+) -> None:
+    """Name keys of every patient of `source` (or one clinic's) into `target`."""
+    conn.execute(
+        sql.SQL(
+            "insert into {} (clinic_id, term, id) "
+            "select p.clinic_id, substr(t, length(p.clinic_id) + 4), p.id "
+            "from {} p cross join lateral unnest(p.terms) t "
+            "where left(t, length(p.clinic_id) + 3) = p.clinic_id || %s{}"
+        ).format(
+            sql.Identifier(SCHEMA, target),
+            sql.Identifier(SCHEMA, source),
+            sql.SQL(" and p.clinic_id = {}").format(clinic_id) if clinic_id else sql.SQL(""),
+        ),
+        (SCOPE + terms.name(""),),
+    )
+
+
+def count_words(
+    conn: psycopg.Connection[Any], *, keys: str = "name_keys", clinic_id: str | None = None
+) -> None:
+    """Recount the words of one clinic (or all) from a name keys table: patients per word."""
     only: sql.Composable = sql.SQL("")
     if clinic_id is None:
         conn.execute("delete from patient_search.name_words")
     else:
         conn.execute("delete from patient_search.name_words where clinic_id = %s", (clinic_id,))
-        only = sql.SQL(" and p.clinic_id = {}").format(clinic_id)
+        only = sql.SQL(" where clinic_id = {}").format(clinic_id)
     conn.execute(
         sql.SQL(
             "insert into patient_search.name_words (clinic_id, term, patients) "
-            "select p.clinic_id, substr(t, length(p.clinic_id) + 4), count(*) "
-            "from {} p cross join lateral unnest(p.terms) t "
-            "where left(t, length(p.clinic_id) + 3) = p.clinic_id || E'\\x1fn:'{} "
-            "group by 1, 2"
-        ).format(sql.Identifier(SCHEMA, PROJECTION), only)
+            "select clinic_id, term, count(*) from {}{} group by 1, 2"
+        ).format(sql.Identifier(SCHEMA, keys), only)
     )

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 REBUILD = "patients_rebuild"
 OWNERS = "contact_owner_rebuild"
+NAME_KEYS = "name_keys_rebuild"
 
 
 def reindex(
@@ -93,6 +94,7 @@ def _drop_rebuild_tables(conn: psycopg.Connection[Any]) -> None:
     """Leftovers of an aborted rebuild (after a swap there is nothing left to drop)."""
     conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
     conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, OWNERS)))
+    conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, NAME_KEYS)))
 
 
 def _build(
@@ -272,10 +274,12 @@ def _swap(
         pg_projection.copy_documents(conn, docs, table=REBUILD)
         if clinic_id is None:
             _catch_up_owners(conn, touched, docs)
+            # Built beside the live tables; readers wait only for the renames.
+            _build_name_keys(conn)
+            pg_projection.count_words(conn, keys=NAME_KEYS)
             _rename_into_place(conn, PROJECTION, REBUILD, PROJECTION_INDEX_SUFFIXES)
             _rename_into_place(conn, "contact_owner", OWNERS, ("pkey", "patient"))
-            # Words per clinic, counted from the projection now in place (exact).
-            pg_projection.rebuild_words(conn)
+            _rename_into_place(conn, "name_keys", NAME_KEYS, ("pkey", "id"))
             pg_projection.notify_changed(conn, [pg_projection.ALL_CLINICS])
             if stream is not None:
                 stream.mark_rebuilt(conn)
@@ -284,7 +288,9 @@ def _swap(
             conn.execute(sql.SQL("insert into {} select * from {}").format(live, rebuild))
             conn.execute(sql.SQL("drop table {}").format(rebuild))
             _refresh_contact_owner(conn, clinic_id)
-            pg_projection.rebuild_words(conn, clinic_id)
+            conn.execute("delete from patient_search.name_keys where clinic_id = %s", (clinic_id,))
+            pg_projection.fill_name_keys(conn, clinic_id=clinic_id)
+            pg_projection.count_words(conn, clinic_id=clinic_id)
             pg_projection.notify_changed(conn, [clinic_id])
         again = set(touched)
         aside = [(p, r) for p, r in filled.rejected if p not in again] + rejected
@@ -293,6 +299,20 @@ def _swap(
         )
     conn.execute(sql.SQL("analyze {}").format(live))
     conn.commit()
+
+
+def _build_name_keys(conn: psycopg.Connection[Any]) -> None:
+    """The rebuilt projection's name keys, in a table of their own, indexed."""
+    keys = sql.Identifier(SCHEMA, NAME_KEYS)
+    conn.execute(sql.SQL("drop table if exists {}").format(keys))
+    conn.execute(
+        sql.SQL("create table {} (like patient_search.name_keys including defaults)").format(keys)
+    )
+    pg_projection.fill_name_keys(conn, source=REBUILD, target=NAME_KEYS)
+    conn.execute(sql.SQL("alter table {} add primary key (clinic_id, term, id)").format(keys))
+    conn.execute(
+        sql.SQL("create index {} on {} (id)").format(sql.Identifier(f"{NAME_KEYS}_id"), keys)
+    )
 
 
 def _rename_into_place(

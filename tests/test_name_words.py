@@ -18,6 +18,11 @@ def words(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], int]:
     return {(c, t): n for c, t, n in rows}
 
 
+def keys(conn: psycopg.Connection[Any], patient: str) -> set[str]:
+    rows = conn.execute("select term from patient_search.name_keys where id = %s", (patient,))
+    return {r[0] for r in rows}
+
+
 def test_reindex_counts_patients_per_clinic(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         # More patients than one reindex batch (2,000): counts are per patient, not per batch.
@@ -36,6 +41,9 @@ def test_reindex_counts_patients_per_clinic(db_url: str) -> None:
     assert got[("clinic-a", "ann")] == 2500
     assert got[("clinic-b", "smith")] == 1
     assert ("clinic-a", "jozefina") not in got  # no oracle of another clinic's names
+    with psycopg.connect(db_url) as conn:
+        assert keys(conn, "b1") == {"jozefina", "smith"}
+        assert conn.execute("select count(*) from patient_search.name_keys").fetchone() == (5002,)
 
 
 def test_words_follow_updates_and_leave_with_their_last_patient(db_url: str) -> None:
@@ -53,6 +61,8 @@ def test_words_follow_updates_and_leave_with_their_last_patient(db_url: str) -> 
         assert got[("clinic-a", "jozefina")] == 1
         assert got[("clinic-a", "josephine")] == 1
         assert ("clinic-a", "kowalska") in got
+        assert keys(conn, "p1") == {"josephine", "kowalska"}
         conn.execute("delete from patients where id in ('p1', 'p2')")
         sync_patients(conn, ["p1", "p2"])
         assert not {k for k in words(conn) if k[0] == "clinic-a"}
+        assert keys(conn, "p1") == set() and keys(conn, "p2") == set()
