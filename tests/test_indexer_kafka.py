@@ -15,21 +15,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from test_indexer_support import (
-    Workload,
-    assert_projection_matches_source,
-    env_for,
-    execute,
-    indexer_settings,
-    projection,
-)
 
 from core.settings import Settings
 from indexer.debezium import UNAVAILABLE, decode_record
 from indexer.runner import run
-from tests.kafka_broker import kafka_bootstrap
-
-__all__ = ["kafka_bootstrap"]  # the fixture, re-exported for pytest
+from tests.factories import Workload, assert_projection_matches_source, execute, projection
+from tests.fixtures import env_for, make_indexer_settings
 
 # ---------------------------------------------------------------- pure decoding
 
@@ -133,7 +124,7 @@ class Stream:
 
     def settings(self, db_url: str, bootstrap: str, **extra: Any) -> Settings:
         topics = [*self.topics, f"__debezium-heartbeat.{self.prefix}"]
-        return indexer_settings(
+        return make_indexer_settings(
             db_url,
             kafka_bootstrap_servers=bootstrap,
             kafka_topics=",".join(topics),

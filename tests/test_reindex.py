@@ -13,6 +13,7 @@ from indexer import reindex as rx
 from indexer import runner
 from indexer.sync import sync_patients
 from tests.factories import insert_patient
+from tests.fixtures import make_indexer_settings
 
 
 def _projection(conn: psycopg.Connection) -> dict[str, dict]:
@@ -125,9 +126,7 @@ def test_the_indexer_after_a_full_reindex_streams_without_redoing_it(
 ) -> None:
     """migrate, reindex, indexer: one build. Changes made while the reindex ran (after its
     snapshot, no indexer running) and after it are streamed, not found by a second pass."""
-    from tests.test_indexer_support import indexer_settings
-
-    settings = indexer_settings(populated, reindex_workers=2)
+    settings = make_indexer_settings(populated, reindex_workers=2)
     fill = rx._fill
 
     def fill_then_change(job: Any, advance: Any) -> Any:
@@ -156,9 +155,7 @@ def test_the_indexer_after_a_full_reindex_streams_without_redoing_it(
 def test_a_failed_reindex_leaves_the_indexer_its_initial_sync(
     populated: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.test_indexer_support import indexer_settings
-
-    settings = indexer_settings(populated, reindex_workers=1)
+    settings = make_indexer_settings(populated, reindex_workers=1)
 
     def broken(*args: Any) -> Any:
         raise RuntimeError("disk full")
