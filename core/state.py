@@ -23,6 +23,7 @@ indexer:
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypedDict, TypeVar
 
@@ -30,6 +31,11 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 _REINDEX_LOCK = 7_345_002  # advisory lock: one rebuild at a time
+
+
+def iso_time(ts: float | None) -> str | None:
+    """A Unix time as state values hold times: ISO 8601 in UTC (None stays None)."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat() if ts is not None else None
 
 
 class IndexerState(TypedDict, total=False):

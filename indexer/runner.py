@@ -9,7 +9,6 @@ re-reads the current source state of the patients involved.
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import logging
 import os
 import signal
@@ -25,7 +24,7 @@ from psycopg import sql
 from core.database import resolve_database_url
 from core.schema import migrate_or_check
 from core.settings import Settings
-from core.state import INDEXER, IndexerState
+from core.state import INDEXER, IndexerState, iso_time
 from engines.pg_projection import owners_of_contacts
 from indexer import deadletters, metrics
 from indexer.events import Batch, DeadLetter, affected_patients
@@ -86,10 +85,6 @@ def make_source(url: str, settings: Settings) -> Source:
     from indexer.logical import LogicalSource
 
     return LogicalSource(url, settings)
-
-
-def _iso(ts: float | None) -> str | None:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat() if ts is not None else None
 
 
 def wait_visible(conn: psycopg.Connection[Any], xids: set[int], timeout: float = 30.0) -> None:
@@ -323,8 +318,8 @@ class Writer:
         value: IndexerState = {
             "source": self.source.kind,
             "position": self.position,
-            "last_batch_at": _iso(self.last_batch_at),
-            "last_source_commit_at": _iso(self.last_commit_ts),
+            "last_batch_at": iso_time(self.last_batch_at),
+            "last_source_commit_at": iso_time(self.last_commit_ts),
             "lag_seconds": round(lag, 3),
             "max_lag_s": self.settings.max_lag_s,
             "stale": lag > self.settings.max_lag_s,
