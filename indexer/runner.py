@@ -445,6 +445,21 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
     return previous
 
 
+def drain(url: str, settings: Settings) -> None:
+    """Write what the stream holds up to now, then return (no signals, no metrics server).
+
+    After a full reindex: the slot was made before its snapshot and holds the WAL
+    of the rebuild itself; reading through it here leaves an indexer started
+    next with nothing but new changes. Raises SlotBusy when an indexer holds the
+    slot (it is streaming already).
+    """
+    source = make_source(url, settings)
+    try:
+        _consume(source, url, settings, threading.Event(), True, _Backoff(1.0))
+    finally:
+        source.close()
+
+
 def start(settings: Settings, *, once: bool = False) -> int:
     """The indexer's one entry point (`patient-search indexer`, `python -m indexer`):
     resolve the database, migrate (or check the schema), then run."""

@@ -139,6 +139,14 @@ def test_the_indexer_after_a_full_reindex_streams_without_redoing_it(
     monkeypatch.setattr(rx, "_fill", fill_then_change)
     assert rx.reindex(populated, settings, progress=False) == 300
     with psycopg.connect(populated) as conn:
+        # The reindex read its own stream up to now: the indexer starts with nothing behind.
+        assert _projection(conn)["p0001"]["given_name"] == "During"
+        pending = conn.execute(
+            "select count(*) from pg_logical_slot_peek_binary_changes(%s, NULL, NULL, "
+            "'proto_version', '1', 'publication_names', %s)",
+            (settings.slot_name, settings.publication_name),
+        ).fetchone()
+        assert pending == (0,)
         insert_patient(conn, "p9999", given="After", family="Reindex")
     resyncs: list[int] = []
     monkeypatch.setattr(runner, "resync_all", lambda *a, **k: resyncs.append(1) or 0)
