@@ -130,9 +130,23 @@ def _m1_initial(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+def _m20_meili_outbox(conn: psycopg.Connection[Any]) -> None:
+    """Patients changed since Meilisearch last took them, in queue order (indexer.meili_sink)."""
+    conn.execute(
+        """
+        create table if not exists patient_search.meili_outbox (
+          seq         bigserial primary key,
+          patient_id  text not null,
+          enqueued_at timestamptz not null default now()
+        )
+        """
+    )
+
+
 # Append new migrations; never edit a released one.
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     (1, "projection, dictionary, api keys, checkpoints, dead letters", _m1_initial),
+    (20, "meilisearch outbox", _m20_meili_outbox),
 ]
 
 

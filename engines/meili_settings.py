@@ -48,7 +48,10 @@ SEARCHABLE_ATTRIBUTES = [
     "last4",
     "phon",
 ]
-FILTERABLE_ATTRIBUTES = ["clinic_id", "active", "keys"]
+# `clinic` is a hex digest of the clinic id: Meilisearch lowercases and trims facet values
+# (indexing and filters alike) and cuts them at 468 bytes, so raw ids would let clinic
+# "CLINIC-A" match documents of "clinic-a".
+FILTERABLE_ATTRIBUTES = ["clinic", "active", "keys"]
 DISPLAYED_ATTRIBUTES = [PRIMARY_KEY, "patient", "match"]
 # Exactness before proximity: a patient named exactly as typed beats a near spelling.
 RANKING_RULES = ["words", "typo", "exactness", "proximity", "attribute", "sort"]
@@ -58,10 +61,25 @@ TYPO_OFF_ATTRIBUTES = [*IDENTIFIER_ATTRIBUTES, "phon", "nick"]
 # hyphenated and apostrophe names ("smith-jones", "o'brien") split the same way.
 SEPARATOR_TOKENS = ["-", "'", "\u2019", "\u2018", "\u02bc"]
 MAX_TOTAL_HITS = 1000
+# Most searches one multi-search request holds (see build_passes); Meilisearch runs
+# them one after another and searchCutoffMs bounds each, so each gets a share.
+MAX_PASSES = 6
 
 
-def index_settings(*, search_cutoff_ms: int | None = None) -> dict[str, Any]:
-    """The settings of a patient index, applied before any document is added."""
+def pass_cutoff_ms(budget_ms: int) -> int:
+    """searchCutoffMs per pass: three quarters of the budget shared by MAX_PASSES passes.
+
+    The rest of the budget is the HTTP round trip and the re-ranking; with the
+    default 200 ms budget each pass gets 25 ms and a full request at most 150 ms.
+    """
+    return max(10, int(budget_ms * 0.75) // MAX_PASSES)
+
+
+def index_settings(*, budget_ms: int | None = None) -> dict[str, Any]:
+    """The settings of a patient index, applied before any document is added.
+
+    `budget_ms` is the API's whole search budget (PATIENT_SEARCH_SEARCH_BUDGET_MS).
+    """
     settings: dict[str, Any] = {
         "searchableAttributes": list(SEARCHABLE_ATTRIBUTES),
         "filterableAttributes": list(FILTERABLE_ATTRIBUTES),
@@ -82,8 +100,8 @@ def index_settings(*, search_cutoff_ms: int | None = None) -> dict[str, Any]:
         "stopWords": [],
         "pagination": {"maxTotalHits": MAX_TOTAL_HITS},
     }
-    if search_cutoff_ms:
-        settings["searchCutoffMs"] = int(search_cutoff_ms)
+    if budget_ms:
+        settings["searchCutoffMs"] = pass_cutoff_ms(budget_ms)
     return settings
 
 
@@ -128,12 +146,14 @@ def encode_id(value: str) -> str:
     """Source id -> Meilisearch document id, reversibly.
 
     Ids made only of a-z A-Z 0-9 - _ are kept (readable in the Meilisearch UI);
-    anything else, and anything that could be mistaken for an encoded id, becomes
-    the prefix plus unpadded lower-case base32 of its UTF-8 bytes.
+    anything else, and anything that could be mistaken for an encoded id (the
+    prefix in any case), becomes the prefix plus unpadded lower-case base32 of
+    its UTF-8 bytes. Document ids are compared exactly; clinic scoping never
+    relies on them (see clinic_key).
     """
     if (
         _SAFE_ID.fullmatch(value)
-        and not value.startswith(ENCODED_PREFIX)
+        and value[: len(ENCODED_PREFIX)].lower() != ENCODED_PREFIX
         and len(value) <= MAX_ID_BYTES
     ):
         return value
@@ -151,6 +171,11 @@ def decode_id(key: str) -> str:
     body = key[len(ENCODED_PREFIX) :].upper()
     body += "=" * (-len(body) % 8)
     return base64.b32decode(body).decode("utf-8", "surrogatepass")
+
+
+def clinic_key(clinic_id: str) -> str:
+    """The clinic as a case-proof filter value: lowercase hex, the same for index and filter."""
+    return term_key(f"clinic:{clinic_id}")
 
 
 def term_key(term: str) -> str:
@@ -172,12 +197,22 @@ def _values(terms: Iterable[str], prefix: str) -> list[str]:
 
 def to_meili(doc: PatientDocument) -> dict[str, Any]:
     """PatientDocument -> Meilisearch document; `patient` and `match` ride along for ranking."""
-    match = doc.match
-    terms = doc.terms
+    return meili_document(doc.id, doc.clinic_id, doc.active, doc.terms, doc.patient, doc.match)
+
+
+def meili_document(
+    patient_id: str,
+    clinic_id: str,
+    active: bool,
+    terms: Sequence[str],
+    patient: dict[str, Any],
+    match: dict[str, Any],
+) -> dict[str, Any]:
+    """The Meilisearch document from a document's parts (as built, or as the projection holds)."""
     return {
-        PRIMARY_KEY: encode_id(doc.id),
-        "clinic_id": encode_id(doc.clinic_id),
-        "active": bool(doc.active),
+        PRIMARY_KEY: encode_id(patient_id),
+        "clinic": clinic_key(clinic_id),
+        "active": bool(active),
         "family": " ".join(match.get("family") or ()),
         "given": " ".join(match.get("given") or ()),
         "middle": " ".join(match.get("middle") or ()),
@@ -192,7 +227,7 @@ def to_meili(doc: PatientDocument) -> dict[str, Any]:
         "email": list(match.get("emails") or ()),
         "dob": match.get("birth_date"),
         "keys": sorted({term_key(t) for t in terms}),
-        "patient": doc.patient,
+        "patient": patient,
         "match": match,
     }
 
@@ -224,10 +259,10 @@ def _in(attribute: str, values: Iterable[str]) -> str:
 
 
 def clinic_filter(clinic_ids: Sequence[str]) -> str:
-    """`clinic_id IN [...]` from the API key's clinics; never empty, never widened."""
+    """`clinic IN [...]` from the API key's clinics; never empty, never widened."""
     if not clinic_ids:
         raise UnsafeFilterValue("a search needs at least one clinic")
-    return _in("clinic_id", (encode_id(str(c)) for c in clinic_ids))
+    return _in("clinic", (clinic_key(str(c)) for c in clinic_ids))
 
 
 def terms_filter(terms: Iterable[str]) -> str:
@@ -269,14 +304,28 @@ def query_words(words: Iterable[str]) -> str:
     return " ".join(cleaned)
 
 
+def _any(conds: Sequence[str]) -> str:
+    """One condition true when any of these is (each already a whole condition)."""
+    return conds[0] if len(conds) == 1 else "(" + " OR ".join(f"({c})" for c in conds) + ")"
+
+
+def _all(conds: Sequence[str]) -> str:
+    return " AND ".join(conds)
+
+
 def build_passes(query: CandidateQuery, index_uid: str) -> list[Pass]:
-    """The searches that find a CandidateQuery's candidates, strict to loose.
+    """The searches that find a CandidateQuery's candidates, strict to loose: MAX_PASSES at most.
 
     Exact passes (identifiers, names with their nickname groups, phonetic codes,
     dates) are filters over the document's term keys, so they find the same
     patients as the PostgreSQL passes. Typo and prefix expansion, which
     PostgreSQL gets from its word dictionary, is Meilisearch's own full-text
     search over the name attributes.
+
+    Meilisearch runs the searches of a multi-search one after another, so the
+    exact passes that an identifier or the typed date narrows to a handful of
+    patients are merged into one ("narrow"); the broad ones stay apart, in
+    order, so that a common name cannot crowd out a stricter match.
     """
     base = base_filter(query)
     common = {
@@ -287,7 +336,7 @@ def build_passes(query: CandidateQuery, index_uid: str) -> list[Pass]:
     passes: list[Pass] = []
 
     def exact(kind: str, conds: list[str]) -> None:
-        passes.append(Pass(kind, {**common, "q": "", "filter": " AND ".join([*base, *conds])}))
+        passes.append(Pass(kind, {**common, "q": "", "filter": _all([*base, *conds])}))
 
     def fulltext(kind: str, words: str, conds: list[str], strategy: str) -> None:
         if not words:
@@ -295,44 +344,52 @@ def build_passes(query: CandidateQuery, index_uid: str) -> list[Pass]:
         body = {
             **common,
             "q": words,
-            "filter": " AND ".join([*base, *conds]),
+            "filter": _all([*base, *conds]),
             "attributesToSearchOn": list(NAME_ATTRIBUTES[:5]),
             "matchingStrategy": strategy,
         }
         passes.append(Pass(kind, body))
 
-    if query.strong_terms:
-        exact("identifier", [terms_filter(query.strong_terms)])
-
+    ident = [terms_filter(query.strong_terms)] if query.strong_terms else []
     weak = [terms_filter(query.weak_terms)] if query.weak_terms else []
     dob = [terms_filter(query.dob_terms)] if query.dob_terms else []
-    dates = [*query.dob_terms, *query.dob_near_terms]
+    dates = (
+        [terms_filter([*query.dob_terms, *query.dob_near_terms])]
+        if query.dob_terms or query.dob_near_terms
+        else []
+    )
     names = query.names
 
-    if names:
-        words = query_words(t.text for t in names)
-        named = [terms_filter(t.alternatives) for t in names if t.alternatives]
-        wide_terms = [(*t.alternatives, *t.phonetic) for t in names]
-        wide = [terms_filter(w) for w in wide_terms if w]
-        any_name = [terms_filter([w for ws in wide_terms for w in ws])] if wide else []
+    if not names:
+        if ident:
+            exact("identifier", ident)
         if dob:
-            exact("name_dob", [*named, *dob, *weak])
-        exact("name", [*named, *weak])
-        if dob:
-            exact("phonetic_dob", [*wide, *dob, *weak])
-            fulltext("fuzzy_dob", words, [*dob, *weak], "all")
-        exact("phonetic", [*wide, *weak])
-        fulltext("fuzzy", words, weak, "all")
-        if dates:
-            exact("dob_any_name", [terms_filter(dates), *any_name])
-            fulltext("fuzzy_dob_any_name", words, [terms_filter(dates)], "frequency")
-        if len(names) > 1:
-            exact("any_name", [*any_name, *weak])
-            fulltext("fuzzy_any_name", words, weak, "frequency")
-    elif dob:
-        exact("dob", [*dob, *weak])
+            exact("dob", [*dob, *weak])
         if query.dob_near_terms:
             exact("dob_near", [terms_filter(query.dob_near_terms), *weak])
-    elif weak:
-        exact("phone_ending", weak)
+        if weak and not dob:
+            exact("phone_ending", weak)
+        return passes
+
+    words = query_words(t.text for t in names)
+    named = [terms_filter(t.alternatives) for t in names if t.alternatives]
+    wide_terms = [(*t.alternatives, *t.phonetic) for t in names]
+    wide = [terms_filter(w) for w in wide_terms if w]
+    any_name = [terms_filter([w for ws in wide_terms for w in ws])] if wide else []
+    narrow = list(ident)
+    if dob:
+        narrow += [_all([*named, *dob, *weak]), _all([*wide, *dob, *weak])]
+    if dates and any_name:
+        narrow.append(_all([*dates, *any_name]))
+    if narrow:
+        exact("narrow", [_any(narrow)])
+    exact("name", [*named, *weak])
+    if dob:
+        fulltext("fuzzy_dob", words, [*dob, *weak], "all")
+    exact("phonetic", [*wide, *weak])
+    fulltext("fuzzy", words, weak, "all")
+    if dates:
+        fulltext("fuzzy_any_name", words, dates, "frequency")
+    elif len(names) > 1:
+        fulltext("fuzzy_any_name", words, weak, "frequency")
     return passes

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -74,18 +73,6 @@ def authenticate(
 Key = Annotated[ApiKey, Depends(authenticate)]
 
 
-def _verify_in_background(primary: Any) -> None:
-    """The primary serves only once its index settings are verified; never block start-up."""
-
-    def verify() -> None:
-        try:
-            primary.verify_settings()
-        except Exception as exc:
-            log.warning("primary engine not verifiable yet", extra={"error": type(exc).__name__})
-
-    threading.Thread(target=verify, name="primary-verify", daemon=True).start()
-
-
 def create_app(settings: Settings, database_url: str, *, primary: Any = None) -> FastAPI:
     """`primary` is an optional engine (Meilisearch) tried before PostgreSQL."""
 
@@ -101,7 +88,8 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
             settings, postgres, primary, read_state=pool_state_reader(pool) if primary else None
         )
         if primary is not None:
-            _verify_in_background(primary)
+            # The primary serves once its settings are verified; it re-checks them itself.
+            primary.verify_in_background(force=True)
         app.state.search = AppState(
             settings=settings, pool=pool, postgres=postgres, router=router, keys={}
         )
@@ -241,6 +229,11 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
                 {"status": "unavailable", "checks": {"database": type(exc).__name__}},
                 status_code=503,
             )
+        if state.router.lag is not None:
+            # Reported, never decisive: while the primary lags, PostgreSQL answers (degraded).
+            primary_lag = state.router.lag.lag_s()
+            checks["primary_lag_seconds"] = round(primary_lag, 3) if primary_lag < 1e12 else None
+            checks["primary"] = "lagging" if state.router.lag.lagging() else "current"
         if indexer:
             # Lag as the indexer reported it, or the silence since, if it stopped reporting.
             reported = float((indexer[0] or {}).get("lag_seconds") or 0.0)

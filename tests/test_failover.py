@@ -202,7 +202,7 @@ def test_http_500(error_500: str) -> None:
         fallback, _engine(error_500), budget_ms=BUDGET_MS, breaker=CircuitBreaker(3, 30)
     )
     try:
-        _assert_fallback_then_open(router, fallback, "http_error")
+        _assert_fallback_then_open(router, fallback, "server_error")
         assert _Error500.requests == 3
     finally:
         router.close()
@@ -331,14 +331,21 @@ def _iso(ts: float) -> str:
 
 def test_primary_lag() -> None:
     now = 1_000_000.0
+    written = {"last_write_at": _iso(now - 500)}
     assert primary_lag_s(None, None, now) == 0.0
     assert primary_lag_s({"last_batch_at": _iso(now)}, None, now) == float("inf")
     indexer = {"last_batch_at": _iso(now - 5)}
-    assert primary_lag_s(indexer, {"last_write_at": _iso(now - 5)}, now) == 0.0
-    assert primary_lag_s(indexer, {"last_write_at": _iso(now - 65)}, now) == pytest.approx(60)
-    failing = {"last_write_at": _iso(now - 5), "failing_since": _iso(now - 40)}
+    # Nothing queued: current, however long ago the last write was.
+    assert primary_lag_s(indexer, written, now, {"oldest_at": None}) == 0.0
+    # The oldest change still queued in the outbox says how far behind the index is.
+    queued = {"oldest_at": _iso(now - 60)}
+    assert primary_lag_s(indexer, written, now, queued) == pytest.approx(60)
+    failing = {**written, "failing_since": _iso(now - 40)}
     assert primary_lag_s(indexer, failing, now) == pytest.approx(40)
+    assert primary_lag_s(indexer, failing, now, queued) == pytest.approx(60)
+    # Never written successfully: the index cannot be trusted.
     assert primary_lag_s(indexer, {"index": "patients"}, now) == float("inf")
+    assert primary_lag_s(indexer, {"failing_since": _iso(now - 1)}, now) == float("inf")
 
 
 def test_lag_probe_reads_once_per_ttl() -> None:
@@ -348,7 +355,11 @@ def test_lag_probe_reads_once_per_ttl() -> None:
 
     def read() -> dict[str, dict[str, Any]]:
         reads.append(clock.now)
-        return {"indexer": {"last_batch_at": _iso(clock.now)}, "meili": {"last_write_at": _iso(0)}}
+        return {
+            "indexer": {"last_batch_at": _iso(clock.now)},
+            "meili": {"last_write_at": _iso(0)},
+            "meili_outbox": {"oldest_at": _iso(clock.now - 31)},
+        }
 
     probe = LagProbe(read, 30, ttl_s=1.0, clock=clock)
     assert probe.lagging() and probe.lagging()
@@ -428,8 +439,8 @@ def test_unverified_engine_falls_back_without_waiting(dead_url: str) -> None:
 def test_sink_outage_is_retryable_and_marks_the_index_lagging(
     db_url: str, pool: ConnectionPool, dead_url: str
 ) -> None:
-    """A down Meilisearch: the sink raises a ConnectionError (the indexer retries, dead-letters
-    nothing), records since when it fails, and the router's lag check then skips the primary."""
+    """A down Meilisearch: the sink raises MeiliUnavailable (a ConnectionError: retried,
+    nothing dead-lettered), records since when it fails, and the lag check skips the primary."""
     with psycopg.connect(db_url) as conn:
         insert_patient(conn, "p1", given="John", family="Smith")
         conn.commit()
@@ -445,9 +456,11 @@ def test_sink_outage_is_retryable_and_marks_the_index_lagging(
         with pytest.raises(MeiliUnavailable) as err:
             sink.write(docs, [])
         assert isinstance(err.value, ConnectionError)
+        assert err.value.failure.reason == "connection"
         rows = pool_state_reader(pool)()
         assert rows["meili"]["failing_since"] is not None
         assert "last_write_at" not in rows["meili"]
+        assert rows["meili_outbox"] == {"oldest_at": None}
         probe = LagProbe(pool_state_reader(pool), max_lag_s=30)
         assert probe.lagging()  # never written: the index cannot be trusted
     finally:
