@@ -29,6 +29,7 @@ from meilisearch.errors import (
     MeilisearchTimeoutError,
 )
 
+from core.documents import MatchFields, PatientRecord
 from core.settings import Settings
 from engines.base import Candidate, CandidateQuery
 from engines.meili_settings import (
@@ -289,7 +290,7 @@ def collect_hits(
 
 
 def _candidate(hit: dict[str, Any]) -> Candidate:
-    patient = hit.get("patient") or {}
-    match = hit.get("match") or {}
+    patient = cast(PatientRecord, hit.get("patient") or {})
+    match = cast(MatchFields, hit.get("match") or {})
     pid = str(patient.get("id") or decode_id(str(hit["pk"])))
     return Candidate(id=pid, patient=patient, match=match)

@@ -15,10 +15,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core import terms as index_terms
 from core.documents import PatientDocument
 from engines.base import CandidateQuery
 
@@ -190,11 +191,6 @@ def term_key(term: str) -> str:
 # -- documents ------------------------------------------------------------------
 
 
-def _values(terms: Iterable[str], prefix: str) -> list[str]:
-    n = len(prefix)
-    return sorted({t[n:] for t in terms if t.startswith(prefix)})
-
-
 def to_meili(doc: PatientDocument) -> dict[str, Any]:
     """PatientDocument -> Meilisearch document; `patient` and `match` ride along for ranking."""
     return meili_document(doc.id, doc.clinic_id, doc.active, doc.terms, doc.patient, doc.match)
@@ -205,8 +201,8 @@ def meili_document(
     clinic_id: str,
     active: bool,
     terms: Sequence[str],
-    patient: dict[str, Any],
-    match: dict[str, Any],
+    patient: Mapping[str, Any],
+    match: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The Meilisearch document from a document's parts (as built, or as the projection holds)."""
     return {
@@ -216,14 +212,14 @@ def meili_document(
         "family": " ".join(match.get("family") or ()),
         "given": " ".join(match.get("given") or ()),
         "middle": " ".join(match.get("middle") or ()),
-        "name_keys": _values(terms, "n:"),
-        "nick": _values(terms, "k:"),
-        "phon": _values(terms, "p:"),
+        "name_keys": index_terms.values(terms, index_terms.NAME),
+        "nick": index_terms.values(terms, index_terms.NICKNAME),
+        "phon": index_terms.values(terms, index_terms.PHONETIC),
         "mrn": match.get("mrn"),
         "phone": list(match.get("phones") or ()),
         "national": list(match.get("national") or ()),
-        "last7": _values(terms, "t7:"),
-        "last4": _values(terms, "t4:"),
+        "last7": index_terms.values(terms, index_terms.LAST7),
+        "last4": index_terms.values(terms, index_terms.LAST4),
         "email": list(match.get("emails") or ()),
         "dob": match.get("birth_date"),
         "keys": sorted({term_key(t) for t in terms}),
