@@ -171,10 +171,13 @@ def test_api_role_reads_the_projection_only(roles: str) -> None:
         api.execute("select count(*) from patient_search.patients").fetchone()
         api.execute("select count(*) from patient_search.api_keys").fetchone()
         api.execute("select value from patient_search.state").fetchall()
+        # The Meilisearch lag check reads the outbox's oldest entry.
+        api.execute("select min(enqueued_at) from patient_search.meili_outbox").fetchone()
         for stmt in (
             "select * from public.patients",
             "insert into patient_search.api_keys (key_hash, clinics) values ('x', '{a}')",
             "delete from patient_search.patients",
+            "delete from patient_search.meili_outbox",
             "select * from patient_search.dead_letters",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -1,0 +1,146 @@
+"""A Meilisearch outage does not freeze the PostgreSQL fallback (issue 9, item 2).
+
+Real PostgreSQL, the real indexer (logical decoding) and the real API, with
+PATIENT_SEARCH_MEILI_URL pointing at a port where nothing listens: the projection
+commits, the change waits in the outbox, the search answers from PostgreSQL
+(degraded) and /readyz stays ready while reporting the primary's lag.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from core.apikeys import create_key
+from engines.meili import MeiliEngine, make_client
+from engines.meili_settings import to_meili
+from indexer.meili_sink import (
+    MeiliDrainer,
+    MeiliSink,
+    MeiliUnavailable,
+    OutboxSink,
+    projection_payload,
+)
+from indexer.runner import run
+from indexer.sync import load_documents, sync_patients
+from search_api.app import create_app
+from tests.factories import insert_patient
+from tests.test_indexer_support import indexer_settings
+
+
+@pytest.fixture
+def dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def _outbox(db_url: str) -> list[str]:
+    with psycopg.connect(db_url) as conn:
+        return [r[0] for r in conn.execute("select patient_id from patient_search.meili_outbox")]
+
+
+@pytest.fixture
+def running(db_url: str, dead_url: str) -> Iterator[TestClient]:
+    """Indexer thread and API, both configured with a Meilisearch that is down."""
+    settings = indexer_settings(
+        db_url, meili_url=dead_url, indexer_retry_max_s=1.0, pool_min_size=1, pool_max_size=4
+    )
+    assert run(settings.model_copy(update={"meili_url": None}), once=True) == 0  # slot
+    with psycopg.connect(db_url) as conn:
+        key = create_key(conn, ["clinic-a"])
+        conn.commit()
+    stop = threading.Event()
+    indexer = threading.Thread(target=run, args=(settings,), kwargs={"stop": stop})
+    indexer.start()
+    app = create_app(settings, db_url, primary=MeiliEngine.from_settings(settings))
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            client.headers["X-API-Key"] = key
+            yield client
+    finally:
+        stop.set()
+        indexer.join(15)
+    assert not indexer.is_alive()
+
+
+def test_meili_down_the_fallback_stays_current(db_url: str, running: TestClient) -> None:
+    with psycopg.connect(db_url) as conn:
+        insert_patient(conn, "p-new", given="Zofia", family="Wisniewska")
+        conn.commit()
+    inserted = time.monotonic()
+    body: dict[str, object] = {}
+    while time.monotonic() - inserted < 2.0:
+        body = running.post("/v1/patients/search", json={"q": "wisniewska"}).json()
+        if body.get("results"):
+            break
+        time.sleep(0.05)
+    results = body.get("results")
+    assert isinstance(results, list) and results, "not searchable within 2 s"
+    assert results[0]["id"] == "p-new"
+    assert body["engine"] == "postgres" and body["degraded"] is True
+    # Ready all along; the primary's lag is reported apart (the probe refreshes each second).
+    checks: dict[str, object] = {}
+    for _ in range(30):
+        ready = running.get("/readyz")
+        assert ready.status_code == 200, ready.json()
+        checks = ready.json()["checks"]
+        if checks["primary"] == "lagging":
+            break
+        time.sleep(0.1)
+    assert checks["primary"] == "lagging" and checks["primary_lag_seconds"] is None
+    # The change waits for Meilisearch; nothing was dead-lettered for an outage.
+    assert "p-new" in _outbox(db_url)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("select count(*) from patient_search.dead_letters").fetchone() == (0,)
+
+
+def test_outbox_commits_with_the_projection(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        insert_patient(conn, "p1", given="John", family="Smith")
+        conn.commit()
+        with conn.transaction():
+            sync_patients(conn, ["p1", "gone"], sinks=[OutboxSink(conn)])
+        with pytest.raises(RuntimeError), conn.transaction():
+            sync_patients(conn, ["p1"], sinks=[OutboxSink(conn)])
+            raise RuntimeError("the batch rolls back: so does its outbox row")
+    assert sorted(_outbox(db_url)) == ["gone", "p1"]
+
+
+def test_drainer_keeps_rows_while_meili_is_down(db_url: str, dead_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        insert_patient(conn, "p1", given="John", family="Smith")
+        conn.commit()
+        with conn.transaction():
+            sync_patients(conn, ["p1"], sinks=[OutboxSink(conn)])
+    drainer = MeiliDrainer(db_url, MeiliSink(make_client(dead_url, None, 0.2), "patients"))
+    try:
+        with pytest.raises(MeiliUnavailable) as err:
+            drainer.drain_once()
+        assert err.value.failure.reason == "connection"
+        assert drainer.flush(0.5) is False
+    finally:
+        drainer.stop()
+    assert _outbox(db_url) == ["p1"]
+
+
+def test_drained_documents_are_the_projections(db_url: str) -> None:
+    """What the drainer sends equals the document built from the source; absent = delete."""
+    with psycopg.connect(db_url) as conn:
+        insert_patient(
+            conn, "p1", clinic_id="Clinic-A", given="José", family="O'Brien", mrn="00412"
+        )
+        conn.commit()
+        with conn.transaction():
+            sync_patients(conn, ["p1"])
+        docs, _ = load_documents(conn, ["p1"], schema="public", region="US")
+        payload, deleted = projection_payload(conn, ["p1", "gone"])
+    assert deleted == ["gone"]
+    assert payload == [to_meili(docs[0])]
