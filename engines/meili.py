@@ -143,6 +143,67 @@ def make_client(url: str, api_key: str | None, timeout_s: float) -> meilisearch.
     return meilisearch.Client(url, api_key, timeout=cast(Any, timeout_s))
 
 
+# -- least-privilege keys ---------------------------------------------------------
+
+# Fixed key uids: Meilisearch derives a key's value from its uid and the master key, so
+# creating them again (or on a new server with the same master key) gives the same keys.
+API_KEY_UID = "6b1e7c0e-5a43-4d1f-9a39-0e0d1c6a2a01"
+INDEXER_KEY_UID = "6b1e7c0e-5a43-4d1f-9a39-0e0d1c6a2a02"
+
+
+def key_specs(index_uid: str) -> dict[str, dict[str, Any]]:
+    """The two keys the service needs, each with the fewest actions that work.
+
+    api: multi-search on the index, its settings check, `GET /version`.
+    indexer: the same checks, plus writing documents, applying settings, awaiting
+    tasks, and creating, swapping and deleting the rebuild index `<index>__rebuild`
+    (hence the `<index>*` pattern). Neither may manage keys: only the master key does.
+    """
+    return {
+        "api": {
+            "uid": API_KEY_UID,
+            "name": "patient-search-api",
+            "description": "patient-search API: search and settings check",
+            "actions": ["search", "settings.get", "version"],
+            "indexes": [index_uid],
+            "expiresAt": None,
+        },
+        "indexer": {
+            "uid": INDEXER_KEY_UID,
+            "name": "patient-search-indexer",
+            "description": "patient-search indexer: documents, settings, rebuilds",
+            "actions": [
+                "documents.add",
+                "documents.delete",
+                "indexes.create",
+                "indexes.get",
+                "indexes.delete",
+                "indexes.swap",
+                "settings.get",
+                "settings.update",
+                "tasks.get",
+                "version",
+            ],
+            "indexes": [f"{index_uid}*"],
+            "expiresAt": None,
+        },
+    }
+
+
+def ensure_keys(client: meilisearch.Client, index_uid: str) -> dict[str, str]:
+    """Create (or find) both keys with the master key's client; returns role -> key value."""
+    out: dict[str, str] = {}
+    for role, spec in key_specs(index_uid).items():
+        try:
+            key = client.get_key(spec["uid"])
+        except MeilisearchApiError as exc:
+            if exc.code != "api_key_not_found":
+                raise
+            key = client.create_key(spec)
+        out[role] = str(key.key)
+    return out
+
+
 # -- engine ---------------------------------------------------------------------
 
 
