@@ -15,10 +15,12 @@ documents); the sink, the failover and the indexer all ask it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -145,10 +147,11 @@ def make_client(url: str, api_key: str | None, timeout_s: float) -> meilisearch.
 
 # -- least-privilege keys ---------------------------------------------------------
 
-# Fixed key uids: Meilisearch derives a key's value from its uid and the master key, so
-# creating them again (or on a new server with the same master key) gives the same keys.
-API_KEY_UID = "6b1e7c0e-5a43-4d1f-9a39-0e0d1c6a2a01"
-INDEXER_KEY_UID = "6b1e7c0e-5a43-4d1f-9a39-0e0d1c6a2a02"
+def key_uid(role: str, index_uid: str) -> str:
+    """A fixed uid per role and index (uuid v4 layout). Meilisearch derives a key's value
+    from its uid and the master key: creating the keys again gives the same values."""
+    digest = hashlib.blake2b(f"patient-search:{role}:{index_uid}".encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
 def key_specs(index_uid: str) -> dict[str, dict[str, Any]]:
@@ -161,7 +164,7 @@ def key_specs(index_uid: str) -> dict[str, dict[str, Any]]:
     """
     return {
         "api": {
-            "uid": API_KEY_UID,
+            "uid": key_uid("api", index_uid),
             "name": "patient-search-api",
             "description": "patient-search API: search and settings check",
             "actions": ["search", "settings.get", "version"],
@@ -169,7 +172,7 @@ def key_specs(index_uid: str) -> dict[str, dict[str, Any]]:
             "expiresAt": None,
         },
         "indexer": {
-            "uid": INDEXER_KEY_UID,
+            "uid": key_uid("indexer", index_uid),
             "name": "patient-search-indexer",
             "description": "patient-search indexer: documents, settings, rebuilds",
             "actions": [
