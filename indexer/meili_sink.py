@@ -189,12 +189,15 @@ class StateStore:
 
 def apply_settings(
     client: meilisearch.Client, uid: str, waiter: TaskWaiter, *, budget_ms: int | None
-) -> None:
+) -> bool:
     """Check the version, create the index when missing, and update settings that differ.
 
     Compared first: an unchanged settings update would still be a task, and some
-    settings changes make Meilisearch re-index every document.
+    settings changes make Meilisearch re-index every document. Returns True when
+    the documents in the index cannot be trusted to have our shape: the index was
+    just created, or its filterable attributes (fields our documents carry) changed.
     """
+    created = False
     try:
         check_version(client)
         client.get_index(uid)
@@ -202,6 +205,7 @@ def apply_settings(
         if exc.code != "index_not_found":
             raise _mapped(exc) from exc
         waiter.run(client.create_index, uid, {"primaryKey": PRIMARY_KEY})
+        created = True
     except Exception as exc:
         raise _mapped(exc) from exc
     wanted = index_settings(budget_ms=budget_ms)
@@ -209,8 +213,10 @@ def apply_settings(
         actual = dict(client.index(uid).get_settings())
     except Exception as exc:
         raise _mapped(exc) from exc
-    if settings_mismatches(wanted, actual):
+    mismatches = settings_mismatches(wanted, actual)
+    if mismatches:
         waiter.run(client.index(uid).update_settings, wanted)
+    return created or "filterableAttributes" in mismatches
 
 
 class MeiliSink:
@@ -249,11 +255,12 @@ class MeiliSink:
             budget_ms=settings.search_budget_ms,
         )
 
-    def ensure_index(self) -> None:
-        """Settings before documents (adding would create a bare index)."""
-        apply_settings(self.client, self.index_uid, self.waiter, budget_ms=self.budget_ms)
+    def ensure_index(self) -> bool:
+        """Settings before documents (adding would create a bare index); see apply_settings."""
+        stale = apply_settings(self.client, self.index_uid, self.waiter, budget_ms=self.budget_ms)
         if self.state is not None:
             self.state.record(self.index_uid, ok=True, force=True)
+        return stale
 
     def write(self, docs: Sequence[PatientDocument], deleted_ids: Sequence[str]) -> None:
         self.write_payload([to_meili(d) for d in docs], deleted_ids)
@@ -333,6 +340,19 @@ class OutboxSink:
         pass
 
 
+def requeue_all(conn: psycopg.Connection[Any]) -> None:
+    """Queue every patient of the projection: the index is new or its documents' shape changed.
+
+    Queued as of the epoch, so the lag check keeps searches on PostgreSQL until
+    the index holds them all.
+    """
+    conn.execute(
+        "insert into patient_search.meili_outbox (patient_id, enqueued_at) "
+        "select id, 'epoch' from patient_search.patients order by id"
+    )
+    log.info("meilisearch index new or reshaped; every patient queued for it")
+
+
 def projection_payload(
     conn: psycopg.Connection[Any], ids: Sequence[str]
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -397,10 +417,11 @@ class MeiliDrainer:
 
     def drain_once(self) -> int:
         """One batch of the outbox, oldest first; returns the rows done (0: empty)."""
-        if not self._ensured:
-            self.sink.ensure_index()
-            self._ensured = True
         conn = self._connection()
+        if not self._ensured:
+            if self.sink.ensure_index():
+                requeue_all(conn)
+            self._ensured = True
         rows = conn.execute(
             "select seq, patient_id from patient_search.meili_outbox order by seq limit %s",
             (self.batch_size,),

@@ -319,11 +319,15 @@ class SettingsClient:
 def test_unchanged_settings_are_not_sent_again() -> None:
     wanted = index_settings(budget_ms=200)
     client = SettingsClient(json.loads(json.dumps(wanted)))
-    apply_settings(client, "patients", TaskWaiter(client, 1), budget_ms=200)  # type: ignore[arg-type]
+    waiter = TaskWaiter(client, 1)  # type: ignore[arg-type]
+    assert apply_settings(client, "patients", waiter, budget_ms=200) is False  # type: ignore[arg-type]
     assert client.updates == []
     client.live = {**client.live, "searchCutoffMs": 200}
-    apply_settings(client, "patients", TaskWaiter(client, 1), budget_ms=200)  # type: ignore[arg-type]
+    assert apply_settings(client, "patients", waiter, budget_ms=200) is False  # type: ignore[arg-type]
     assert client.updates == [wanted]
+    # Documents of an older shape (indexed clinic_id, not clinic): they must all be rewritten.
+    client.live = {**wanted, "filterableAttributes": ["clinic_id", "active", "keys"]}
+    assert apply_settings(client, "patients", waiter, budget_ms=200) is True  # type: ignore[arg-type]
 
 
 def test_settings_are_not_applied_to_a_server_too_old_for_them() -> None:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 
 from core.apikeys import create_key
 from engines.meili import MeiliEngine, make_client
@@ -26,10 +28,12 @@ from indexer.meili_sink import (
     MeiliUnavailable,
     OutboxSink,
     projection_payload,
+    requeue_all,
 )
 from indexer.runner import run
 from indexer.sync import load_documents, sync_patients
 from search_api.app import create_app
+from search_api.failover import LagProbe, pool_state_reader
 from tests.factories import insert_patient
 from tests.test_indexer_support import indexer_settings
 
@@ -144,3 +148,22 @@ def test_drained_documents_are_the_projections(db_url: str) -> None:
         payload, deleted = projection_payload(conn, ["p1", "gone"])
     assert deleted == ["gone"]
     assert payload == [to_meili(docs[0])]
+
+
+def test_a_new_or_reshaped_index_gets_every_patient_and_counts_as_behind(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        for pid in ("p1", "p2"):
+            insert_patient(conn, pid, given="John", family="Smith")
+        conn.commit()
+        with conn.transaction():
+            sync_patients(conn, ["p1", "p2"])
+        now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+        conn.execute(
+            "insert into patient_search.state (key, value) values ('indexer', %s), ('meili', %s)",
+            (Jsonb({"last_batch_at": now}), Jsonb({"last_write_at": now})),
+        )
+        requeue_all(conn)
+        conn.commit()
+    assert sorted(_outbox(db_url)) == ["p1", "p2"]
+    with ConnectionPool(db_url, min_size=1, max_size=2) as pool:
+        assert LagProbe(pool_state_reader(pool), max_lag_s=30).lagging()
