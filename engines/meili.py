@@ -147,6 +147,7 @@ def make_client(url: str, api_key: str | None, timeout_s: float) -> meilisearch.
 
 # -- least-privilege keys ---------------------------------------------------------
 
+
 def key_uid(role: str, index_uid: str) -> str:
     """A fixed uid per role and index (uuid v4 layout). Meilisearch derives a key's value
     from its uid and the master key: creating the keys again gives the same values."""
