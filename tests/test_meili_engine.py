@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
@@ -210,6 +211,21 @@ def test_version_and_settings_requests_on_the_wire(recorder: str) -> None:
         engine.verify_settings()
     assert [(s["method"], s["path"]) for s in _Recorder.seen] == [("GET", "/version")]
     assert not engine.ready
+
+
+def test_settings_are_checked_again_periodically(recorder: str) -> None:
+    """A verified engine re-checks in the background (one verifier: the engine's own)."""
+    engine = MeiliEngine(make_client(recorder, "k", 1.0), "patients")
+    engine._verified = True
+    engine._last_attempt = float("-inf")  # the last check is older than the period
+    with pytest.raises(MeilisearchApiError):
+        engine.candidates(CandidateQuery(clinic_ids=("c",), strong_terms=("mrn:1",)))
+    deadline = time.monotonic() + 2
+    while len(_Recorder.seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(s["path"] for s in _Recorder.seen) == ["/multi-search", "/version"]
+    time.sleep(0.1)  # the check's thread has its 503 by now
+    assert engine.ready  # an outage during the check is the breaker's business, not a verdict
 
 
 def test_unverified_engine_asks_nothing_but_the_check(recorder: str) -> None:
