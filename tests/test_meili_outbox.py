@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -20,7 +21,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from core.apikeys import create_key
-from engines.meili import MeiliEngine, make_client
+from engines.meili import MeiliEngine, MeiliTaskFailed, make_client
 from engines.meili_settings import to_meili
 from indexer.meili_sink import (
     MeiliDrainer,
@@ -167,3 +168,45 @@ def test_a_new_or_reshaped_index_gets_every_patient_and_counts_as_behind(db_url:
     assert sorted(_outbox(db_url)) == ["p1", "p2"]
     with ConnectionPool(db_url, min_size=1, max_size=2) as pool:
         assert LagProbe(pool_state_reader(pool), max_lag_s=30).lagging()
+
+
+class RefusingSink(MeiliSink):
+    """Our sink with Meilisearch's side replaced: a task refusing any batch holding "bad"
+    (what Meilisearch reports for an invalid document), recording what was written."""
+
+    def __init__(self) -> None:
+        super().__init__(make_client("http://127.0.0.1:9", None, 0.1), "patients")
+        self.written: list[str] = []
+
+    def ensure_index(self) -> bool:
+        return False
+
+    def write_payload(self, payload: Any, deleted_ids: Any) -> None:
+        ids = [d["patient"]["id"] for d in payload]
+        if "bad" in ids:
+            error = {"code": "invalid_document_fields", "type": "invalid_request"}
+            raise MeiliTaskFailed(7, "failed", error)
+        self.written += ids
+
+
+def test_only_the_refused_document_is_set_aside(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        for pid in ("a1", "bad", "c3"):
+            insert_patient(conn, pid, given="Ann", family="Lee")
+        conn.commit()
+        with conn.transaction():
+            sync_patients(conn, ["a1", "bad", "c3"], sinks=[OutboxSink(conn)])
+    sink = RefusingSink()
+    drainer = MeiliDrainer(db_url, sink)
+    try:
+        assert drainer.drain_once() == 3
+    finally:
+        drainer.stop()
+    assert sorted(sink.written) == ["a1", "c3"]
+    assert _outbox(db_url) == []
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "select source, reason, payload from patient_search.dead_letters"
+        ).fetchall()
+    # Ids and reason only: no name, phone or birth date reaches the dead letters.
+    assert rows == [("meilisearch", "document rejected: invalid_document_fields", "bad")]
