@@ -45,10 +45,10 @@ from typing import Any
 import meilisearch
 import psycopg
 from meilisearch.errors import MeilisearchApiError
-from psycopg.types.json import Jsonb
 
 from core.documents import PatientDocument
 from core.settings import Settings
+from core.state import MEILI, MEILI_REBUILD, MeiliState, ReindexState, reindex_guard
 from engines.meili import (
     EngineFailure,
     MeiliTaskFailed,
@@ -65,11 +65,11 @@ from engines.meili_settings import (
     to_meili,
 )
 from engines.pg_projection import unscope_terms
+from indexer import deadletters
+from indexer.events import DeadLetter
 
 log = logging.getLogger(__name__)
 
-MEILI_STATE = "meili"
-REBUILD_STATE = "meili_rebuild"
 _STATE_EVERY_S = 1.0
 
 __all__ = ["MeiliTaskFailed", "MeiliUnavailable"]
@@ -158,12 +158,8 @@ class StateStore:
             self._conn.close()
 
     def rebuild_targets(self) -> list[str]:
-        row = (
-            self._connection()
-            .execute("select value from patient_search.state where key = %s", (REBUILD_STATE,))
-            .fetchone()
-        )
-        return list((row[0] or {}).get("indexes") or []) if row else []
+        value = MEILI_REBUILD.get(self._connection())
+        return list((value or {}).get("indexes") or [])
 
     def record(self, index_uid: str, *, ok: bool, force: bool = False) -> None:
         now = time.time()
@@ -175,15 +171,10 @@ class StateStore:
             self._failing_since = self._failing_since or now
         if not (force or changed or now - self._written_at >= _STATE_EVERY_S):
             return
-        value: dict[str, Any] = {"index": index_uid, "failing_since": _iso(self._failing_since)}
+        value: MeiliState = {"index": index_uid, "failing_since": _iso(self._failing_since)}
         if ok:
             value["last_write_at"] = _iso(now)
-        self._connection().execute(
-            "insert into patient_search.state (key, value) values (%s, %s) "
-            "on conflict (key) do update set value = state.value || excluded.value, "
-            "updated_at = now()",
-            (MEILI_STATE, Jsonb(value)),
-        )
+        MEILI.merge(self._connection(), value)
         self._written_at = now
 
 
@@ -452,16 +443,18 @@ class MeiliDrainer:
             "meilisearch refused a batch; isolating documents", extra={"docs": len(payload)}
         )
         self.sink.write_payload([], deleted)
+        refused: list[DeadLetter] = []
         for doc in payload:
             try:
                 self.sink.write_payload([doc], [])
             except MeiliTaskFailed as exc:
                 pid = str(doc["patient"].get("id") or doc[PRIMARY_KEY])
-                conn.execute(
-                    "insert into patient_search.dead_letters (source, position, reason, payload) "
-                    "values (%s, %s, %s, %s)",
-                    ("meilisearch", position, f"document rejected: {exc.code}", pid),
+                refused.append(
+                    DeadLetter(
+                        "meilisearch", position, f"document rejected: {exc.code}", pid, "document"
+                    )
                 )
+        deadletters.record(conn, refused)
 
     def flush(self, timeout_s: float) -> bool:
         """Drain until empty (indexer --once); False when Meilisearch could not take it."""
@@ -561,11 +554,7 @@ class MeiliRebuild:
 
     def register(self, conn: psycopg.Connection[Any]) -> None:
         """In the caller's transaction: from its commit on, sink writes reach the new index."""
-        conn.execute(
-            "insert into patient_search.state (key, value) values (%s, %s) "
-            "on conflict (key) do update set value = excluded.value, updated_at = now()",
-            (REBUILD_STATE, Jsonb({"live": self.live_uid, "indexes": [self.new_uid]})),
-        )
+        MEILI_REBUILD.put(conn, {"live": self.live_uid, "indexes": [self.new_uid]})
 
     def add(self, docs: Sequence[PatientDocument]) -> None:
         write_documents(self.waiter, self.client, self.new_uid, docs, (), self.batch_size)
@@ -579,7 +568,7 @@ class MeiliRebuild:
 
     def unregister(self, conn: psycopg.Connection[Any]) -> None:
         """Under the reindex guard, so no in-flight batch still writes to the old index."""
-        conn.execute("delete from patient_search.state where key = %s", (REBUILD_STATE,))
+        MEILI_REBUILD.delete(conn)
 
     def drop_old(self) -> None:
         """After the swap the rebuild uid holds the old documents."""
@@ -611,7 +600,6 @@ def rebuild_meili(
     """
     from tqdm import tqdm
 
-    from indexer import reindex as pg_reindex
     from indexer.source import count_patients, stream_patients
     from indexer.sync import load_documents
 
@@ -628,62 +616,18 @@ def rebuild_meili(
         budget_ms=settings.search_budget_ms,
     )
     rebuild.prepare()
-    total = 0
-    with psycopg.connect(url, autocommit=True) as guard:
-        got = guard.execute(
-            "select pg_try_advisory_lock(%s)", (pg_reindex._REINDEX_LOCK,)
-        ).fetchone()
-        if not got or not got[0]:
-            raise pg_reindex.ReindexBusy("another reindex is running")
-        try:
-            with psycopg.connect(url) as conn:
-                with conn.transaction():
-                    conn.execute(
-                        "lock table patient_search.reindex_touched in share row exclusive mode"
-                    )
-                    conn.execute("delete from patient_search.reindex_touched")
-                    conn.execute(
-                        "insert into patient_search.state (key, value) values ('reindex', %s) "
-                        "on conflict (key) do update set value = excluded.value, "
-                        "updated_at = now()",
-                        (Jsonb({"clinic_id": None, "engine": "meilisearch"}),),
-                    )
-                    rebuild.register(conn)
-                try:
-                    total = _fill(
-                        url, settings, rebuild, progress, tqdm, stream_patients, count_patients
-                    )
-                    with conn.transaction():
-                        conn.execute(
-                            "lock table patient_search.reindex_touched in share row exclusive mode"
-                        )
-                        touched = [
-                            r[0]
-                            for r in conn.execute(
-                                "select patient_id from patient_search.reindex_touched"
-                            )
-                        ]
-                        docs, deleted = load_documents(
-                            conn,
-                            touched,
-                            schema=settings.source_schema,
-                            region=settings.default_region,
-                        )
-                        rebuild.catch_up(docs, deleted)
-                        rebuild.swap()
-                        rebuild.unregister(conn)
-                        conn.execute("delete from patient_search.state where key = 'reindex'")
-                        conn.execute("delete from patient_search.reindex_touched")
-                    rebuild.drop_old()
-                except BaseException:
-                    conn.rollback()
-                    with conn.transaction():
-                        rebuild.unregister(conn)
-                        conn.execute("delete from patient_search.state where key = 'reindex'")
-                        conn.execute("delete from patient_search.reindex_touched")
-                    raise
-        finally:
-            guard.execute("select pg_advisory_unlock(%s)", (pg_reindex._REINDEX_LOCK,))
+    registration: ReindexState = {"clinic_id": None, "engine": "meilisearch"}
+    with reindex_guard(
+        url, registration, on_register=rebuild.register, on_release=rebuild.unregister
+    ) as guard:
+        total = _fill(url, settings, rebuild, progress, tqdm, stream_patients, count_patients)
+        with guard.swap() as touched:
+            docs, deleted = load_documents(
+                guard.conn, touched, schema=settings.source_schema, region=settings.default_region
+            )
+            rebuild.catch_up(docs, deleted)
+            rebuild.swap()
+    rebuild.drop_old()
     return total
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.settings import Settings
+from core.state import INDEXER, MEILI, read_many
 from engines.base import Candidate, CandidateQuery, Engine
 from engines.meili import classify_error
 from search_api.breaker import CircuitBreaker
@@ -28,9 +29,9 @@ from search_api.metrics import FALLBACKS
 
 log = logging.getLogger(__name__)
 
-# State rows (patient_search.state): written by the indexer and by indexer.meili_sink.
-INDEXER_STATE = "indexer"
-MEILI_STATE = "meili"
+# State rows (core.state): written by the indexer and by indexer.meili_sink.
+INDEXER_STATE = INDEXER.name
+MEILI_STATE = MEILI.name
 # Not a state row: the oldest change still queued for Meilisearch (patient_search.meili_outbox).
 OUTBOX = "meili_outbox"
 
@@ -140,14 +141,10 @@ def pool_state_reader(pool: Any, *, timeout_s: float = 0.2) -> StateReader:
 
     def read() -> dict[str, Mapping[str, Any]]:
         with pool.connection(timeout=timeout_s) as conn:
-            rows = conn.execute(
-                "select key, value from patient_search.state where key = any(%s)",
-                ([INDEXER_STATE, MEILI_STATE],),
-            ).fetchall()
+            found: dict[str, Mapping[str, Any]] = dict(read_many(conn, INDEXER, MEILI))
             oldest = conn.execute(
                 "select enqueued_at from patient_search.meili_outbox order by seq limit 1"
             ).fetchone()
-        found: dict[str, Mapping[str, Any]] = {key: value or {} for key, value in rows}
         found[OUTBOX] = {"oldest_at": oldest[0].isoformat() if oldest else None}
         return found
 

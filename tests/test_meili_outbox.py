@@ -206,7 +206,9 @@ def test_only_the_refused_document_is_set_aside(db_url: str) -> None:
     assert _outbox(db_url) == []
     with psycopg.connect(db_url) as conn:
         rows = conn.execute(
-            "select source, reason, payload from patient_search.dead_letters"
+            "select source, kind, reason, patient_id from patient_search.dead_letters"
         ).fetchall()
     # Ids and reason only: no name, phone or birth date reaches the dead letters.
-    assert rows == [("meilisearch", "document rejected: invalid_document_fields", "bad")]
+    assert rows == [
+        ("meilisearch", "document", "document rejected: invalid_document_fields", "bad")
+    ]
