@@ -4,12 +4,14 @@
   the test database (embedded server only: roles are cluster-wide); `connect_as`
   opens a connection as one of them.
 - `indexer_settings`: Settings for an indexer on the test database (its own slot).
+- `dead_url`: an http URL of a local port where nothing listens (a server that is down).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -80,3 +82,11 @@ def make_indexer_settings(db_url: str, **overrides: Any) -> Settings:
 def indexer_settings(db_url: str) -> Callable[..., Settings]:
     """`indexer_settings(**overrides)`: Settings for an indexer on this test's database."""
     return lambda **overrides: make_indexer_settings(db_url, **overrides)
+
+
+@pytest.fixture
+def dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

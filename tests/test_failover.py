@@ -67,14 +67,6 @@ def _fallbacks(reason: str) -> float:
     return FALLBACKS.labels(reason=reason)._value.get()
 
 
-@pytest.fixture
-def dead_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 class SilentServer:
     """Accepts TCP connections and never sends a byte."""
 

@@ -8,7 +8,6 @@ commits, the change waits in the outbox, the search answers from PostgreSQL
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -36,15 +35,7 @@ from indexer.sync import load_documents, sync_patients
 from search_api.app import create_app
 from search_api.failover import LagProbe, pool_state_reader
 from tests.factories import insert_patient
-from tests.test_indexer_support import indexer_settings
-
-
-@pytest.fixture
-def dead_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+from tests.fixtures import make_indexer_settings
 
 
 def _outbox(db_url: str) -> list[str]:
@@ -55,7 +46,7 @@ def _outbox(db_url: str) -> list[str]:
 @pytest.fixture
 def running(db_url: str, dead_url: str) -> Iterator[TestClient]:
     """Indexer thread and API, both configured with a Meilisearch that is down."""
-    settings = indexer_settings(
+    settings = make_indexer_settings(
         db_url, meili_url=dead_url, indexer_retry_max_s=1.0, pool_min_size=1, pool_max_size=4
     )
     assert run(settings.model_copy(update={"meili_url": None}), once=True) == 0  # slot
