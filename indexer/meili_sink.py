@@ -58,6 +58,7 @@ from engines.meili import (
 )
 from engines.meili_settings import (
     PRIMARY_KEY,
+    InvalidDocumentId,
     encode_id,
     index_settings,
     meili_document,
@@ -121,6 +122,8 @@ class TaskWaiter:
             raise _mapped(exc) from exc
         if key is not None:
             self.pending.pop(key, None)
+            if len(self.pending) > 1000:  # submissions whose content changed meanwhile
+                self.pending.clear()
         if task.status != "succeeded":
             raise _mapped(MeiliTaskFailed(task.uid, task.status, task.error))
 
@@ -419,17 +422,34 @@ class MeiliDrainer:
         ).fetchall()
         if not rows:
             return 0
-        ids = sorted({r[1] for r in rows})
+        position = str(rows[-1][0])
+        ids = self._storable(conn, sorted({r[1] for r in rows}), position)
         payload, deleted = projection_payload(conn, ids)
         try:
             self.sink.write_payload(payload, deleted)
         except MeiliTaskFailed:
-            self._isolate(conn, payload, deleted, position=str(rows[-1][0]))
+            self._isolate(conn, payload, deleted, position=position)
         # Only the rows read: a change queued meanwhile keeps its row for the next round.
         conn.execute(
             "delete from patient_search.meili_outbox where seq = any(%s)", ([r[0] for r in rows],)
         )
         return len(rows)
+
+    def _storable(
+        self, conn: psycopg.Connection[Any], ids: Sequence[str], position: str
+    ) -> list[str]:
+        """Ids Meilisearch can hold; one too long even encoded becomes a dead letter."""
+        keep: list[str] = []
+        refused: list[DeadLetter] = []
+        for pid in ids:
+            try:
+                encode_id(pid)
+                keep.append(pid)
+            except InvalidDocumentId:
+                reason = "document rejected: id too long for meilisearch"
+                refused.append(DeadLetter("meilisearch", position, reason, pid, "document"))
+        deadletters.record(conn, refused)
+        return keep
 
     def _isolate(
         self,
@@ -484,6 +504,8 @@ class MeiliDrainer:
                 log.warning("outbox not readable", extra={"error": type(exc).__name__})
                 if self._conn is not None:
                     self._conn.close()
+            except Exception as exc:  # never die: the outbox would grow unseen
+                log.error("meilisearch drainer failed", extra={"error": type(exc).__name__})
             self._stop.wait(delay)
             delay = min(delay * 2, self.retry_max_s)
 

@@ -203,3 +203,23 @@ def test_only_the_refused_document_is_set_aside(db_url: str) -> None:
     assert rows == [
         ("meilisearch", "document", "document rejected: invalid_document_fields", "bad")
     ]
+
+
+def test_an_id_meilisearch_cannot_hold_is_set_aside(db_url: str) -> None:
+    long_id = "é" * 400  # 800 bytes: over Meilisearch's 511-byte id limit even encoded
+    with psycopg.connect(db_url) as conn:
+        for pid in ("a1", long_id):
+            insert_patient(conn, pid, given="Ann", family="Lee")
+        conn.commit()
+        with conn.transaction():
+            sync_patients(conn, ["a1", long_id], sinks=[OutboxSink(conn)])
+    sink = RefusingSink()
+    drainer = MeiliDrainer(db_url, sink)
+    try:
+        assert drainer.drain_once() == 2
+    finally:
+        drainer.stop()
+    assert sink.written == ["a1"] and _outbox(db_url) == []
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("select patient_id, reason from patient_search.dead_letters").fetchone()
+    assert row == (long_id, "document rejected: id too long for meilisearch")
