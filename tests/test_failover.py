@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -34,6 +33,7 @@ from search_api.metrics import FALLBACKS
 from search_api.plan import SearchInput
 from search_api.service import search
 from tests.factories import insert_patient
+from tests.fixtures import ErrorServer
 
 BUDGET_MS = 200
 MARGIN_S = 0.25  # thread hand-off and the fallback's own time, on a loaded 2-core CI machine
@@ -109,36 +109,11 @@ def silent() -> Iterator[SilentServer]:
     server.close()
 
 
-class _Error500(BaseHTTPRequestHandler):
-    requests = 0
-
-    def _answer(self) -> None:
-        type(self).requests += 1
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        body = b"internal error"
-        self.send_response(500)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def error_500() -> Iterator[str]:
-    _Error500.requests = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Error500)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def error_500() -> Iterator[ErrorServer]:
+    server = ErrorServer(500, b"internal error")
+    yield server
+    server.close()
 
 
 def _timed(router: Router) -> tuple[Any, float]:
@@ -188,31 +163,31 @@ def test_accepts_and_never_answers(silent: SilentServer) -> None:
         router.close()
 
 
-def test_http_500(error_500: str) -> None:
+def test_http_500(error_500: ErrorServer) -> None:
     fallback = FakeFallback()
     router = Router(
-        fallback, _engine(error_500), budget_ms=BUDGET_MS, breaker=CircuitBreaker(3, 30)
+        fallback, _engine(error_500.url), budget_ms=BUDGET_MS, breaker=CircuitBreaker(3, 30)
     )
     try:
         _assert_fallback_then_open(router, fallback, "server_error")
-        assert _Error500.requests == 3
+        assert len(error_500.seen) == 3
     finally:
         router.close()
 
 
-def test_breaker_half_opens_after_reset_and_retries_the_real_fault(error_500: str) -> None:
+def test_breaker_half_opens_after_reset_and_retries_the_real_fault(error_500: ErrorServer) -> None:
     router = Router(
-        FakeFallback(), _engine(error_500), budget_ms=BUDGET_MS, breaker=CircuitBreaker(1, 0.2)
+        FakeFallback(), _engine(error_500.url), budget_ms=BUDGET_MS, breaker=CircuitBreaker(1, 0.2)
     )
     try:
         assert router.candidates(QUERY).degraded
         assert router.breaker.state == OPEN
         router.candidates(QUERY)
-        assert _Error500.requests == 1
+        assert len(error_500.seen) == 1
         time.sleep(0.25)
         assert router.breaker.state == HALF_OPEN
         assert router.candidates(QUERY).degraded  # the trial goes to the server and fails
-        assert _Error500.requests == 2
+        assert len(error_500.seen) == 2
         assert router.breaker.state == OPEN
     finally:
         router.close()

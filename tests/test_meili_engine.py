@@ -12,12 +12,10 @@ by a minimal client double that records calls.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import requests
@@ -43,6 +41,7 @@ from engines.meili import (
 from engines.meili_settings import clinic_key, index_settings
 from indexer.meili_sink import MeiliUnavailable, TaskWaiter, apply_settings
 from search_api.plan import name_token
+from tests.fixtures import ErrorServer
 
 
 def api_error(status: int, code: str | None = None, type_: str | None = None) -> Exception:
@@ -141,48 +140,17 @@ def test_version_check_refuses_old_servers() -> None:
 # -- the requests the real client builds ------------------------------------------------
 
 
-class _Recorder(BaseHTTPRequestHandler):
-    seen: ClassVar[list[dict[str, Any]]] = []
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        type(self).seen.append(
-            {
-                "method": self.command,
-                "path": self.path,
-                "auth": self.headers.get("Authorization"),
-                "body": json.loads(body) if body else None,
-            }
-        )
-        error = json.dumps(
-            {"message": "m", "code": "unavailable", "type": "system", "link": "l"}
-        ).encode()
-        self.send_response(503)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(error)))
-        self.end_headers()
-        self.wfile.write(error)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def recorder() -> Iterator[str]:
-    _Recorder.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def recorder() -> Iterator[ErrorServer]:
+    """Captures what the real client sends; answers 503 with Meilisearch's error shape."""
+    error = {"message": "m", "code": "unavailable", "type": "system", "link": "l"}
+    server = ErrorServer(503, json.dumps(error).encode(), "application/json")
+    yield server
+    server.close()
 
 
-def test_search_request_on_the_wire(recorder: str) -> None:
-    engine = MeiliEngine(make_client(recorder, "search-key", 1.0), "patients")
+def test_search_request_on_the_wire(recorder: ErrorServer) -> None:
+    engine = MeiliEngine(make_client(recorder.url, "search-key", 1.0), "patients")
     engine._verified = True  # what a passed settings check sets; the server here only errs
     engine._last_attempt = float("inf")  # no background re-check in this test
     query = CandidateQuery(
@@ -191,7 +159,7 @@ def test_search_request_on_the_wire(recorder: str) -> None:
     with pytest.raises(MeilisearchApiError) as err:
         engine.candidates(query)
     assert classify_error(err.value).reason == "server_error"
-    (sent,) = _Recorder.seen
+    (sent,) = recorder.seen
     assert (sent["method"], sent["path"], sent["auth"]) == (
         "POST",
         "/multi-search",
@@ -205,35 +173,35 @@ def test_search_request_on_the_wire(recorder: str) -> None:
         assert "CLINIC-A" not in json.dumps(q) and "clinic-a" not in json.dumps(q).lower()
 
 
-def test_version_and_settings_requests_on_the_wire(recorder: str) -> None:
-    engine = MeiliEngine(make_client(recorder, "search-key", 1.0), "patients")
+def test_version_and_settings_requests_on_the_wire(recorder: ErrorServer) -> None:
+    engine = MeiliEngine(make_client(recorder.url, "search-key", 1.0), "patients")
     with pytest.raises(MeilisearchApiError):
         engine.verify_settings()
-    assert [(s["method"], s["path"]) for s in _Recorder.seen] == [("GET", "/version")]
+    assert [(s["method"], s["path"]) for s in recorder.seen] == [("GET", "/version")]
     assert not engine.ready
 
 
-def test_settings_are_checked_again_periodically(recorder: str) -> None:
+def test_settings_are_checked_again_periodically(recorder: ErrorServer) -> None:
     """A verified engine re-checks in the background (one verifier: the engine's own)."""
-    engine = MeiliEngine(make_client(recorder, "k", 1.0), "patients")
+    engine = MeiliEngine(make_client(recorder.url, "k", 1.0), "patients")
     engine._verified = True
     engine._last_attempt = float("-inf")  # the last check is older than the period
     with pytest.raises(MeilisearchApiError):
         engine.candidates(CandidateQuery(clinic_ids=("c",), strong_terms=("mrn:1",)))
     deadline = time.monotonic() + 2
-    while len(_Recorder.seen) < 2 and time.monotonic() < deadline:
+    while len(recorder.seen) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert sorted(s["path"] for s in _Recorder.seen) == ["/multi-search", "/version"]
+    assert sorted(s["path"] for s in recorder.seen) == ["/multi-search", "/version"]
     time.sleep(0.1)  # the check's thread has its 503 by now
     assert engine.ready  # an outage during the check is the breaker's business, not a verdict
 
 
-def test_unverified_engine_asks_nothing_but_the_check(recorder: str) -> None:
-    engine = MeiliEngine(make_client(recorder, "k", 1.0), "patients")
+def test_unverified_engine_asks_nothing_but_the_check(recorder: ErrorServer) -> None:
+    engine = MeiliEngine(make_client(recorder.url, "k", 1.0), "patients")
     engine._last_attempt = float("inf")
     with pytest.raises(MeiliNotReady):
         engine.candidates(CandidateQuery(clinic_ids=("c",), strong_terms=("mrn:1",)))
-    assert _Recorder.seen == []
+    assert recorder.seen == []
 
 
 # -- defence in depth ---------------------------------------------------------------------
@@ -352,3 +320,27 @@ def test_settings_are_not_applied_to_a_server_too_old_for_them() -> None:
         apply_settings(client, "patients", TaskWaiter(client, 1), budget_ms=200)  # type: ignore[arg-type]
     assert err.value.failure.misconfigured and err.value.failure.reason == "version"
     assert client.updates == []
+
+
+# -- the keys command ---------------------------------------------------------------------------
+
+
+def test_keys_command_uses_the_master_key_from_the_environment(
+    recorder: ErrorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.settings import Settings
+    from engines.meili import key_specs
+    from patient_search.cli import build_parser, cmd_meili_keys
+
+    settings = Settings(meili_url=recorder.url, meili_index="patients")
+    args = build_parser().parse_args(["meili", "keys"])
+    monkeypatch.delenv("MEILI_MASTER_KEY", raising=False)
+    with pytest.raises(SystemExit, match="MEILI_MASTER_KEY"):
+        cmd_meili_keys(settings, args)
+    assert recorder.seen == []
+    monkeypatch.setenv("MEILI_MASTER_KEY", "master-key-for-test")
+    with pytest.raises(MeilisearchApiError):  # the recorder answers 503
+        cmd_meili_keys(settings, args)
+    (sent,) = recorder.seen
+    assert sent["auth"] == "Bearer master-key-for-test"
+    assert (sent["method"], sent["path"]) == ("GET", f"/keys/{key_specs('patients')['api']['uid']}")
