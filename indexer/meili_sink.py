@@ -72,6 +72,7 @@ from indexer.events import DeadLetter
 log = logging.getLogger(__name__)
 
 _STATE_EVERY_S = 1.0
+_REENSURE_S = 60.0  # the drainer re-checks version, index and settings this often
 
 __all__ = ["MeiliTaskFailed", "MeiliUnavailable"]
 
@@ -388,7 +389,7 @@ class MeiliDrainer:
         self.idle_s = idle_s
         self.retry_max_s = retry_max_s
         self._conn: psycopg.Connection[Any] | None = None
-        self._ensured = False
+        self._ensured_at = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -412,10 +413,12 @@ class MeiliDrainer:
     def drain_once(self) -> int:
         """One batch of the outbox, oldest first; returns the rows done (0: empty)."""
         conn = self._connection()
-        if not self._ensured:
+        if time.monotonic() - self._ensured_at > _REENSURE_S:
+            # Again now and then: an index deleted or recreated bare (adding documents
+            # to a missing index creates one without our settings) is caught here.
             if self.sink.ensure_index():
                 requeue_all(conn)
-            self._ensured = True
+            self._ensured_at = time.monotonic()
         rows = conn.execute(
             "select seq, patient_id from patient_search.meili_outbox order by seq limit %s",
             (self.batch_size,),
@@ -498,6 +501,7 @@ class MeiliDrainer:
                 continue
             except MeiliUnavailable as exc:
                 _log_unavailable(exc.failure)
+                self._ensured_at = float("-inf")  # check version and settings again first
                 if self.sink.state is not None:
                     self._record_failure()
             except psycopg.Error as exc:
