@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -346,46 +346,72 @@ def build_passes(query: CandidateQuery, index_uid: str) -> list[Pass]:
         }
         passes.append(Pass(kind, body))
 
-    ident = [terms_filter(query.strong_terms)] if query.strong_terms else []
-    weak = [terms_filter(query.weak_terms)] if query.weak_terms else []
-    dob = [terms_filter(query.dob_terms)] if query.dob_terms else []
-    dates = (
-        [terms_filter([*query.dob_terms, *query.dob_near_terms])]
-        if query.dob_terms or query.dob_near_terms
-        else []
-    )
+    if query.names:
+        _name_passes(query, _Conditions.of(query), exact, fulltext)
+    else:
+        _other_passes(query, _Conditions.of(query), exact)
+    return passes
+
+
+@dataclass(frozen=True)
+class _Conditions:
+    """Term-key conditions of a query, each empty when the query lacks that part."""
+
+    ident: list[str]
+    weak: list[str]
+    dob: list[str]
+    dates: list[str]  # the typed date and its near readings
+
+    @classmethod
+    def of(cls, query: CandidateQuery) -> _Conditions:
+        def cond(terms: Sequence[str]) -> list[str]:
+            return [terms_filter(terms)] if terms else []
+
+        return cls(
+            ident=cond(query.strong_terms),
+            weak=cond(query.weak_terms),
+            dob=cond(query.dob_terms),
+            dates=cond([*query.dob_terms, *query.dob_near_terms]),
+        )
+
+
+def _other_passes(query: CandidateQuery, c: _Conditions, exact: Callable[..., None]) -> None:
+    """No name typed: identifiers, the date, a phone ending."""
+    if c.ident:
+        exact("identifier", c.ident)
+    if c.dob:
+        exact("dob", [*c.dob, *c.weak])
+    if query.dob_near_terms:
+        exact("dob_near", [terms_filter(query.dob_near_terms), *c.weak])
+    if c.weak and not c.dob:
+        exact("phone_ending", c.weak)
+
+
+def _name_passes(
+    query: CandidateQuery,
+    c: _Conditions,
+    exact: Callable[..., None],
+    fulltext: Callable[..., None],
+) -> None:
     names = query.names
-
-    if not names:
-        if ident:
-            exact("identifier", ident)
-        if dob:
-            exact("dob", [*dob, *weak])
-        if query.dob_near_terms:
-            exact("dob_near", [terms_filter(query.dob_near_terms), *weak])
-        if weak and not dob:
-            exact("phone_ending", weak)
-        return passes
-
     words = query_words(t.text for t in names)
     named = [terms_filter(t.alternatives) for t in names if t.alternatives]
     wide_terms = [(*t.alternatives, *t.phonetic) for t in names]
     wide = [terms_filter(w) for w in wide_terms if w]
     any_name = [terms_filter([w for ws in wide_terms for w in ws])] if wide else []
-    narrow = list(ident)
-    if dob:
-        narrow += [_all([*named, *dob, *weak]), _all([*wide, *dob, *weak])]
-    if dates and any_name:
-        narrow.append(_all([*dates, *any_name]))
+    narrow = list(c.ident)
+    if c.dob:
+        narrow += [_all([*named, *c.dob, *c.weak]), _all([*wide, *c.dob, *c.weak])]
+    if c.dates and any_name:
+        narrow.append(_all([*c.dates, *any_name]))
     if narrow:
         exact("narrow", [_any(narrow)])
-    exact("name", [*named, *weak])
-    if dob:
-        fulltext("fuzzy_dob", words, [*dob, *weak], "all")
-    exact("phonetic", [*wide, *weak])
-    fulltext("fuzzy", words, weak, "all")
-    if dates:
-        fulltext("fuzzy_any_name", words, dates, "frequency")
+    exact("name", [*named, *c.weak])
+    if c.dob:
+        fulltext("fuzzy_dob", words, [*c.dob, *c.weak], "all")
+    exact("phonetic", [*wide, *c.weak])
+    fulltext("fuzzy", words, c.weak, "all")
+    if c.dates:
+        fulltext("fuzzy_any_name", words, c.dates, "frequency")
     elif len(names) > 1:
-        fulltext("fuzzy_any_name", words, weak, "frequency")
-    return passes
+        fulltext("fuzzy_any_name", words, c.weak, "frequency")
