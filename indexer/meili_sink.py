@@ -31,7 +31,6 @@ swapped in with swap-indexes, the old one deleted. While it runs, state row
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -48,7 +47,14 @@ from meilisearch.errors import MeilisearchApiError
 
 from core.documents import PatientDocument
 from core.settings import Settings
-from core.state import MEILI, MEILI_REBUILD, MeiliState, ReindexState, reindex_guard
+from core.state import (
+    MEILI,
+    MEILI_REBUILD,
+    MeiliState,
+    ReindexState,
+    iso_time,
+    reindex_guard,
+)
 from engines.meili import (
     EngineFailure,
     MeiliTaskFailed,
@@ -83,10 +89,6 @@ class MeiliUnavailable(ConnectionError):
     def __init__(self, failure: EngineFailure, detail: str = "") -> None:
         self.failure = failure
         super().__init__(f"meilisearch unavailable: {failure.reason}{detail}")
-
-
-def _iso(ts: float | None) -> str | None:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat() if ts is not None else None
 
 
 def _payload_key(*parts: Any) -> str:
@@ -175,9 +177,9 @@ class StateStore:
             self._failing_since = self._failing_since or now
         if not (force or changed or now - self._written_at >= _STATE_EVERY_S):
             return
-        value: MeiliState = {"index": index_uid, "failing_since": _iso(self._failing_since)}
+        value: MeiliState = {"index": index_uid, "failing_since": iso_time(self._failing_since)}
         if ok:
-            value["last_write_at"] = _iso(now)
+            value["last_write_at"] = iso_time(now)
         MEILI.merge(self._connection(), value)
         self._written_at = now
 
