@@ -223,3 +223,22 @@ def test_an_id_meilisearch_cannot_hold_is_set_aside(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         row = conn.execute("select patient_id, reason from patient_search.dead_letters").fetchone()
     assert row == (long_id, "document rejected: id too long for meilisearch")
+
+
+def test_replay_queues_for_meilisearch_too(db_url: str, dead_url: str) -> None:
+    """Other writers of the projection (deadletters replay, check --repair) go through
+    make_sinks: Meilisearch gets the same patients, through the outbox."""
+    from core.settings import Settings
+    from indexer import deadletters
+    from indexer.events import DeadLetter
+    from indexer.replay import replay
+
+    with psycopg.connect(db_url) as conn:
+        insert_patient(conn, "p1", given="John", family="Smith")
+        deadletters.record(
+            conn, [DeadLetter("logical", "0/1", "document rejected: X", "p1", "document")]
+        )
+        conn.commit()
+    settings = Settings(database_url=db_url, meili_url=dead_url)
+    assert replay(db_url, settings).patients == 1
+    assert _outbox(db_url) == ["p1"]
