@@ -21,6 +21,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -33,7 +34,7 @@ from meilisearch.errors import (
 
 from core.documents import MatchFields, PatientRecord
 from core.settings import Settings
-from engines.base import Candidate, CandidateQuery
+from engines.base import Candidate, CandidateQuery, NameToken
 from engines.meili_settings import (
     DISPLAYED_ATTRIBUTES,
     build_passes,
@@ -42,6 +43,7 @@ from engines.meili_settings import (
     index_settings,
     settings_mismatches,
 )
+from engines.word_dictionary import Expansions
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +231,9 @@ class MeiliEngine:
         self._verified = False
         self._last_attempt = float("-inf")
         self._lock = threading.Lock()
+        # The API's word dictionary (PostgresEngine.words.expand): the same completions
+        # and typo corrections as PostgreSQL, so both engines find the same patients.
+        self.expand: Callable[[Sequence[NameToken]], Expansions] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MeiliEngine:
@@ -302,7 +307,8 @@ class MeiliEngine:
             self.verify_in_background()  # re-checked periodically, not only once
         if not self.ready:
             raise MeiliNotReady("meilisearch index settings not verified")
-        passes = build_passes(query, self.index_uid)
+        expansions = self.expand(query.names) if self.expand and query.names else None
+        passes = build_passes(query, self.index_uid, expansions)
         if not passes:
             return []
         response = self.client.multi_search([p.body for p in passes])

@@ -22,6 +22,7 @@ from typing import Any
 from core import terms as index_terms
 from core.documents import PatientDocument
 from engines.base import CandidateQuery
+from engines.word_dictionary import Expansions
 
 PRIMARY_KEY = "pk"
 
@@ -309,14 +310,20 @@ def _all(conds: Sequence[str]) -> str:
     return " AND ".join(conds)
 
 
-def build_passes(query: CandidateQuery, index_uid: str) -> list[Pass]:
+def build_passes(
+    query: CandidateQuery, index_uid: str, expansions: Expansions | None = None
+) -> list[Pass]:
     """The searches that find a CandidateQuery's candidates, strict to loose: MAX_PASSES at most.
 
     Exact passes (identifiers, names with their nickname groups, phonetic codes,
     dates) are filters over the document's term keys, so they find the same
     patients as the PostgreSQL passes. Typo and prefix expansion, which
     PostgreSQL gets from its word dictionary, is Meilisearch's own full-text
-    search over the name attributes.
+    search over the name attributes, and, when the caller has the word
+    dictionary, its completions and typo corrections (`expansions`, the very
+    terms PostgreSQL's passes use) widen the loose exact passes: Meilisearch
+    alone gives no typo to short words, counts a first-letter typo double and
+    completes only the last word.
 
     Meilisearch runs the searches of a multi-search one after another, so the
     exact passes that an identifier or the typed date narrows to a handful of
@@ -347,7 +354,7 @@ def build_passes(query: CandidateQuery, index_uid: str) -> list[Pass]:
         passes.append(Pass(kind, body))
 
     if query.names:
-        _name_passes(query, _Conditions.of(query), exact, fulltext)
+        _name_passes(query, _Conditions.of(query), exact, fulltext, expansions)
     else:
         _other_passes(query, _Conditions.of(query), exact)
     return passes
@@ -392,11 +399,21 @@ def _name_passes(
     c: _Conditions,
     exact: Callable[..., None],
     fulltext: Callable[..., None],
+    expansions: Expansions | None,
 ) -> None:
     names = query.names
     words = query_words(t.text for t in names)
     named = [terms_filter(t.alternatives) for t in names if t.alternatives]
-    wide_terms = [(*t.alternatives, *t.phonetic) for t in names]
+    completions, typos = expansions or ({}, {})
+    wide_terms = [
+        (
+            *t.alternatives,
+            *t.phonetic,
+            *sorted(completions.get(t.text, ())),
+            *sorted(typos.get(t.text, ())),
+        )
+        for t in names
+    ]
     wide = [terms_filter(w) for w in wide_terms if w]
     any_name = [terms_filter([w for ws in wide_terms for w in ws])] if wide else []
     narrow = list(c.ident)

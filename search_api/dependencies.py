@@ -48,6 +48,8 @@ class AppState:
             settings, postgres, primary, read_state=pool_state_reader(pool) if primary else None
         )
         if primary is not None:
+            # The same typo and prefix expansions as PostgreSQL (see engines.meili).
+            primary.expand = postgres.words.expand
             # The primary serves once its settings are verified; it re-checks them itself.
             primary.verify_in_background(force=True)
         return cls(settings=settings, pool=pool, postgres=postgres, router=router)

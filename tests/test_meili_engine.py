@@ -38,7 +38,7 @@ from engines.meili import (
     make_client,
     parse_version,
 )
-from engines.meili_settings import clinic_key, index_settings
+from engines.meili_settings import clinic_key, index_settings, term_key
 from indexer.meili_sink import MeiliUnavailable, TaskWaiter, apply_settings
 from search_api.plan import name_token
 from tests.fixtures import ErrorServer
@@ -171,6 +171,16 @@ def test_search_request_on_the_wire(recorder: ErrorServer) -> None:
         assert q["indexUid"] == "patients" and q["limit"] == 7
         assert q["filter"].startswith(f'clinic IN ["{clinic_key("CLINIC-A")}"] AND active = true')
         assert "CLINIC-A" not in json.dumps(q) and "clinic-a" not in json.dumps(q).lower()
+
+
+def test_dictionary_expansions_reach_the_request(recorder: ErrorServer) -> None:
+    engine = MeiliEngine(make_client(recorder.url, "k", 1.0), "patients")
+    engine._verified, engine._last_attempt = True, float("inf")
+    engine.expand = lambda tokens: ({t.text: {"n:john"} for t in tokens}, {})
+    with pytest.raises(MeilisearchApiError):
+        engine.candidates(CandidateQuery(clinic_ids=("c",), names=(name_token("jo"),)))
+    (sent,) = recorder.seen
+    assert term_key("n:john") in json.dumps(sent["body"])
 
 
 def test_version_and_settings_requests_on_the_wire(recorder: ErrorServer) -> None:

@@ -356,3 +356,20 @@ def test_narrow_pass_holds_every_strict_condition() -> None:
     assert outside.count(" OR ") == 3
     assert term_key("mrn:00412") in _unquote_all(narrow)
     assert term_key("dob:1985-03-14") in _unquote_all(narrow)
+
+
+def test_dictionary_expansions_widen_the_loose_passes() -> None:
+    """ "jo smith": Meilisearch completes only the last word; the dictionary's completions
+    of "jo" (the terms PostgreSQL's passes use) make the first one count as typed."""
+    q = CandidateQuery(clinic_ids=("c",), names=(name_token("jo"), name_token("smith")))
+    expansions = ({"jo": {"n:john", "n:joseph"}, "smith": set()}, {"jo": set(), "smith": set()})
+    plain = {p.kind: p.body["filter"] for p in build_passes(q, "patients")}
+    wide = {p.kind: p.body["filter"] for p in build_passes(q, "patients", expansions)}
+    assert plain.keys() == wide.keys()  # no extra pass: the same budget
+    assert term_key("n:john") in _unquote_all(wide["phonetic"])
+    assert term_key("n:john") not in _unquote_all(plain["phonetic"])
+    assert term_key("n:john") not in _unquote_all(wide["name"])  # the exact pass stays exact
+    typo = ({"smyht": set()}, {"smyht": {"n:smith", "n:smyth"}})
+    q = CandidateQuery(clinic_ids=("c",), names=(name_token("smyht"),))
+    phonetic = {p.kind: p for p in build_passes(q, "patients", typo)}["phonetic"]
+    assert term_key("n:smith") in _unquote_all(phonetic.body["filter"])
