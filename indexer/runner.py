@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import FrameType
 from typing import Any, Protocol
 
@@ -68,6 +68,7 @@ class Source(Protocol):
     def needs_initial_sync(self) -> bool: ...
     def mark_synced(self) -> None: ...
     def prepare_for_rebuild(self) -> None: ...
+    def keepalive(self) -> None: ...
     def mark_rebuilt(self, conn: psycopg.Connection[Any]) -> None: ...
     def record_checkpoint(self, conn: Any, batch: Batch) -> None: ...
     def batches(self, batch_size: int) -> Iterator[Batch]: ...
@@ -80,7 +81,7 @@ def make_source(url: str, settings: Settings) -> Source:
     if settings.kafka_bootstrap_servers:
         from indexer.kafka_source import KafkaSource
 
-        return KafkaSource(settings)
+        return KafkaSource(settings, url)
     from indexer.logical import LogicalSource
 
     return LogicalSource(url, settings)
@@ -203,12 +204,16 @@ def start_drainer(settings: Settings, url: str) -> Any:
 
 
 def resync_all(
-    conn: psycopg.Connection[Any], settings: Settings, sinks: Sequence[Sink] = ()
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    sinks: Sequence[Sink] = (),
+    keepalive: Callable[[], object] = lambda: None,
 ) -> int:
     """Re-check every patient in the projection and in the source (initial load, truncate).
 
     Keyset pages over each primary key, one committed transaction per page:
     memory stays flat and the work survives a crash part-way (it is redone).
+    `keepalive` runs between pages (a Kafka consumer must poll within its interval).
     """
     total = 0
     tables = [sql.Identifier("patient_search", "patients")]
@@ -230,6 +235,7 @@ def resync_all(
                 deadletters.record(conn, dead)
             last = ids[-1]
             total += len(ids)
+            keepalive()
     return total
 
 
@@ -266,7 +272,7 @@ class Writer:
             self._write_state(self._lag(batch))
         if affected.full_resync:
             log.info("truncate seen; re-checking every patient", extra={"source": self.source.kind})
-            resync_all(self.conn, self.settings, self.sinks)
+            resync_all(self.conn, self.settings, self.sinks, self.source.keepalive)
         now = time.time()
         for ts in batch.commit_ts:
             metrics.SEARCHABLE_LAG.observe(max(0.0, now - ts))
@@ -399,7 +405,7 @@ def _consume_with(
         sinks = make_sinks(settings, conn)
         if source.needs_initial_sync():
             started = time.monotonic()
-            count = resync_all(conn, settings, sinks)
+            count = resync_all(conn, settings, sinks, source.keepalive)
             source.mark_synced()
             log.info(
                 "initial sync done",
@@ -445,6 +451,21 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
     return previous
+
+
+def drain(url: str, settings: Settings) -> None:
+    """Write what the stream holds up to now, then return (no signals, no metrics server).
+
+    After a full reindex: the slot was made before its snapshot and holds the WAL
+    of the rebuild itself; reading through it here leaves an indexer started
+    next with nothing but new changes. Raises SlotBusy when an indexer holds the
+    slot (it is streaming already).
+    """
+    source = make_source(url, settings)
+    try:
+        _consume(source, url, settings, threading.Event(), True, _Backoff(1.0))
+    finally:
+        source.close()
 
 
 def start(settings: Settings, *, once: bool = False) -> int:

@@ -90,6 +90,31 @@ def indexer_settings(db_url: str) -> Callable[..., Settings]:
     return lambda **overrides: make_indexer_settings(db_url, **overrides)
 
 
+def env_for(settings: Settings) -> dict[str, str]:
+    """PATIENT_SEARCH_* variables for an indexer subprocess with these settings."""
+    names = (
+        "database_url",
+        "slot_name",
+        "indexer_metrics_port",
+        "batch_size",
+        "batch_timeout_ms",
+        "indexer_heartbeat_s",
+        "kafka_bootstrap_servers",
+        "kafka_topics",
+        "kafka_group_id",
+        "kafka_max_poll_interval_ms",
+        "kafka_session_timeout_ms",
+        "kafka_heartbeat_interval_ms",
+        "indexer_retry_max_s",
+    )
+    out = {}
+    for name in names:
+        value = getattr(settings, name)
+        if value is not None:
+            out[f"PATIENT_SEARCH_{name.upper()}"] = str(value)
+    return out
+
+
 @pytest.fixture
 def dead_url() -> str:
     with socket.socket() as s:

@@ -11,12 +11,9 @@ import threading
 import time
 
 import psycopg
-from test_indexer_support import (
-    Workload,
-    assert_projection_matches_source,
-    env_for,
-    indexer_settings,
-)
+
+from tests.factories import Workload, assert_projection_matches_source
+from tests.fixtures import env_for, make_indexer_settings
 
 CHANGES = 3000
 
@@ -47,7 +44,7 @@ def wait_until_streaming(db_url: str, slot_name: str, timeout_s: float = 60.0) -
 
 
 def test_kill_9_during_stream_then_restart_converges(db_url: str) -> None:
-    settings = indexer_settings(db_url, batch_size=40, indexer_retry_max_s=1.0)
+    settings = make_indexer_settings(db_url, batch_size=40, indexer_retry_max_s=1.0)
     env = env_for(settings)
     work = Workload(seed=4)
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -95,7 +92,7 @@ def test_kill_9_during_stream_then_restart_converges(db_url: str) -> None:
 
 
 def test_sigterm_finishes_batch_and_exits_zero(db_url: str) -> None:
-    settings = indexer_settings(db_url, batch_size=20)
+    settings = make_indexer_settings(db_url, batch_size=20)
     proc = start_indexer(env_for(settings))
     with psycopg.connect(db_url, autocommit=True) as conn:
         Workload(seed=9).apply(conn, 500, per_tx=10)
