@@ -6,5 +6,6 @@ grant select on
   patient_search.name_dictionary,
   patient_search.api_keys,
   patient_search.state,
+  patient_search.meili_outbox,
   patient_search.schema_migrations
 to patient_search_api;
