@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from engines.filters import Filter
+
 
 @dataclass(frozen=True)
 class NameToken:
@@ -33,6 +35,7 @@ class CandidateQuery:
     name_text: str = ""  # folded words for whole-name similarity
     limit: int = 50  # candidates at most (the re-ranking window)
     enough: int = 50  # stop loosening once this many are found (the page asked for)
+    filters: tuple[Filter, ...] = ()  # conditions every candidate must meet (engines.filters)
 
 
 @dataclass(frozen=True)

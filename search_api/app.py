@@ -19,7 +19,7 @@ from core.apikeys import ApiKey, find_key
 from core.schema import MIGRATIONS
 from core.settings import Settings
 from engines.pg_search import PostgresEngine
-from search_api import models
+from search_api import fhir, models
 from search_api.errors import ApiError, install_error_handlers
 from search_api.metrics import REQUEST_SECONDS, REQUESTS, RESULTS
 from search_api.page import search_page
@@ -119,6 +119,7 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
         "dates of birth, MRNs. Every request needs an X-API-Key scoped to clinics.",
     )
     install_error_handlers(app)
+    fhir.install(app)
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Any]) -> Response:
