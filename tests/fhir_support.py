@@ -53,8 +53,30 @@ PATIENTS: list[dict[str, Any]] = [
             sex="female" if i % 2 else "male",
         )
         for i, given in enumerate(
-            "Ana Luis Maria Jose Carmen Jorge Rosa Pedro Elena Diego Lucia Pablo Sara "
-            "Hugo Marta Ivan Julia Raul Alba Mario Nora Tomas".split()
+            [
+                "Ana",
+                "Luis",
+                "Maria",
+                "Jose",
+                "Carmen",
+                "Jorge",
+                "Rosa",
+                "Pedro",
+                "Elena",
+                "Diego",
+                "Lucia",
+                "Pablo",
+                "Sara",
+                "Hugo",
+                "Marta",
+                "Ivan",
+                "Julia",
+                "Raul",
+                "Alba",
+                "Mario",
+                "Nora",
+                "Tomas",
+            ]
         )
     ),
     # Another clinic: the same John Smith, the same MRN and phone. Never seen by clinic-a.

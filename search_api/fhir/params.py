@@ -177,10 +177,10 @@ def _telecom(c: _Criteria, param: str, value: str) -> None:
     system = "email" if param == "email" else "phone" if param == "phone" else ""
     if param == "telecom":
         head, sep, tail = value.partition("|")
-        if sep and head not in ("phone", "sms", "email", ""):
+        head, value = (head, tail) if sep else ("", value)
+        if head not in ("phone", "sms", "email", ""):
             c.impossible = True  # fax, pager, url...: the service holds none
             return
-        value = tail if sep else value
         system = "email" if head == "email" or (not head and "@" in value) else "phone"
     if system == "email":
         if "@" not in value:
