@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from core import terms
 from core.settings import Settings
 from engines.base import Candidate
 from engines.filters import accepts
@@ -18,10 +19,10 @@ from engines.word_dictionary import WordDictionary
 from normalizers.dates import parse_dates
 from normalizers.identifiers import normalize_mrn
 from normalizers.phones import normalize_phone
+from search_api.failover import Router
 from search_api.metrics import ENGINE_QUERY_SECONDS
 from search_api.plan import SearchInput, SearchPlan, build_plan
 from search_api.ranking import Ranked, RankQuery, match_date, match_names, rank
-from search_api.routing import Router
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +119,16 @@ def sort_results(results: list[Ranked], keys: Sequence[str]) -> list[Ranked]:
             results = sorted(results, key=lambda r: r.score, reverse=descending)
             continue
         field = _SORT_FIELDS[name]
-        present = [r for r in results if r.candidate.patient.get(field)]
-        missing = [r for r in results if not r.candidate.patient.get(field)]
-        present.sort(key=lambda r: str(r.candidate.patient[field]).casefold(), reverse=descending)
+        present = [r for r in results if _stored(r, field)]
+        missing = [r for r in results if not _stored(r, field)]
+        present.sort(key=lambda r: str(_stored(r, field)).casefold(), reverse=descending)
         results = present + missing
     return results
+
+
+def _stored(result: Ranked, field: str) -> Any:
+    record: Mapping[str, Any] = result.candidate.patient
+    return record.get(field)
 
 
 def select(request: SearchInput, plan: SearchPlan, candidates: Sequence[Candidate]) -> list[Ranked]:
@@ -193,8 +199,8 @@ def lookup_terms(
     if phone:
         parsed = normalize_phone(phone, settings.default_region)
         if parsed.e164:
-            ids.append(f"tel:{parsed.e164}")
+            ids.append(terms.phone(parsed.e164))
     if mrn and (norm := normalize_mrn(mrn)):
-        ids.append(f"mrn:{norm}")
+        ids.append(terms.mrn(norm))
     # A booking system sends unambiguous dates: only the first reading counts.
-    return [(i, f"dob:{dates[0].isoformat()}") for i in ids]
+    return [(i, terms.dob(dates[0])) for i in ids]

@@ -208,7 +208,7 @@ def test_get_and_post_search_return_the_same_ids(fhir: Fhir) -> None:
 
 def _pages(fhir: Fhir, first: dict[str, Any]) -> list[dict[str, Any]]:
     pages = [first]
-    while nxt := [l["url"] for l in pages[-1]["link"] if l["relation"] == "next"]:
+    while nxt := [lk["url"] for lk in pages[-1]["link"] if lk["relation"] == "next"]:
         url = urlsplit(nxt[0])
         assert url.scheme == "http" and url.netloc == "testserver"  # absolute
         pages.append(fhir.get(f"{url.path}?{url.query}").json())
@@ -232,7 +232,7 @@ def test_paging_covers_every_match_exactly_once(fhir: Fhir) -> None:
 
 def test_a_cursor_of_clinic_a_is_not_found_with_clinic_b_key(fhir: Fhir, fhir_b: Fhir) -> None:
     first = fhir.search({"family": "garcia", "_count": "3"})
-    (nxt,) = [l["url"] for l in first["link"] if l["relation"] == "next"]
+    (nxt,) = [lk["url"] for lk in first["link"] if lk["relation"] == "next"]
     url = urlsplit(nxt)
     outcome(fhir_b.get(f"{url.path}?{url.query}"), 404, "not-found")
     assert fhir.get(f"{url.path}?{url.query}").status_code == 200
@@ -250,7 +250,7 @@ def test_count_is_clamped_and_zero_returns_no_entries(fhir: Fhir) -> None:
 
 def test_unknown_parameters_are_ignored_and_left_out_of_self(fhir: Fhir) -> None:
     body = fhir.search({"family": "smith", "shoe-size": "42", "_elements": "name"})
-    (self_link,) = [l["url"] for l in body["link"] if l["relation"] == "self"]
+    (self_link,) = [lk["url"] for lk in body["link"] if lk["relation"] == "self"]
     assert dict(parse_qsl(urlsplit(self_link).query)) == {"family": "smith"}
     strict = fhir.get(
         "/fhir/Patient",

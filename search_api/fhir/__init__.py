@@ -8,10 +8,9 @@ from search_api.errors import use_error_format
 from search_api.fhir.errors import outcome_response
 from search_api.fhir.routes import router
 
-__all__ = ["install", "router"]
+__all__ = ["answer_errors_as_outcomes", "router"]
 
 
-def install(app: FastAPI) -> None:
-    """Mount the routes; every error under /fhir becomes an OperationOutcome."""
+def answer_errors_as_outcomes(app: FastAPI) -> None:
+    """Every error under /fhir, the framework's included, becomes an OperationOutcome."""
     use_error_format(app, router.prefix, outcome_response)
-    app.include_router(router)

@@ -7,7 +7,7 @@ fhirclient) reject any other key, and empty strings or lists are left out.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 FHIR_JSON = "application/fhir+json"
@@ -56,7 +56,7 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def _telecom(patient: dict[str, Any]) -> list[dict[str, Any]]:
+def _telecom(patient: Mapping[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for system, key in (("phone", "phones"), ("email", "emails")):
         for contact in patient.get(key) or ():
@@ -71,7 +71,7 @@ def _telecom(patient: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _name(patient: dict[str, Any]) -> list[dict[str, Any]]:
+def _name(patient: Mapping[str, Any]) -> list[dict[str, Any]]:
     family = _text(patient.get("family_name"))
     given = [g for g in (_text(patient.get(k)) for k in ("given_name", "middle_name")) if g]
     name: dict[str, Any] = {"use": "official"}
@@ -82,7 +82,7 @@ def _name(patient: dict[str, Any]) -> list[dict[str, Any]]:
     return [name] if len(name) > 1 else []
 
 
-def patient_resource(patient: dict[str, Any], mrn_system: str) -> dict[str, Any]:
+def patient_resource(patient: Mapping[str, Any], mrn_system: str) -> dict[str, Any]:
     """The stored display record as a FHIR Patient (values as the source holds them)."""
     resource: dict[str, Any] = {"resourceType": "Patient", "id": fhir_id(str(patient["id"]))}
     mrn = _text(patient.get("mrn"))
@@ -109,7 +109,7 @@ def patient_resource(patient: dict[str, Any], mrn_system: str) -> dict[str, Any]
 
 def bundle_entry(
     base: str,
-    patient: dict[str, Any],
+    patient: Mapping[str, Any],
     mrn_system: str,
     score: float,
     grade: str | None = None,

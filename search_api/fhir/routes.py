@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from core.apikeys import ApiKey
 from normalizers.identifiers import normalize_mrn
+from search_api.dependencies import State, authenticate
 from search_api.errors import ApiError
 from search_api.fhir import cursors, resources
 from search_api.fhir.capability import capability_statement
@@ -54,11 +55,9 @@ def bearer_or_api_key(
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="fhir"'}
 
 
-def fhir_key(request: Request, credential: Annotated[str, Depends(bearer_or_api_key)]) -> ApiKey:
+def fhir_key(state: State, credential: Annotated[str, Depends(bearer_or_api_key)]) -> ApiKey:
     """The caller's key. The one place to put the shared access check (scope fhir, audit)."""
-    from search_api.app import authenticate
-
-    return authenticate(request, credential)
+    return authenticate(state, credential)
 
 
 Key = Annotated[ApiKey, Depends(fhir_key)]
