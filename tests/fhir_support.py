@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from core.apikeys import create_key
 from core.settings import Settings
@@ -117,13 +120,24 @@ def strict_parse(body: dict[str, Any]) -> None:
             strict_parse(entry["resource"])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def fhir_settings() -> Settings:
     return Settings(pool_min_size=1, pool_max_size=4, fhir_mrn_system="urn:oid:1.2.3.4.5")
 
 
-@pytest.fixture
-def fhir_db(db_url: str, fhir_settings: Settings) -> tuple[str, str, str]:
+@pytest.fixture(scope="module")
+def fhir_db(
+    server_url: str, template_db: str, fhir_settings: Settings
+) -> Iterator[tuple[str, str, str]]:
+    """One seeded database per test module: the facade only reads (paging cursors aside)."""
+    name = f"fhir_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("create database {} template {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    db_url = make_conninfo(server_url, dbname=name)
     with psycopg.connect(db_url) as conn:
         for p in PATIENTS:
             insert_patient(conn, **p)
@@ -131,7 +145,11 @@ def fhir_db(db_url: str, fhir_settings: Settings) -> tuple[str, str, str]:
         key_b = create_key(conn, ["clinic-b"], name="ehr b")
         conn.commit()
     reindex(db_url, fhir_settings, progress=False)
-    return db_url, key_a, key_b
+    yield db_url, key_a, key_b
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+        )
 
 
 class Fhir:
@@ -170,18 +188,18 @@ def ids(bundle: dict[str, Any]) -> list[str]:
     ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def app_client(fhir_db: tuple[str, str, str], fhir_settings: Settings) -> Iterator[TestClient]:
     app = create_app(fhir_settings, fhir_db[0])
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def fhir(app_client: TestClient, fhir_db: tuple[str, str, str]) -> Fhir:
     return Fhir(app_client, fhir_db[1])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def fhir_b(app_client: TestClient, fhir_db: tuple[str, str, str]) -> Fhir:
     return Fhir(app_client, fhir_db[2])

@@ -6,6 +6,7 @@ not a filter: $match answers "who is this most likely", best first.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -76,11 +77,21 @@ def _first(items: Any, want: Any) -> str | None:
     return None
 
 
+def _calendar_day(value: Any) -> bool:
+    if not isinstance(value, str) or not _DAY.match(value):
+        return False
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _patient_input(patient: dict[str, Any], mrn_system: str, count: int) -> SearchInput:
     given, family, text = _name(patient)
     birth = patient.get("birthDate")
-    if birth is not None and (not isinstance(birth, str) or not _DAY.match(birth)):
-        raise _bad("Patient.birthDate: use YYYY-MM-DD")
+    if birth is not None and not _calendar_day(birth):
+        raise _bad("Patient.birthDate: use a calendar date, YYYY-MM-DD")
     mrn = _first(patient.get("identifier"), lambda i: i.get("system") in (None, mrn_system))
     phone = _first(patient.get("telecom"), lambda t: t.get("system") in ("phone", "sms"))
     email = _first(patient.get("telecom"), lambda t: t.get("system") == "email")
