@@ -15,11 +15,9 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from core.apikeys import ApiKey
 from normalizers.identifiers import normalize_mrn
-from search_api.dependencies import State, authenticate
-from search_api.errors import ApiError
 from search_api.fhir import cursors, resources
+from search_api.fhir.access import Caller, fhir_access
 from search_api.fhir.capability import capability_statement
 from search_api.fhir.errors import FhirError
 from search_api.fhir.match import match_grade, parse_match
@@ -37,30 +35,9 @@ def _state(request: Request) -> Any:
     return request.app.state.search
 
 
-def bearer_or_api_key(
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
-) -> str:
-    """FHIR clients send the API key as a bearer token; X-API-Key works as on /v1."""
-    if authorization:
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-        raise ApiError(401, "unauthorized", "use Authorization: Bearer <api key>", _CHALLENGE)
-    if x_api_key:
-        return x_api_key
-    raise ApiError(401, "unauthorized", "send Authorization: Bearer <api key>", _CHALLENGE)
-
-
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="fhir"'}
-
-
-def fhir_key(state: State, credential: Annotated[str, Depends(bearer_or_api_key)]) -> ApiKey:
-    """The caller's key. The one place to put the shared access check (scope fhir, audit)."""
-    return authenticate(state, credential)
-
-
-Key = Annotated[ApiKey, Depends(fhir_key)]
+Reader = Annotated[Caller, Depends(fhir_access("read"))]
+Searcher = Annotated[Caller, Depends(fhir_access("search"))]
+Matcher = Annotated[Caller, Depends(fhir_access("match"))]
 
 
 def _answer(body: dict[str, Any], status: int = 200) -> JSONResponse:
@@ -90,13 +67,14 @@ def metadata(request: Request) -> JSONResponse:
 
 
 @router.get("/Patient/{resource_id}")
-def read_patient(resource_id: str, key: Key, request: Request) -> JSONResponse:
+def read_patient(resource_id: str, key: Reader, request: Request) -> JSONResponse:
     """Another clinic's patient and no patient get the same answer."""
     state = _state(request)
     patient_id = resources.source_id(resource_id)
     found = state.postgres.get(patient_id, key.clinics) if patient_id else None
     if found is None:
         raise FhirError(404, "not-found", "no such Patient in your clinics")
+    key.returned([found.id])
     return _answer(resources.patient_resource(found.patient, state.settings.fhir_mrn_system))
 
 
@@ -108,7 +86,7 @@ def _cursor(items: Sequence[tuple[str, str]]) -> str | None:
     return tokens[-1] if tokens else None
 
 
-def _run(state: Any, key: ApiKey, parsed: FhirSearch) -> SearchOutcome | None:
+def _run(state: Any, key: Caller, parsed: FhirSearch) -> SearchOutcome | None:
     if parsed.impossible:
         return None
     try:
@@ -130,7 +108,7 @@ def _scores(parsed: FhirSearch, outcome: SearchOutcome) -> list[float]:
 
 def search_bundle(
     state: Any,
-    key: ApiKey,
+    key: Caller,
     items: Sequence[tuple[str, str]],
     *,
     strict: bool,
@@ -156,6 +134,7 @@ def search_bundle(
     outcome = _run(state, key, parsed)
     results = outcome.results if outcome else []
     RESULTS.labels(endpoint="fhir_search").observe(len(results))
+    key.returned(r.candidate.id for r in results)
     entries = [
         resources.bundle_entry(base, r.candidate.patient, settings.fhir_mrn_system, score)
         for r, score in zip(results, _scores(parsed, outcome) if outcome else [], strict=True)
@@ -192,7 +171,7 @@ def search_bundle(
 
 @router.get("/Patient")
 def search_get(
-    key: Key, request: Request, prefer: Annotated[str | None, Header()] = None
+    key: Searcher, request: Request, prefer: Annotated[str | None, Header()] = None
 ) -> JSONResponse:
     items = list(request.query_params.multi_items())
     body = search_bundle(
@@ -215,7 +194,7 @@ async def _body(request: Request, allowed: frozenset[str]) -> bytes:
 
 @router.post("/Patient/_search")
 async def search_post(
-    key: Key, request: Request, prefer: Annotated[str | None, Header()] = None
+    key: Searcher, request: Request, prefer: Annotated[str | None, Header()] = None
 ) -> JSONResponse:
     """Parameters in a form body, so no search value appears in a URL or an access log."""
     raw = await _body(request, frozenset({FORM}))
@@ -239,7 +218,7 @@ async def search_post(
 # -- $match ---------------------------------------------------------------------------
 
 
-def match_bundle(state: Any, key: ApiKey, payload: Any, base: str) -> dict[str, Any]:
+def match_bundle(state: Any, key: Caller, payload: Any, base: str) -> dict[str, Any]:
     settings = state.settings
     wanted = parse_match(payload, mrn_system=settings.fhir_mrn_system, max_count=settings.max_limit)
     try:
@@ -251,6 +230,7 @@ def match_bundle(state: Any, key: ApiKey, payload: Any, base: str) -> dict[str, 
         graded = [(r, g) for r, g in graded if g == "certain"]
     scores = resources.monotone_scores([r.score for r, _ in graded])
     RESULTS.labels(endpoint="fhir_match").observe(len(graded))
+    key.returned(r.candidate.id for r, _ in graded)
     entries = [
         resources.bundle_entry(base, r.candidate.patient, settings.fhir_mrn_system, s, grade=g)
         for (r, g), s in zip(graded, scores, strict=True)
@@ -259,7 +239,7 @@ def match_bundle(state: Any, key: ApiKey, payload: Any, base: str) -> dict[str, 
 
 
 @router.post("/Patient/$match")
-async def patient_match(key: Key, request: Request) -> JSONResponse:
+async def patient_match(key: Matcher, request: Request) -> JSONResponse:
     raw = await _body(request, JSON_TYPES)
     try:
         payload = json.loads(raw or b"null")
