@@ -6,6 +6,8 @@ fhirclient) reject any other key, and empty strings or lists are left out.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,7 +24,8 @@ _CONTACT_USES = frozenset({"home", "work", "temp", "old", "mobile"})
 
 # -- ids --------------------------------------------------------------------------
 # A FHIR id is [A-Za-z0-9-.]{1,64}; a source id may be any text. Ids that do not fit,
-# or that start with the marker, travel hex-encoded after the marker (reversibly).
+# or that start with the marker, travel base64url-encoded after the marker, with "."
+# for "_" (reversibly; fits 64 characters for source ids of up to 46 bytes).
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _MARKER = "x."
 
@@ -30,7 +33,8 @@ _MARKER = "x."
 def fhir_id(source_id: str) -> str:
     if _FHIR_ID.match(source_id) and not source_id.startswith(_MARKER):
         return source_id
-    return _MARKER + source_id.encode("utf-8", "surrogatepass").hex()
+    encoded = base64.urlsafe_b64encode(source_id.encode("utf-8", "surrogatepass"))
+    return _MARKER + encoded.decode("ascii").rstrip("=").replace("_", ".")
 
 
 def source_id(resource_id: str) -> str | None:
@@ -39,9 +43,11 @@ def source_id(resource_id: str) -> str | None:
         return None
     if not resource_id.startswith(_MARKER):
         return resource_id
+    payload = resource_id[len(_MARKER) :].replace(".", "_")
     try:
-        return bytes.fromhex(resource_id[len(_MARKER) :]).decode("utf-8")
-    except ValueError:
+        decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        return decoded.decode("utf-8")
+    except (ValueError, binascii.Error):
         return None
 
 
