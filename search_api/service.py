@@ -39,6 +39,7 @@ class SearchOutcome:
     took_ms: float
     engine_ms: float
     query: dict[str, Any]
+    terms: RankQuery  # the query as the ranker read it (the page's highlights use it)
     total: int = 0  # results in the candidate window, every page included
     complete: bool = True  # the window held every candidate the engine found (total is exact)
 
@@ -163,6 +164,7 @@ def search(
         query=plan.parsed,
         total=len(ranked),
         complete=len(answer.candidates) < plan.candidates.limit,
+        terms=plan.rank,
     )
 
 
