@@ -82,6 +82,11 @@ PATIENTS: list[dict[str, Any]] = [
             ]
         )
     ),
+    # More namesakes than the ranking window holds (200).
+    *(
+        dict(id=f"lee{i:03d}", given=f"Kim{i:03d}", family="Lee", birth_date=dt.date(1980, 1, 1))
+        for i in range(205)
+    ),
     # Another clinic: the same John Smith, the same MRN and phone. Never seen by clinic-a.
     dict(
         id="b1",

@@ -239,6 +239,19 @@ def test_a_cursor_of_clinic_a_is_not_found_with_clinic_b_key(fhir: Fhir, fhir_b:
     outcome(fhir.get("/fhir/Patient?_cursor=notarealcursor"), 404, "not-found")
 
 
+def test_total_beyond_the_window_is_a_warning_not_a_guess(fhir: Fhir) -> None:
+    first = fhir.search({"family": "lee", "_total": "accurate", "_count": "100"})
+    assert "total" not in first
+    (warning,) = [e for e in first["entry"] if e["search"]["mode"] == "outcome"]
+    assert warning["resource"]["issue"][0]["code"] == "too-costly"
+    pages = _pages(fhir, first)
+    seen = [i for page in pages for i in ids(page)]
+    # Pages are cut from one window of 200 candidates (one of them, a Nora found through
+    # the nickname group of "Lee", is no family-name match): each Lee at most once.
+    assert len(seen) == len(set(seen))
+    assert {i[:3] for i in seen} == {"lee"} and 195 <= len(seen) <= 200
+
+
 def test_count_is_clamped_and_zero_returns_no_entries(fhir: Fhir) -> None:
     assert len(ids(fhir.search({"family": "garcia", "_count": "100000"}))) == len(GARCIAS)
     empty = fhir.search({"family": "garcia", "_count": "0", "_total": "accurate"})
@@ -290,6 +303,10 @@ def test_bad_values_are_400_naming_the_parameter(
 def test_format_other_than_json_is_refused(fhir: Fhir) -> None:
     response = fhir.get("/fhir/Patient", params={"family": "smith", "_format": "xml"})
     outcome(response, 406, "not-supported")
+    xml_only = fhir.get("/fhir/Patient/f1", headers={"Accept": "application/fhir+xml"})
+    outcome(xml_only, 406, "not-supported")
+    for accept in ("application/fhir+json", "application/json;q=0.9", "text/html, */*;q=0.1"):
+        assert fhir.get("/fhir/Patient/f1", headers={"Accept": accept}).status_code == 200
     assert fhir.search({"family": "smith", "_format": "json"})["entry"]
 
 

@@ -25,7 +25,17 @@ from search_api.fhir.params import FhirSearch, parse_search
 from search_api.metrics import RESULTS
 from search_api.service import EmptyQuery, SearchOutcome, search
 
-router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
+
+def json_accepted(accept: Annotated[str | None, Header()] = None) -> None:
+    """The facade speaks JSON only: a client that accepts no JSON gets 406, not XML."""
+    if not accept:
+        return
+    ranges = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    if not ranges & {"*/*", "application/*", "application/json", resources.FHIR_JSON}:
+        raise FhirError(406, "not-supported", "only application/fhir+json is served")
+
+
+router = APIRouter(prefix="/fhir", tags=["FHIR R4"], dependencies=[Depends(json_accepted)])
 MAX_BODY_BYTES = 64 * 1024
 FORM = "application/x-www-form-urlencoded"
 JSON_TYPES = frozenset({"application/json", resources.FHIR_JSON})
