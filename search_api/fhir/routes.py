@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from normalizers.identifiers import normalize_mrn
+from search_api.dependencies import AppState, State
 from search_api.fhir import cursors, resources
 from search_api.fhir.access import Caller, fhir_access
 from search_api.fhir.capability import capability_statement
@@ -41,10 +42,6 @@ FORM = "application/x-www-form-urlencoded"
 JSON_TYPES = frozenset({"application/json", resources.FHIR_JSON})
 
 
-def _state(request: Request) -> Any:
-    return request.app.state.search
-
-
 Reader = Annotated[Caller, Depends(fhir_access("read"))]
 Searcher = Annotated[Caller, Depends(fhir_access("search"))]
 Matcher = Annotated[Caller, Depends(fhir_access("match"))]
@@ -54,8 +51,8 @@ def _answer(body: dict[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=resources.FHIR_JSON)
 
 
-def _base(request: Request) -> str:
-    configured = _state(request).settings.fhir_base_url
+def _base(request: Request, state: AppState) -> str:
+    configured = state.settings.fhir_base_url
     return (configured or f"{str(request.base_url).rstrip('/')}/fhir").rstrip("/")
 
 
@@ -68,18 +65,17 @@ def _strict(prefer: str | None) -> bool:
 
 
 @router.get("/metadata")
-def metadata(request: Request) -> JSONResponse:
+def metadata(request: Request, state: State) -> JSONResponse:
     """The CapabilityStatement; it holds no patient data, so it needs no key."""
-    settings = _state(request).settings
+    settings = state.settings
     return _answer(
-        capability_statement(_base(request), settings.fhir_mrn_system, settings.max_limit)
+        capability_statement(_base(request, state), settings.fhir_mrn_system, settings.max_limit)
     )
 
 
 @router.get("/Patient/{resource_id}")
-def read_patient(resource_id: str, key: Reader, request: Request) -> JSONResponse:
+def read_patient(resource_id: str, key: Reader, state: State) -> JSONResponse:
     """Another clinic's patient and no patient get the same answer."""
-    state = _state(request)
     patient_id = resources.source_id(resource_id)
     found = state.postgres.get(patient_id, key.clinics) if patient_id else None
     if found is None:
@@ -96,7 +92,7 @@ def _cursor(items: Sequence[tuple[str, str]]) -> str | None:
     return tokens[-1] if tokens else None
 
 
-def _run(state: Any, key: Caller, parsed: FhirSearch) -> SearchOutcome | None:
+def _run(state: AppState, key: Caller, parsed: FhirSearch) -> SearchOutcome | None:
     if parsed.impossible:
         return None
     try:
@@ -117,7 +113,7 @@ def _scores(parsed: FhirSearch, outcome: SearchOutcome) -> list[float]:
 
 
 def search_bundle(
-    state: Any,
+    state: AppState,
     key: Caller,
     items: Sequence[tuple[str, str]],
     *,
@@ -181,11 +177,11 @@ def search_bundle(
 
 @router.get("/Patient")
 def search_get(
-    key: Searcher, request: Request, prefer: Annotated[str | None, Header()] = None
+    key: Searcher, request: Request, state: State, prefer: Annotated[str | None, Header()] = None
 ) -> JSONResponse:
     items = list(request.query_params.multi_items())
     body = search_bundle(
-        _state(request), key, items, strict=_strict(prefer), base=_base(request), post=False
+        state, key, items, strict=_strict(prefer), base=_base(request, state), post=False
     )
     return _answer(body)
 
@@ -204,7 +200,7 @@ async def _body(request: Request, allowed: frozenset[str]) -> bytes:
 
 @router.post("/Patient/_search")
 async def search_post(
-    key: Searcher, request: Request, prefer: Annotated[str | None, Header()] = None
+    key: Searcher, request: Request, state: State, prefer: Annotated[str | None, Header()] = None
 ) -> JSONResponse:
     """Parameters in a form body, so no search value appears in a URL or an access log."""
     raw = await _body(request, frozenset({FORM}))
@@ -215,11 +211,11 @@ async def search_post(
     items = [*request.query_params.multi_items(), *form]
     body = await run_in_threadpool(
         search_bundle,
-        _state(request),
+        state,
         key,
         items,
         strict=_strict(prefer),
-        base=_base(request),
+        base=_base(request, state),
         post=True,
     )
     return _answer(body)
@@ -228,7 +224,7 @@ async def search_post(
 # -- $match ---------------------------------------------------------------------------
 
 
-def match_bundle(state: Any, key: Caller, payload: Any, base: str) -> dict[str, Any]:
+def match_bundle(state: AppState, key: Caller, payload: Any, base: str) -> dict[str, Any]:
     settings = state.settings
     wanted = parse_match(payload, mrn_system=settings.fhir_mrn_system, max_count=settings.max_limit)
     try:
@@ -249,11 +245,11 @@ def match_bundle(state: Any, key: Caller, payload: Any, base: str) -> dict[str, 
 
 
 @router.post("/Patient/$match")
-async def patient_match(key: Matcher, request: Request) -> JSONResponse:
+async def patient_match(key: Matcher, request: Request, state: State) -> JSONResponse:
     raw = await _body(request, JSON_TYPES)
     try:
         payload = json.loads(raw or b"null")
     except (ValueError, RecursionError) as exc:
         raise FhirError(400, "invalid", "the body is not JSON") from exc
-    body = await run_in_threadpool(match_bundle, _state(request), key, payload, _base(request))
+    body = await run_in_threadpool(match_bundle, state, key, payload, _base(request, state))
     return _answer(body)
