@@ -303,6 +303,7 @@ def test_bad_values_are_400_naming_the_parameter(
 def test_format_other_than_json_is_refused(fhir: Fhir) -> None:
     response = fhir.get("/fhir/Patient", params={"family": "smith", "_format": "xml"})
     outcome(response, 406, "not-supported")
+    outcome(fhir.get("/fhir/Patient/f1", params={"_format": "xml"}), 406, "not-supported")
     xml_only = fhir.get("/fhir/Patient/f1", headers={"Accept": "application/fhir+xml"})
     outcome(xml_only, 406, "not-supported")
     for accept in ("application/fhir+json", "application/json;q=0.9", "text/html, */*;q=0.1"):

@@ -22,14 +22,18 @@ from search_api.fhir.access import Caller, fhir_access
 from search_api.fhir.capability import capability_statement
 from search_api.fhir.errors import FhirError
 from search_api.fhir.match import match_grade, parse_match
-from search_api.fhir.params import FhirSearch, parse_search
+from search_api.fhir.params import FORMATS, FhirSearch, parse_search
 from search_api.metrics import RESULTS
 from search_api.service import EmptyQuery, SearchOutcome, search
 
 
-def json_accepted(accept: Annotated[str | None, Header()] = None) -> None:
-    """The facade speaks JSON only: a client that accepts no JSON gets 406, not XML."""
-    if not accept:
+def json_accepted(request: Request, accept: Annotated[str | None, Header()] = None) -> None:
+    """The facade speaks JSON only: a client that accepts no JSON (by Accept or by
+    _format) gets 406, not XML."""
+    formats = request.query_params.getlist("_format")
+    if any(f.strip() not in FORMATS for f in formats):
+        raise FhirError(406, "not-supported", "_format: only JSON is served")
+    if not accept or formats:
         return
     ranges = {part.split(";")[0].strip().lower() for part in accept.split(",")}
     if not ranges & {"*/*", "application/*", "application/json", resources.FHIR_JSON}:
