@@ -154,3 +154,36 @@ def test_any_match_body_answers_4xx_or_a_bundle_of_own_patients(
     }
     response = fhir.post("/fhir/Patient/$match", json=body)
     _check(response, CLINIC_A, [])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    base=st.sampled_from(
+        [
+            [("family", "garcia")],
+            [("name", "smi")],
+            [("birthdate", "ge1955"), ("birthdate", "lt1975")],
+            [("name:contains", "a"), ("gender", "female")],
+        ]
+    ),
+    count=st.integers(1, 9),
+    sort=st.sampled_from([None, "-_score", "family", "-birthdate", "given,-birthdate"]),
+)
+def test_pages_cover_the_single_page_answer_exactly_once(
+    fhir: Fhir, base: list[tuple[str, str]], count: int, sort: str | None
+) -> None:
+    params = [*base, *([("_sort", sort)] if sort else [])]
+    whole = [
+        e["resource"]["id"] for e in fhir.search([*params, ("_count", "100")]).get("entry", [])
+    ]
+    seen: list[str] = []
+    body = fhir.search([*params, ("_count", str(count))])
+    while True:
+        page = [e["resource"]["id"] for e in body.get("entry", [])]
+        assert len(page) <= count
+        seen += page
+        nxt = [lk["url"] for lk in body["link"] if lk["relation"] == "next"]
+        if not nxt:
+            break
+        body = fhir.get(nxt[0]).json()
+    assert seen == whole  # same order, every match once
