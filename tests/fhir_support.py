@@ -125,16 +125,16 @@ def strict_parse(body: dict[str, Any]) -> None:
             strict_parse(entry["resource"])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fhir_settings() -> Settings:
     return Settings(pool_min_size=1, pool_max_size=4, fhir_mrn_system="urn:oid:1.2.3.4.5")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fhir_db(
     server_url: str, template_db: str, fhir_settings: Settings
 ) -> Iterator[tuple[str, str, str]]:
-    """One seeded database per test module: the facade only reads (paging cursors aside)."""
+    """One seeded database for every FHIR test module: the facade only reads (paging cursors aside)."""
     name = f"fhir_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(
@@ -193,18 +193,18 @@ def ids(bundle: dict[str, Any]) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def app_client(fhir_db: tuple[str, str, str], fhir_settings: Settings) -> Iterator[TestClient]:
     app = create_app(fhir_settings, fhir_db[0])
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fhir(app_client: TestClient, fhir_db: tuple[str, str, str]) -> Fhir:
     return Fhir(app_client, fhir_db[1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fhir_b(app_client: TestClient, fhir_db: tuple[str, str, str]) -> Fhir:
     return Fhir(app_client, fhir_db[2])
