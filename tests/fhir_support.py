@@ -134,7 +134,7 @@ def fhir_settings() -> Settings:
 def fhir_db(
     server_url: str, template_db: str, fhir_settings: Settings
 ) -> Iterator[tuple[str, str, str]]:
-    """One seeded database for every FHIR test module: the facade only reads (paging cursors aside)."""
+    """One seeded database for the FHIR tests: the facade only reads (paging cursors aside)."""
     name = f"fhir_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(
