@@ -147,6 +147,19 @@ def _m10_dead_letters_without_data(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+def _m20_meili_outbox(conn: psycopg.Connection[Any]) -> None:
+    """Patients changed since Meilisearch last took them, in queue order (indexer.meili_sink)."""
+    conn.execute(
+        """
+        create table if not exists patient_search.meili_outbox (
+          seq         bigserial primary key,
+          patient_id  text not null,
+          enqueued_at timestamptz not null default now()
+        )
+        """
+    )
+
+
 def _m60_fhir_cursors(conn: psycopg.Connection[Any]) -> None:
     """FHIR paging links name a stored search, so no search value ever travels in a URL."""
     conn.execute(
@@ -170,6 +183,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
         "dead letters: kind and patient id, no payload; replay mark",
         _m10_dead_letters_without_data,
     ),
+    (20, "meilisearch outbox", _m20_meili_outbox),
     (60, "fhir paging cursors", _m60_fhir_cursors),
 ]
 

@@ -178,15 +178,28 @@ def sync_isolating(
     return SyncStats(upserted, deleted), dead
 
 
-def make_sinks(settings: Settings, url: str) -> list[Sink]:
-    """Engines beside the projection that every batch must also reach (Meilisearch)."""
+def make_sinks(settings: Settings, conn: psycopg.Connection[Any]) -> list[Sink]:
+    """Beside the projection, in the batch's own transaction: the Meilisearch outbox.
+
+    Never Meilisearch itself: its outages must not hold the projection back
+    (indexer.meili_sink drains the outbox on a thread of its own).
+    """
     if not settings.meili_url:
         return []
-    from indexer.meili_sink import MeiliSink
+    from indexer.meili_sink import OutboxSink
 
-    sink = MeiliSink.from_settings(settings, url)
-    sink.ensure_index()
-    return [sink]
+    return [OutboxSink(conn)]
+
+
+def start_drainer(settings: Settings, url: str) -> Any:
+    """The Meilisearch outbox drainer thread, when Meilisearch is configured."""
+    if not settings.meili_url:
+        return None
+    from indexer.meili_sink import MeiliDrainer
+
+    drainer = MeiliDrainer.from_settings(settings, url)
+    drainer.start()
+    return drainer
 
 
 def resync_all(
@@ -370,12 +383,7 @@ def _consume(
     backoff: _Backoff,
 ) -> None:
     source.open(stop, wait=not once)
-    sinks = make_sinks(settings, url)
-    try:
-        _consume_with(source, url, settings, stop, once, backoff, sinks)
-    finally:
-        for sink in sinks:
-            sink.close()
+    _consume_with(source, url, settings, stop, once, backoff)
 
 
 def _consume_with(
@@ -385,10 +393,10 @@ def _consume_with(
     stop: threading.Event,
     once: bool,
     backoff: _Backoff,
-    sinks: Sequence[Sink],
 ) -> None:
     with psycopg.connect(url, application_name="patient-search-indexer") as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # see sync_with_owners
+        sinks = make_sinks(settings, conn)
         if source.needs_initial_sync():
             started = time.monotonic()
             count = resync_all(conn, settings, sinks)
@@ -456,12 +464,16 @@ def run(settings: Settings, *, once: bool = False, stop: threading.Event | None 
     previous = _install_signals(stop)
     metrics.serve(settings.indexer_metrics_port)
     backoff = _Backoff(settings.indexer_retry_max_s)
+    drainer = None
     try:
         url = resolve_database_url(settings)
+        drainer = None if once else start_drainer(settings, url)
         while not stop.is_set():
             source = make_source(url, settings)
             try:
                 _consume(source, url, settings, stop, once, backoff)
+                if once:
+                    _flush_outbox(settings, url)
                 return 0
             except SlotBusy as exc:
                 log.error(str(exc))
@@ -478,5 +490,21 @@ def run(settings: Settings, *, once: bool = False, stop: threading.Event | None 
                 source.close()
         return 0
     finally:
+        if drainer is not None:
+            drainer.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _flush_outbox(settings: Settings, url: str) -> None:
+    """--once: hand the queued changes to Meilisearch too, if it takes them in time."""
+    if not settings.meili_url:
+        return
+    from indexer.meili_sink import MeiliDrainer
+
+    drainer = MeiliDrainer.from_settings(settings, url)
+    try:
+        if not drainer.flush(settings.meili_task_timeout_s):
+            log.warning("meilisearch did not take every queued change; the outbox keeps them")
+    finally:
+        drainer.stop()

@@ -30,6 +30,22 @@ def start_indexer(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     )
 
 
+def wait_until_streaming(db_url: str, slot_name: str, timeout_s: float = 60.0) -> None:
+    """Until the indexer holds its slot and has written to the projection."""
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "select exists (select from pg_replication_slots where slot_name = %s), "
+                "exists (select from patient_search.patients)",
+                (slot_name,),
+            ).fetchone()
+            if row is not None and all(row):
+                return
+            time.sleep(0.1)
+    raise AssertionError("the indexer did not start streaming")
+
+
 def test_kill_9_during_stream_then_restart_converges(db_url: str) -> None:
     settings = indexer_settings(db_url, batch_size=40, indexer_retry_max_s=1.0)
     env = env_for(settings)
@@ -55,6 +71,8 @@ def test_kill_9_during_stream_then_restart_converges(db_url: str) -> None:
     try:
         while not done.is_set() or kills < 4:
             proc = start_indexer(env)
+            if kills == 0:  # the first one gets going, however slow the machine is to start it
+                wait_until_streaming(db_url, settings.slot_name)
             time.sleep(rng.uniform(0.4, 1.6))
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
