@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engines.base import Candidate, CandidateQuery
 from engines.filters import Filter, accepts
+from search_api.failover import Router
 from search_api.fhir.errors import FhirError
 from search_api.fhir.params import date_filter, parse_search
 from search_api.fhir.resources import fhir_id, source_id
@@ -131,3 +133,31 @@ def test_any_source_id_of_up_to_46_bytes_is_a_fhir_id(source: str) -> None:
     encoded = fhir_id(source)
     assert re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", encoded)
     assert source_id(encoded) == source
+
+
+class _Engine:
+    """Counts calls: which engine a filtered query goes to is the point, not the answer."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.calls = name, 0
+
+    def candidates(self, query: CandidateQuery) -> list[Candidate]:
+        self.calls += 1
+        return []
+
+    def get(self, patient_id: str, clinic_ids: tuple[str, ...]) -> Candidate | None:
+        return None
+
+
+def test_filtered_queries_go_to_postgres_which_applies_the_filters() -> None:
+    postgres, meili = _Engine("postgres"), _Engine("meili")
+    router = Router(postgres, meili)
+    try:
+        plain = router.candidates(CandidateQuery(clinic_ids=("a",)))
+        filtered = router.candidates(
+            CandidateQuery(clinic_ids=("a",), filters=(Filter("active", "in", (True,)),))
+        )
+    finally:
+        router.close()
+    assert (plain.engine, filtered.engine, filtered.degraded) == ("meili", "postgres", False)
+    assert (meili.calls, postgres.calls) == (1, 1)
