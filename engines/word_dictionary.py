@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from rapidfuzz import process
 from rapidfuzz.distance import DamerauLevenshtein
 
+from core import terms
 from engines.base import NameToken
 from normalizers.names import typo_budget
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 Loader = Callable[[], list[tuple[str, str, int]]]  # (clinic, word, patients)
 # Per typed word, the (clinic, dictionary word) pairs it may stand for: (completions, typos).
 Expansions = tuple[dict[str, set[tuple[str, str]]], dict[str, set[tuple[str, str]]]]
+# The same as name terms (`n:word`), for an engine that filters clinics itself (Meilisearch).
+TermExpansions = tuple[dict[str, set[str]], dict[str, set[str]]]
 
 PREFIX_LIMIT = 25
 TYPO_LIMIT = 8
@@ -120,6 +123,14 @@ class WordDictionary:
                     found = snapshot.expansions(t.text, typos=True)
                     typos[t.text].update((clinic, w) for w in found)
         return prefixes, typos
+
+    def expand_terms(self, tokens: Sequence[NameToken], clinics: Sequence[str]) -> TermExpansions:
+        """`expand` as name terms, still drawn from the clinics asked only."""
+        prefixes, typos = self.expand(tokens, clinics)
+        return (
+            {t: {terms.name(w) for _, w in pairs} for t, pairs in prefixes.items()},
+            {t: {terms.name(w) for _, w in pairs} for t, pairs in typos.items()},
+        )
 
     @property
     def ready(self) -> bool:

@@ -54,7 +54,10 @@ class AppState:
             settings, postgres, primary, read_state=pool_state_reader(pool) if primary else None
         )
         if primary is not None:
-            _verify_in_background(primary)
+            # The same typo and prefix expansions as PostgreSQL (see engines.meili).
+            primary.expand = postgres.words.expand_terms
+            # The primary serves once its settings are verified; it re-checks them itself.
+            primary.verify_in_background(force=True)
         state = cls(settings=settings, pool=pool, postgres=postgres, router=router)
         if settings.cache_enabled:
             state.cache = open_cache(settings)
@@ -79,18 +82,6 @@ def open_cache(settings: Settings) -> AnswerCache:
         "patient": settings.cache_patient_ttl_s,
     }
     return AnswerCache(store, ttl_s=ttl)
-
-
-def _verify_in_background(primary: Any) -> None:
-    """The primary serves only once its index settings are verified; never block start-up."""
-
-    def verify() -> None:
-        try:
-            primary.verify_settings()
-        except Exception as exc:
-            log.warning("primary engine not verifiable yet", extra={"error": type(exc).__name__})
-
-    threading.Thread(target=verify, name="primary-verify", daemon=True).start()
 
 
 def app_state(request: Request) -> AppState:
