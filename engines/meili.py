@@ -231,7 +231,7 @@ class MeiliEngine:
         self._verified = False
         self._last_attempt = float("-inf")
         self._lock = threading.Lock()
-        # The API's word dictionary (PostgresEngine.words.expand): the same completions
+        # The API's word dictionary (PostgresEngine.words.expand_terms): the same completions
         # and typo corrections as PostgreSQL, so both engines find the same patients.
         self.expand: Callable[[Sequence[NameToken], Sequence[str]], TermExpansions] | None = None
 
