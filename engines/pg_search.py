@@ -242,7 +242,6 @@ class CandidateSearch:
         # Name levels reached so far, pulled lazily from the ladder: the dictionary
         # is asked only if the exact level did not find enough.
         self.levels: list[Level] = []
-        self.dated_hit = False  # a name level narrowed by the typed date found someone
         self.ladder = _name_levels(
             lambda tokens: widen(tokens, self.clinics), query.names, self.scoped
         )
@@ -291,7 +290,6 @@ class CandidateSearch:
                     break
             if len(self.found) > before or self.enough():
                 break
-        self.dated_hit = len(self.found) > before
         if len(self.found) == before:
             # The date with any one word: a half-remembered or unusual name
             # still finds the patient born that day.
@@ -299,12 +297,7 @@ class CandidateSearch:
             self.run_pass("dob_any_name", [self.any_word(), any_date])
 
     def names_alone(self) -> None:
-        """Name levels without the date. When the typed date already found the patient,
-        only exact namesakes are added to fill the page: the looser levels of a common
-        name read thousands of postings (measured: most of a name + date search's time
-        at 1M) for rows the re-ranker puts below the date match anyway."""
-        levels = 1 if self.dated_hit else 3
-        for i in range(levels):
+        for i in range(3):
             if self.enough():
                 break
             if i == len(self.levels):
