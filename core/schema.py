@@ -160,6 +160,21 @@ def _m20_meili_outbox(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+def _m60_fhir_cursors(conn: psycopg.Connection[Any]) -> None:
+    """FHIR paging links name a stored search, so no search value ever travels in a URL."""
+    conn.execute(
+        """
+        create table if not exists patient_search.fhir_cursors (
+          token      text primary key,
+          clinics    text[] not null,
+          params     jsonb not null,
+          created_at timestamptz not null default now()
+        );
+        create index if not exists fhir_cursors_created on patient_search.fhir_cursors (created_at);
+        """
+    )
+
+
 # Append new migrations; never edit a released one.
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     (1, "projection, dictionary, api keys, checkpoints, dead letters", _m1_initial),
@@ -169,6 +184,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
         _m10_dead_letters_without_data,
     ),
     (20, "meilisearch outbox", _m20_meili_outbox),
+    (60, "fhir paging cursors", _m60_fhir_cursors),
 ]
 
 

@@ -9,3 +9,5 @@ grant select on
   patient_search.meili_outbox,
   patient_search.schema_migrations
 to patient_search_api;
+-- FHIR paging links: the API stores the search behind a `next` link and prunes expired ones.
+grant select, insert, delete on patient_search.fhir_cursors to patient_search_api;

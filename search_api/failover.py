@@ -200,7 +200,8 @@ class Router:
 
     def candidates(self, query: CandidateQuery) -> Answer:
         primary = self.primary
-        if primary is None or self._pool is None:
+        # Filters are pushed into PostgreSQL's index query; the primary has no such query.
+        if primary is None or self._pool is None or query.filters:
             return Answer(self.fallback.candidates(query), self.fallback.name, False)
         if self.lag is not None and self.lag.lagging():
             return self._fallback(query, "lag")
