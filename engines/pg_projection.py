@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from core import terms
 from core.documents import PatientDocument
 from core.schema import PROJECTION, SCHEMA
 
@@ -134,7 +135,7 @@ def owners_of_contacts(conn: psycopg.Connection[Any], contact_ids: Iterable[str]
 
 
 def dictionary_words(docs: Iterable[PatientDocument]) -> set[str]:
-    return {t[2:] for d in docs for t in d.terms if t.startswith("n:")}
+    return {w for d in docs for w in terms.values(d.terms, terms.NAME)}
 
 
 def add_dictionary_terms(conn: psycopg.Connection[Any], docs: Sequence[PatientDocument]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -57,7 +58,7 @@ class SearchResult(BaseModel):
     score: float
     match: str
     matched: list[str]
-    patient: dict[str, Any]
+    patient: Mapping[str, Any]  # core.documents.PatientRecord
 
 
 class SearchResponse(BaseModel):

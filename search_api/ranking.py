@@ -26,6 +26,7 @@ from typing import Any
 
 from rapidfuzz.fuzz import ratio, token_set_ratio, token_sort_ratio
 
+from core.documents import MatchFields, PatientRecord
 from engines.base import Candidate
 from normalizers.names import is_particle, nickname_group, phonetic_keys, typo_distance
 
@@ -103,11 +104,16 @@ def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float]
     return None
 
 
-def _stored_words(match: dict[str, Any]) -> list[tuple[str, str]]:
+def _stored_words(match: MatchFields) -> list[tuple[str, str]]:
     """(field, word) pairs, compound keys included (smithjones, delacruz)."""
     words: list[tuple[str, str]] = []
-    for fld in ("given", "middle", "family"):
-        words.extend((fld, w) for w in match.get(fld) or ())
+    fields = (
+        ("given", match.get("given")),
+        ("middle", match.get("middle")),
+        ("family", match.get("family")),
+    )
+    for fld, stored in fields:
+        words.extend((fld, w) for w in stored or ())
     words.extend(
         ("family", w) for w in match.get("family_keys") or () if ("family", w) not in words
     )
@@ -124,7 +130,7 @@ class _NameResult:
     swapped: bool
 
 
-def match_names(query: RankQuery, match: dict[str, Any]) -> _NameResult:
+def match_names(query: RankQuery, match: MatchFields) -> _NameResult:
     words = _stored_words(match)
     pairs: list[tuple[int, float, int, int, str]] = []
     for qi, typed in enumerate(query.names):
@@ -191,7 +197,7 @@ def match_date(query: RankQuery, stored: str | None) -> tuple[str | None, float]
     return "mismatch", 0.0
 
 
-def match_identifiers(query: RankQuery, match: dict[str, Any]) -> tuple[set[str], set[str], bool]:
+def match_identifiers(query: RankQuery, match: MatchFields) -> tuple[set[str], set[str], bool]:
     """(fields matched exactly, fields matched partially, contradiction)."""
     exact: set[str] = set()
     partial: set[str] = set()
@@ -262,7 +268,7 @@ def literal_text(text: str) -> str:
     return "" if text.isascii() else text
 
 
-def _literal_name(patient: dict[str, Any]) -> str:
+def _literal_name(patient: PatientRecord) -> str:
     parts = (patient.get("given_name"), patient.get("middle_name"), patient.get("family_name"))
     return literal_text(" ".join(p for p in parts if p))
 
