@@ -60,6 +60,7 @@ from core.settings import Settings
 from search_api.errors import ApiError
 from search_api.metrics import AUDIT_FAILURES, AUDIT_PENDING
 from search_api.ratelimit import RateLimiter
+from search_api.specificity import ClinicSizes
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +175,14 @@ class KeyCache:
 
 @dataclass
 class AccessControl:
-    """Keys, limits and the audit writer of one API process (app.state.access)."""
+    """Keys, limits and the audit writer of one API process (app.state.search.access)."""
 
     settings: Settings
     keys: KeyCache
     limiter: RateLimiter
     audit: AuditWriter
     pool: ConnectionPool
+    sizes: ClinicSizes
 
     @classmethod
     def start(cls, settings: Settings, url: str, pool: ConnectionPool) -> AccessControl:
@@ -196,6 +198,7 @@ class AccessControl:
             limiter=RateLimiter.from_settings(settings, pool),
             audit=audit,
             pool=pool,
+            sizes=ClinicSizes(pool),
         )
 
     def close(self) -> None:
@@ -209,7 +212,7 @@ class AccessControl:
 
 
 def access_control(request: Request) -> AccessControl:
-    control: AccessControl = request.app.state.access
+    control: AccessControl = request.app.state.search.access
     return control
 
 
@@ -428,7 +431,8 @@ class AccessMiddleware:
         if action is None:
             return True
         app = scope.get("app")
-        control: AccessControl | None = getattr(getattr(app, "state", None), "access", None)
+        search = getattr(getattr(app, "state", None), "search", None)
+        control: AccessControl | None = getattr(search, "access", None)
         if control is None:
             return True
         if access is None:
@@ -489,5 +493,5 @@ async def _send_unavailable(send: Send, request_id: str) -> None:
 
 
 def install_access(app: FastAPI) -> None:
-    """Add the recording middleware; the lifespan sets app.state.access (AccessControl.start)."""
+    """Add the recording middleware; AppState.open starts the AccessControl it uses."""
     app.add_middleware(AccessMiddleware)

@@ -15,12 +15,13 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from core.settings import Settings
+from search_api.access import install_access
 from search_api.dependencies import AppState
 from search_api.errors import install_error_handlers
 from search_api.metrics import measure_requests
-from search_api.routes import ops, page, patients
+from search_api.routes import audit, ops, page, patients
 
-ROUTERS: tuple[APIRouter, ...] = (patients.router, ops.router, page.router)
+ROUTERS: tuple[APIRouter, ...] = (patients.router, audit.router, ops.router, page.router)
 
 
 @asynccontextmanager
@@ -45,6 +46,7 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
     )
     install_error_handlers(app)
     app.middleware("http")(measure_requests)
+    install_access(app)  # outermost: X-Request-Id on every answer, one audit record per access
     for router in ROUTERS:
         app.include_router(router)
     return app

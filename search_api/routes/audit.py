@@ -16,7 +16,7 @@ from core.audit import AuditFilter, query, to_fhir_bundle
 from search_api.access import Access, access_control, require
 from search_api.errors import ApiError
 
-router = APIRouter()
+router = APIRouter(tags=["audit"])
 AuditAccess = Annotated[Access, Depends(require("audit", "audit"))]
 
 
@@ -28,7 +28,7 @@ def _aware(value: dt.datetime | None, name: str) -> dt.datetime | None:
     return value
 
 
-@router.get("/v1/audit", tags=["audit"])
+@router.get("/v1/audit")
 def read_audit(
     request: Request,
     access: AuditAccess,
