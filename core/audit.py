@@ -264,16 +264,11 @@ class AuditWriter:
 
     def _run(self) -> None:
         batch: list[AuditRecord] = []
-        interval = self.flush_ms / 1000
         while not self._stop.is_set():
             if not batch:
-                try:
-                    batch.append(self._queue.get(timeout=interval))
-                except queue.Empty:
+                batch = self._gather()
+                if not batch:
                     continue
-                # Let a burst gather, within the flush bound.
-                self._stop.wait(min(interval / 4, 0.05))
-            batch.extend(self._drain(self.batch_size - len(batch)))
             try:
                 self._write(batch)
                 batch = []
@@ -284,6 +279,25 @@ class AuditWriter:
                 self._reset()
                 self._stop.wait(0.5)
         self._carry = batch  # close() writes it first, then whatever is still queued
+
+    def _gather(self) -> list[AuditRecord]:
+        """Records arriving within flush_ms of the first one (or until the batch is full)."""
+        interval = self.flush_ms / 1000
+        try:
+            batch = [self._queue.get(timeout=interval)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + interval
+        while len(batch) < self.batch_size and not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(self._queue.get(timeout=min(remaining, 0.05)))
+            except queue.Empty:
+                continue
+            batch.extend(self._drain(self.batch_size - len(batch)))
+        return batch
 
     def _write(self, batch: list[AuditRecord]) -> None:
         if not batch:
