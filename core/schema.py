@@ -130,6 +130,23 @@ def _m1_initial(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+def _m10_dead_letters_without_data(conn: psycopg.Connection[Any]) -> None:
+    """Dead letters hold ids, kind, reason and position; the old raw payloads are dropped."""
+    conn.execute(
+        """
+        alter table patient_search.dead_letters
+          add column if not exists kind text not null default 'event',
+          add column if not exists patient_id text,
+          add column if not exists replayed_at timestamptz;
+        update patient_search.dead_letters
+          set kind = 'document', patient_id = payload where reason like 'document rejected%%';
+        alter table patient_search.dead_letters drop column if exists payload;
+        create index if not exists dead_letters_pending
+          on patient_search.dead_letters (id) where replayed_at is null;
+        """
+    )
+
+
 def _m50_accountable_access(conn: psycopg.Connection[Any]) -> None:
     """Key scopes and lifecycle, the hash-chained audit trail, shared rate-limit state.
 
@@ -273,6 +290,11 @@ def _m50_accountable_access(conn: psycopg.Connection[Any]) -> None:
 # Append new migrations; never edit a released one.
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     (1, "projection, dictionary, api keys, checkpoints, dead letters", _m1_initial),
+    (
+        10,
+        "dead letters: kind and patient id, no payload; replay mark",
+        _m10_dead_letters_without_data,
+    ),
     (
         50,
         "key scopes and lifecycle, audit trail, rate limits, lookup lockout",

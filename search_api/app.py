@@ -1,8 +1,8 @@
 """The HTTP API (FastAPI): a short factory wiring state, errors, metrics and routers.
 
 Routes live in `search_api.routes` (one APIRouter per area) and take what they need
-through the dependencies in `search_api.dependencies` (`State`, `Key`); a new area adds
-its router to ROUTERS. The HTTP contract is in DESIGN.md.
+through `search_api.dependencies.State` and, on patient data, `search_api.access.require`;
+a new area adds its router to ROUTERS. The HTTP contract is in DESIGN.md.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Response
 
 from search_api import models
 from search_api.access import Access, require
+from search_api.annotate import annotate_results, formatted_phones
 from search_api.dependencies import State
 from search_api.errors import ApiError
 from search_api.metrics import RESULTS
@@ -49,6 +50,7 @@ def search_patients(
     response.headers["Server-Timing"] = (
         f"engine;dur={outcome.engine_ms}, total;dur={outcome.took_ms}"
     )
+    extras = annotate_results(outcome.results, outcome.terms, state.settings.default_region)
     return models.SearchResponse(
         results=[
             models.SearchResult(
@@ -57,8 +59,9 @@ def search_patients(
                 match=r.match,
                 matched=list(r.matched),
                 patient=r.candidate.patient,
+                **extra,
             )
-            for r in outcome.results
+            for r, extra in zip(outcome.results, extras, strict=True)
         ],
         engine=outcome.engine,
         degraded=outcome.degraded,
@@ -109,7 +112,8 @@ def get_patient(patient_id: str, access: ReadAccess, state: State) -> dict[str, 
     if found is None:
         raise ApiError(404, "not_found", "no such patient in your clinics")
     access.returned([found.id])
-    return {"id": found.id, "patient": found.patient}
+    phones = formatted_phones(found.patient, state.settings.default_region)
+    return {"id": found.id, "patient": found.patient, "phones_formatted": phones}
 
 
 def _guarded_lookup(term_sets: list[tuple[str, ...]], access: Access, state: State) -> list[Any]:
