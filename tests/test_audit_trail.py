@@ -204,3 +204,43 @@ def test_query_filters_and_export_formats(conn: psycopg.Connection) -> None:
     assert read["action"] == "R" and read["meta"]["profile"][0].endswith("PatientRead")
     refused = bundle["entry"][3]["resource"]
     assert refused["outcome"] == "4" and refused["meta"]["profile"][0].endswith("Query")
+
+
+def test_api_role_appends_to_the_audit_trail_but_never_rewrites_it(roles: str) -> None:
+    from core.apikeys import touch_keys
+    from core.settings import Settings
+    from search_api.ratelimit import locked_identifiers, record_miss
+    from tests.fixtures import connect_as
+
+    record = AuditRecord(
+        at=dt.datetime.now(dt.UTC),
+        request_id="r1",
+        key_id=1,
+        clinics=("c1",),
+        staff_user=None,
+        purpose=None,
+        source=None,
+        action="search",
+        outcome=200,
+        request="{}",
+    )
+    with connect_as(roles, "patient_search_api") as api:
+        assert append(api, [record, record]) == 2
+        api.execute(
+            "select * from patient_search.take_tokens(array['k:1'], array[5.0], array[1.0])"
+        ).fetchone()
+        record_miss(api, 1, ["tel:+15550100000"], Settings())
+        assert not locked_identifiers(api, 1, ["tel:+15550100000"])
+        touch_keys(api, [1])
+        for stmt in (
+            "update patient_search.audit_log set outcome = 500",
+            "delete from patient_search.audit_log",
+            "truncate patient_search.audit_log",
+            "insert into patient_search.audit_prunes (cutoff, through_seq, hash, removed)"
+            " values (now(), 1, 'x', 1)",
+            "update patient_search.api_keys set scopes = '{audit}'",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+                api.execute(stmt)
+    with psycopg.connect(roles) as conn:
+        assert verify(conn).checked == 2 and verify(conn).ok
