@@ -19,7 +19,7 @@ from search_api.errors import ApiError
 from search_api.metrics import RESULTS
 from search_api.plan import SearchInput
 from search_api.ratelimit import locked_identifiers, record_miss
-from search_api.service import EmptyQuery, lookup_terms, search
+from search_api.service import InvalidSearch, lookup_terms, search
 from search_api.specificity import thin_search_reason
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"])
@@ -41,8 +41,8 @@ def search_patients(
         raise ApiError(400, "query_too_thin", thin)
     try:
         outcome = search(state.router, request, access.clinics, state.settings)
-    except EmptyQuery as exc:
-        raise ApiError(422, "empty_query", str(exc)) from exc
+    except InvalidSearch as exc:
+        raise ApiError(422, exc.code, str(exc)) from exc
     access.returned(r.candidate.id for r in outcome.results)
     RESULTS.labels(endpoint="search").observe(len(outcome.results))
     response.headers["X-Search-Engine"] = outcome.engine
