@@ -244,3 +244,60 @@ def test_api_role_appends_to_the_audit_trail_but_never_rewrites_it(roles: str) -
                 api.execute(stmt)
     with psycopg.connect(roles) as conn:
         assert verify(conn).checked == 2 and verify(conn).ok
+
+
+def test_audit_commands(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`audit export` in three formats, `audit verify` naming the altered row, `audit prune`."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    from core.settings import get_settings
+    from patient_search.cli import main
+
+    monkeypatch.setenv("PATIENT_SEARCH_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    try:
+        now = dt.datetime.now(dt.UTC)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            append(
+                conn,
+                [
+                    record(1, at=now - dt.timedelta(days=40)),
+                    record(2, at=now - dt.timedelta(days=3)),
+                    record(3, at=now - dt.timedelta(days=2), staff_user="dr.who"),
+                ],
+            )
+        since = (now - dt.timedelta(days=30)).date().isoformat()
+        assert main(["audit", "export", "--patient", "p0", "--from", since]) == 0
+        rows = capsys.readouterr().out.strip().splitlines()
+        assert len(rows) == 3 and rows[1].split(",")[2] == "req-2"  # header + 2 records
+        assert main(["audit", "export", "--user", "dr.who", "--format", "jsonl"]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert [json.loads(x)["request_id"] for x in lines] == ["req-3"]
+        assert main(["audit", "export", "--clinic", "clinic-a", "--format", "fhir"]) == 0
+        bundle = Bundle.model_validate_json(capsys.readouterr().out)
+        assert len(bundle.entry) == 3
+        with pytest.raises(SystemExit):
+            main(["audit", "export", "--from", "last tuesday"])
+        capsys.readouterr()
+
+        assert main(["audit", "verify"]) == 0
+        assert "3 records verified" in capsys.readouterr().out
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("set session_replication_role = replica")
+            conn.execute("update patient_search.audit_log set outcome = 200 where seq = 2")
+            conn.execute("update patient_search.audit_log set note = 'x' where seq = 3")
+        assert main(["audit", "verify"]) == 2
+        out = capsys.readouterr().out
+        assert "row 3: contents altered" in out and "row 2" not in out
+        assert main(["audit", "prune", "--older-than-days", "30"]) == 2  # refuses: tampered
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("set session_replication_role = replica")
+            conn.execute("update patient_search.audit_log set note = null where seq = 3")
+        capsys.readouterr()
+        assert main(["audit", "prune", "--older-than-days", "30"]) == 0
+        assert "pruned 1 audit records" in capsys.readouterr().out
+        assert main(["audit", "verify"]) == 0
+    finally:
+        get_settings.cache_clear()
