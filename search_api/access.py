@@ -443,6 +443,11 @@ class AccessMiddleware:
                 source=client[0] if client else None,
                 started=started,
             )
+        # Failing closed: the answer becomes a 503, and the kept record says so.
+        refuse = control.fail_closed and status < 500 and not control.audit.healthy
+        if refuse:
+            status = 503
+            access.noted("audit trail unavailable")
         record = AuditRecord(
             at=access.started,
             request_id=access.request_id,
@@ -462,10 +467,10 @@ class AccessMiddleware:
         except AuditUnavailable:
             AUDIT_FAILURES.inc()
             log.error("audit record not accepted", extra={"action": action, "status": status})
-            return not control.fail_closed or status >= 500
+            refuse = control.fail_closed and status < 500
         finally:
             AUDIT_PENDING.set(control.audit.pending)
-        return True
+        return not refuse
 
 
 async def _send_unavailable(send: Send, request_id: str) -> None:
