@@ -183,32 +183,57 @@ class AccessControl:
     audit: AuditWriter
     pool: ConnectionPool
     sizes: ClinicSizes
+    state_pool: ConnectionPool
 
     @classmethod
     def start(cls, settings: Settings, url: str, pool: ConnectionPool) -> AccessControl:
+        """`pool` serves the audit queries; keys, buckets and lockout use an autocommit pool."""
         audit = AuditWriter(
             url,
             queue_size=settings.audit_queue_size,
             flush_ms=settings.audit_flush_ms,
             batch_size=settings.audit_batch_size,
         ).start()
+        state_pool = _autocommit_pool(url, settings)
         return cls(
             settings=settings,
-            keys=KeyCache(pool, url).start(),
-            limiter=RateLimiter.from_settings(settings, pool),
+            keys=KeyCache(state_pool, url).start(),
+            limiter=RateLimiter.from_settings(settings, state_pool),
             audit=audit,
             pool=pool,
-            sizes=ClinicSizes(pool),
+            sizes=ClinicSizes(state_pool),
+            state_pool=state_pool,
         )
 
     def close(self) -> None:
         """On shutdown (SIGTERM included): stop listening, write every queued record."""
         self.keys.close()
         self.audit.close()
+        self.state_pool.close()
 
     @property
     def fail_closed(self) -> bool:
         return self.settings.audit_on_failure == "reject"
+
+
+def _autocommit_pool(url: str, settings: Settings) -> ConnectionPool:
+    """One round trip per key lookup or token draw (no BEGIN/COMMIT around it)."""
+    pool = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=settings.pool_max_size,
+        timeout=settings.pool_timeout_s,
+        kwargs={
+            "autocommit": True,
+            "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+            "application_name": "patient-search-access",
+        },
+        name="access",
+        open=False,
+        reconnect_timeout=60,
+    )
+    pool.open(wait=False)
+    return pool
 
 
 def access_control(request: Request) -> AccessControl:

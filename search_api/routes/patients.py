@@ -121,13 +121,13 @@ def _guarded_lookup(term_sets: list[tuple[str, ...]], access: Access, state: Sta
     if not term_sets or access.key is None:
         return []
     identifiers = sorted({terms[0] for terms in term_sets})
-    with state.pool.connection() as conn:
+    with state.access.state_pool.connection() as conn:
         if locked_identifiers(conn, access.key.id, identifiers):
             access.noted("identifier locked after repeated misses")
             return []
     found = state.postgres.lookup(term_sets, access.clinics)
     if not found:
-        with state.pool.connection() as conn:
+        with state.access.state_pool.connection() as conn:
             if record_miss(conn, access.key.id, identifiers, state.settings):
                 access.noted("identifier locked after repeated misses")
     return found
