@@ -70,6 +70,7 @@ MAX_RECORDED_BODY = 16_384
 KEY_CACHE_SECONDS = 30.0  # a safety net: LISTEN/NOTIFY normally empties the cache at once
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 _PURPOSE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="patient-search"'}
 _SCOPE_OF = {"search": "search", "lookup": "lookup", "read": "read", "match": "fhir"}
 
 
@@ -320,10 +321,12 @@ def require(
             )
         presented = _presented_key(x_api_key, authorization)
         if not presented:
-            raise ApiError(401, "unauthorized", "missing X-API-Key header (or Bearer token)")
+            raise ApiError(
+                401, "unauthorized", "missing X-API-Key header (or Bearer token)", _CHALLENGE
+            )
         key = control.keys.get(presented)
         if key is None or key.expired():
-            raise ApiError(401, "unauthorized", "unknown, expired or revoked API key")
+            raise ApiError(401, "unauthorized", "unknown, expired or revoked API key", _CHALLENGE)
         access.key = key
         if needed not in key.scopes:
             raise ApiError(403, "forbidden", f"this API key lacks the '{needed}' scope")
