@@ -336,3 +336,50 @@ def test_thin_search_is_400_saying_what_to_add(client: TestClient, keys: dict[st
         "code": "query_too_thin",
         "message": "a sex alone is not a search: add a name, a date of birth, a phone or an MRN",
     }
+
+
+def test_fhir_facade_uses_the_same_access_and_trail(
+    client: TestClient, keys: dict[str, str], db_url: str
+) -> None:
+    with psycopg.connect(db_url) as conn:
+        ehr = create_key(conn, ["clinic-a"], scopes=["fhir"])
+        conn.commit()
+    bearer = {"Authorization": f"Bearer {ehr}", "X-Staff-User": "dr.fhir"}
+    assert client.get("/fhir/Patient/p3", headers=bearer).status_code == 200
+    found = client.get("/fhir/Patient", params={"family": "smith"}, headers=bearer)
+    assert found.status_code == 200
+    searched = sorted(e["resource"]["id"] for e in found.json().get("entry", []))
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {
+                "name": "resource",
+                "resource": {
+                    "resourceType": "Patient",
+                    "name": [{"family": "Smith", "given": ["John"]}],
+                    "birthDate": "1985-03-14",
+                },
+            }
+        ],
+    }
+    matched = client.post(
+        "/fhir/Patient/$match",
+        json=body,
+        headers={**bearer, "Content-Type": "application/fhir+json"},
+    )
+    assert matched.status_code == 200
+    # A /v1 key without the fhir scope is refused, as an OperationOutcome, and recorded.
+    refused = client.get("/fhir/Patient/p3", headers={"X-API-Key": keys["front"]})
+    assert refused.status_code == 403
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    rows = trail(db_url, 4)
+    assert [(r["action"], r["outcome"]) for r in rows] == [
+        ("read", 200),
+        ("search", 200),
+        ("match", 200),
+        ("read", 403),
+    ]
+    assert rows[0]["patient_ids"] == ["p3"] and rows[0]["staff_user"] == "dr.fhir"
+    assert sorted(rows[1]["patient_ids"]) == searched and "p1" in searched
+    assert "p1" in rows[2]["patient_ids"] and "q1" not in rows[2]["patient_ids"]
+    assert rows[3]["patient_ids"] == []
