@@ -1,28 +1,26 @@
-"""What the routes depend on: the per-process state and the caller's API key (FastAPI dependencies).
+"""What the routes depend on: the per-process state (FastAPI dependency `State`).
 
-A route declares `state: State` and `key: Key` in its signature; routers added later
-(audit, FHIR) take the same dependencies or add their own next to these.
+A route declares `state: State`; a patient-data route also declares its access with
+`search_api.access.require` (API key, scope, staff user, rate limit and the audit
+record), e.g. `access: Annotated[Access, Depends(require("read"))]`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from psycopg_pool import ConnectionPool
 
-from core.apikeys import ApiKey, find_key
 from core.settings import Settings
 from engines.pg_search import PostgresEngine
-from search_api.errors import ApiError
+from search_api.access import AccessControl
 from search_api.failover import Router, pool_state_reader
 from search_api.service import observe_engine_query
 
 log = logging.getLogger(__name__)
-KEY_CACHE_SECONDS = 30.0
 
 
 @dataclass
@@ -33,7 +31,7 @@ class AppState:
     pool: ConnectionPool
     postgres: PostgresEngine
     router: Router
-    keys: dict[str, tuple[float, ApiKey | None]] = field(default_factory=dict)
+    access: AccessControl
 
     @classmethod
     def open(cls, settings: Settings, database_url: str, primary: Any = None) -> AppState:
@@ -52,9 +50,11 @@ class AppState:
             primary.expand = postgres.words.expand
             # The primary serves once its settings are verified; it re-checks them itself.
             primary.verify_in_background(force=True)
-        return cls(settings=settings, pool=pool, postgres=postgres, router=router)
+        access = AccessControl.start(settings, database_url, pool)
+        return cls(settings=settings, pool=pool, postgres=postgres, router=router, access=access)
 
     def close(self) -> None:
+        self.access.close()  # writes every queued audit record first (SIGTERM included)
         self.router.close()
         self.pool.close()
 
@@ -65,26 +65,3 @@ def app_state(request: Request) -> AppState:
 
 
 State = Annotated[AppState, Depends(app_state)]
-
-
-def authenticate(
-    state: State,
-    x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
-) -> ApiKey:
-    """Cached for KEY_CACHE_SECONDS, so a revoked key stops working within that time."""
-    if not x_api_key:
-        raise ApiError(401, "unauthorized", "missing X-API-Key header")
-    now = time.monotonic()
-    cached = state.keys.get(x_api_key)
-    if cached is None or now - cached[0] > KEY_CACHE_SECONDS:
-        with state.pool.connection() as conn:
-            cached = (now, find_key(conn, x_api_key))
-        if len(state.keys) > 10_000:
-            state.keys.clear()
-        state.keys[x_api_key] = cached
-    if cached[1] is None:
-        raise ApiError(401, "unauthorized", "unknown or revoked API key")
-    return cached[1]
-
-
-Key = Annotated[ApiKey, Depends(authenticate)]

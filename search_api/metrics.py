@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -36,6 +36,11 @@ FALLBACKS = Counter(
     "patient_search_fallbacks_total", "Searches answered by the fallback engine", ["reason"]
 )
 ERRORS = Counter("patient_search_errors_total", "Errors by code", ["code"])
+AUDIT_FAILURES = Counter(
+    "patient_search_audit_failures_total",
+    "Audit records the trail could not take (queue full or database away); alarm on any",
+)
+AUDIT_PENDING = Gauge("patient_search_audit_pending", "Audit records queued, not yet written")
 
 
 async def measure_requests(

@@ -1,37 +1,49 @@
-"""/v1/patients: search, booking lookup and read by id, each scoped to the key's clinics."""
+"""/v1/patients: search, booking lookup and read by id, each scoped to the key's clinics.
+
+Every route declares its access with `search_api.access.require`: key, scope, staff
+user, rate limit, and one audit record listing the patients it returned.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 
 from search_api import models
+from search_api.access import Access, require
 from search_api.annotate import annotate_results, formatted_phones
-from search_api.dependencies import Key, State
+from search_api.dependencies import State
 from search_api.errors import ApiError
 from search_api.metrics import RESULTS
 from search_api.plan import SearchInput
+from search_api.ratelimit import locked_identifiers, record_miss
 from search_api.service import InvalidSearch, lookup_terms, search
+from search_api.specificity import thin_search_reason
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": models.ErrorResponse},
-    422: {"model": models.ErrorResponse},
+    status: {"model": models.ErrorResponse} for status in (400, 401, 403, 422, 429, 503)
 }
+SearchAccess = Annotated[Access, Depends(require("search"))]
+LookupAccess = Annotated[Access, Depends(require("lookup", strict=True))]
+ReadAccess = Annotated[Access, Depends(require("read"))]
 
 
 @router.post("/search", response_model=models.SearchResponse, responses=_ERRORS)
 def search_patients(
-    body: models.SearchRequest, key: Key, state: State, response: Response
+    body: models.SearchRequest, access: SearchAccess, state: State, response: Response
 ) -> models.SearchResponse:
+    request = SearchInput(**body.model_dump())
+    thin = thin_search_reason(request, access.clinics, state.settings, state.access.sizes)
+    if thin is not None:
+        raise ApiError(400, "query_too_thin", thin)
     try:
-        outcome = search(
-            state.router, SearchInput(**body.model_dump()), key.clinics, state.settings
-        )
+        outcome = search(state.router, request, access.clinics, state.settings)
     except InvalidSearch as exc:
         raise ApiError(422, exc.code, str(exc)) from exc
+    access.returned(r.candidate.id for r in outcome.results)
     RESULTS.labels(endpoint="search").observe(len(outcome.results))
     response.headers["X-Search-Engine"] = outcome.engine
     # Standard Server-Timing: where the time went (engine includes waiting for a connection).
@@ -59,15 +71,20 @@ def search_patients(
 
 
 @router.post("/lookup", response_model=models.LookupResponse, responses=_ERRORS)
-def lookup(body: models.LookupRequest, key: Key, state: State) -> models.LookupResponse:
-    """Exact identifiers only; a hit and a miss have the same shape."""
+def lookup(body: models.LookupRequest, access: LookupAccess, state: State) -> models.LookupResponse:
+    """Exact identifiers only; a hit, a miss and a locked identifier have the same shape.
+
+    Five misses for one key and the same phone or MRN within the lockout window
+    lock that identifier for that key (anti-enumeration); the trail notes it.
+    """
     started = time.perf_counter()
     if not body.phone and not body.mrn:
         raise ApiError(422, "invalid_request", "give phone or mrn together with birthdate")
     term_sets = lookup_terms(
         birthdate=body.birthdate, phone=body.phone, mrn=body.mrn, settings=state.settings
     )
-    found = state.postgres.lookup(term_sets, key.clinics) if term_sets else []
+    found = _guarded_lookup(term_sets, access, state)
+    access.returned(c.id for c in found)
     RESULTS.labels(endpoint="lookup").observe(len(found))
     return models.LookupResponse(
         results=[
@@ -88,11 +105,29 @@ def lookup(body: models.LookupRequest, key: Key, state: State) -> models.LookupR
     "/{patient_id}",
     responses={404: {"model": models.ErrorResponse}, 401: {"model": models.ErrorResponse}},
 )
-def get_patient(patient_id: str, key: Key, state: State) -> dict[str, Any]:
+def get_patient(patient_id: str, access: ReadAccess, state: State) -> dict[str, Any]:
     if len(patient_id) > 200:
         raise ApiError(422, "invalid_request", "patient id too long")
-    found = state.postgres.get(patient_id, key.clinics)
+    found = state.postgres.get(patient_id, access.clinics)
     if found is None:
         raise ApiError(404, "not_found", "no such patient in your clinics")
+    access.returned([found.id])
     phones = formatted_phones(found.patient, state.settings.default_region)
     return {"id": found.id, "patient": found.patient, "phones_formatted": phones}
+
+
+def _guarded_lookup(term_sets: list[tuple[str, ...]], access: Access, state: State) -> list[Any]:
+    """The lookup unless its phone/MRN is locked for this key; misses count toward a lock."""
+    if not term_sets or access.key is None:
+        return []
+    identifiers = sorted({terms[0] for terms in term_sets})
+    with state.access.state_pool.connection() as conn:
+        if locked_identifiers(conn, access.key.id, identifiers):
+            access.noted("identifier locked after repeated misses")
+            return []
+    found = state.postgres.lookup(term_sets, access.clinics)
+    if not found:
+        with state.access.state_pool.connection() as conn:
+            if record_miss(conn, access.key.id, identifiers, state.settings):
+                access.noted("identifier locked after repeated misses")
+    return found
