@@ -48,7 +48,7 @@ bench-load: $(STAMP)
 SCREENSHOTS ?= docs/screenshots
 screenshot: $(STAMP)
 	PATIENT_SEARCH_SCREENSHOTS=$(abspath $(SCREENSHOTS)) \
-		$(BIN)/python -m pytest tests/test_browser.py -q -k screenshots
+		$(BIN)/python -m pytest tests/test_browser.py tests/test_browser_access.py -q -k screenshots
 
 clean:
 	rm -rf $(VENV) .patient-search .pytest_cache .mypy_cache .ruff_cache

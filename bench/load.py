@@ -61,6 +61,17 @@ def _typo(word: str, rng: random.Random) -> str:
 Request = tuple[str, str, dict[str, Any], str]  # kind, path, body, clinic
 
 
+# The benchmark measures the search service, so its closed-loop clients must not be
+# throttled: the rate-limit buckets stay on (their cost is measured) with limits no
+# load here reaches. Pools and workers stay at `serve`'s defaults.
+SERVE_ENV = {
+    "PATIENT_SEARCH_LOG_LEVEL": "WARNING",
+    **{
+        f"PATIENT_SEARCH_RATE_LIMIT_{scope}_{kind}": "1000000"
+        for scope in ("KEY", "STRICT_KEY")
+        for kind in ("PER_S", "BURST")
+    },
+}
 KINDS = ("prefix", "typo_name", "name_dob", "phone", "mrn", "lookup")
 _SAMPLE = """
 with s as (
@@ -431,7 +442,7 @@ def measure_api(
     env = {
         **os.environ,
         "PATIENT_SEARCH_DATABASE_URL": url,
-        "PATIENT_SEARCH_LOG_LEVEL": "WARNING",
+        **SERVE_ENV,
         "PATIENT_SEARCH_CACHE_ENABLED": "true" if args.cache == "on" else "false",
     }
     api = _serve(cmd, env, base, "/healthz")

@@ -160,6 +160,146 @@ def _m20_meili_outbox(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+def _m50_accountable_access(conn: psycopg.Connection[Any]) -> None:
+    """Key scopes and lifecycle, the hash-chained audit trail, shared rate-limit state.
+
+    Existing keys keep working with `search lookup read`. The audit table is
+    append-only: a trigger refuses UPDATE and DELETE (prune alone may delete, by
+    setting patient_search.audit_prune for its transaction), and deploy/api-grants.sql
+    gives the API role INSERT and SELECT only.
+    """
+    conn.execute(
+        """
+        alter table patient_search.api_keys
+          add column if not exists scopes text[] not null default '{search,lookup,read}',
+          add column if not exists require_user boolean not null default false,
+          add column if not exists expires_at timestamptz,
+          add column if not exists last_used_at timestamptz,
+          add column if not exists rotated_from bigint;
+
+        create table if not exists patient_search.audit_log (
+          seq         bigint primary key,
+          at          timestamptz not null,
+          request_id  text not null,
+          key_id      bigint,
+          clinics     text[] not null,
+          staff_user  text,
+          purpose     text,
+          source      text,
+          action      text not null,
+          outcome     smallint not null,
+          request     text not null,
+          patient_ids text[] not null,
+          note        text,
+          prev_hash   text not null,
+          hash        text not null
+        );
+        create index if not exists audit_log_at on patient_search.audit_log (at);
+        create index if not exists audit_log_patients
+          on patient_search.audit_log using gin (patient_ids);
+        create index if not exists audit_log_staff_user
+          on patient_search.audit_log (staff_user, at);
+
+        -- The end of the chain, so removing the newest rows is detected too; its row
+        -- lock serialises writers from every API process.
+        create table if not exists patient_search.audit_head (
+          singleton  boolean primary key default true check (singleton),
+          seq        bigint not null,
+          hash       text not null,
+          updated_at timestamptz not null default now()
+        );
+        insert into patient_search.audit_head (seq, hash)
+          values (0, repeat('0', 64)) on conflict do nothing;
+
+        -- Where the chain restarts after `audit prune`.
+        create table if not exists patient_search.audit_prunes (
+          id          bigserial primary key,
+          at          timestamptz not null default now(),
+          cutoff      timestamptz not null,
+          through_seq bigint not null,
+          hash        text not null,
+          removed     bigint not null
+        );
+
+        create or replace function patient_search.audit_append_only() returns trigger
+        language plpgsql as $$
+        begin
+          if tg_op = 'DELETE' and tg_table_name = 'audit_log'
+             and current_setting('patient_search.audit_prune', true) = 'on' then
+            return old;
+          end if;
+          raise exception 'patient_search.% is append-only', tg_table_name
+            using errcode = 'insufficient_privilege';
+        end
+        $$;
+        drop trigger if exists audit_log_append_only on patient_search.audit_log;
+        create trigger audit_log_append_only before update or delete
+          on patient_search.audit_log for each row
+          execute function patient_search.audit_append_only();
+        drop trigger if exists audit_log_no_truncate on patient_search.audit_log;
+        create trigger audit_log_no_truncate before truncate
+          on patient_search.audit_log for each statement
+          execute function patient_search.audit_append_only();
+        drop trigger if exists audit_prunes_append_only on patient_search.audit_prunes;
+        create trigger audit_prunes_append_only before update or delete
+          on patient_search.audit_prunes for each row
+          execute function patient_search.audit_append_only();
+
+        -- Token buckets shared by every API process (unlogged: losing them on a crash
+        -- only refills the buckets).
+        create unlogged table if not exists patient_search.rate_buckets (
+          bucket text primary key,
+          tokens double precision not null,
+          at     timestamptz not null
+        );
+        create or replace function patient_search.take_tokens(
+          names text[], capacities double precision[], rates double precision[]
+        ) returns table (allowed boolean, remaining double precision[], wait double precision)
+        language plpgsql as $$
+        declare
+          now_ts timestamptz := clock_timestamp();
+          have double precision[] := '{}';
+          ok boolean := true;
+          longest double precision := 0;
+          t double precision;
+        begin
+          -- Callers pass names sorted, so rows are locked in one order (no deadlocks).
+          insert into patient_search.rate_buckets (bucket, tokens, at)
+            select n, c, now_ts from unnest(names, capacities) as u(n, c)
+            on conflict (bucket) do nothing;
+          for i in 1 .. coalesce(array_length(names, 1), 0) loop
+            select least(capacities[i],
+                         b.tokens + greatest(0, extract(epoch from now_ts - b.at)) * rates[i])
+              into t from patient_search.rate_buckets b where b.bucket = names[i] for update;
+            have := have || t;
+            if t < 1 then
+              ok := false;
+              longest := greatest(longest, (1 - t) / rates[i]);
+            end if;
+          end loop;
+          if ok then
+            select array_agg(h - 1 order by o) into have
+              from unnest(have) with ordinality as u(h, o);
+          end if;
+          update patient_search.rate_buckets b set tokens = u.h, at = now_ts
+            from unnest(names, have) as u(n, h) where b.bucket = u.n;
+          return query select ok, have, longest;
+        end
+        $$;
+
+        -- Booking lookups: misses per key and identifier (a hash, never the value).
+        create table if not exists patient_search.lookup_misses (
+          key_id       bigint not null,
+          ident        text not null,
+          first_miss   timestamptz not null,
+          misses       integer not null,
+          locked_until timestamptz,
+          primary key (key_id, ident)
+        );
+        """
+    )
+
+
 def _m60_fhir_cursors(conn: psycopg.Connection[Any]) -> None:
     """FHIR paging links name a stored search, so no search value ever travels in a URL."""
     conn.execute(
@@ -247,6 +387,11 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     (30, "name words per clinic, counted in patients", _m30_name_words),
     (31, "drop the global name dictionary", _m31_drop_global_dictionary),
     (32, "name keys: a B-tree of name words by clinic, for completions", _m32_name_keys),
+    (
+        50,
+        "key scopes and lifecycle, audit trail, rate limits, lookup lockout",
+        _m50_accountable_access,
+    ),
     (60, "fhir paging cursors", _m60_fhir_cursors),
 ]
 

@@ -74,7 +74,6 @@ class Settings(BaseSettings):
     cache_search_ttl_s: float = Field(default=10.0, gt=0)
     cache_patient_ttl_s: float = Field(default=60.0, gt=0)
     cache_max_entries: int = Field(default=20_000, ge=1)
-    redis_url: str | None = None  # a shared cache (and rate limits) when set
     slow_query_ms: float = Field(default=100.0, ge=0)
     log_level: str = "INFO"
     workers: int = Field(default=0, ge=0)  # 0: one per core available to the process
@@ -134,6 +133,36 @@ class Settings(BaseSettings):
     )  # MRN Identifier.system
     fhir_base_url: str | None = None  # absolute base of /fhir links; default: from the request
     fhir_cursor_ttl_s: int = Field(default=3600, ge=60)  # how long a paging link stays valid
+
+    # --- accountable access: keys, audit trail, rate limits (issue 13) ---
+    key_rotation_grace_hours: float = Field(default=24.0, ge=0)  # old key valid after rotate
+    audit_queue_size: int = Field(default=10_000, ge=10)  # records waiting per API process
+    audit_flush_ms: int = Field(default=200, ge=10, le=1000)  # queue written at least this often
+    audit_batch_size: int = Field(default=500, ge=1)
+    audit_on_failure: str = "reject"  # reject (503, fail closed) | serve (serve and alarm)
+    audit_retention_days: int = Field(default=2192, ge=1)  # `audit prune` keeps this much (6 y)
+    rate_limit_enabled: bool = True
+    rate_limit_key_per_s: float = Field(default=100.0, gt=0)  # per key, every patient path
+    rate_limit_key_burst: int = Field(default=200, ge=1)
+    rate_limit_user_per_s: float = Field(default=5.0, gt=0)  # per (key, X-Staff-User)
+    rate_limit_user_burst: int = Field(default=30, ge=1)
+    rate_limit_strict_key_per_s: float = Field(default=10.0, gt=0)  # lookup and FHIR $match
+    rate_limit_strict_key_burst: int = Field(default=50, ge=1)
+    rate_limit_strict_user_per_s: float = Field(default=0.5, gt=0)
+    rate_limit_strict_user_burst: int = Field(default=10, ge=1)
+    lookup_lockout_misses: int = Field(default=5, ge=1)  # misses per key and phone/MRN ...
+    lookup_lockout_window_s: int = Field(default=900, ge=1)  # ... within this window ...
+    lookup_lockout_s: int = Field(default=900, ge=1)  # ... lock that identifier this long
+    thin_search_clinic_size: int = Field(default=2000, ge=0)  # above: a birth date alone is 400
+    redis_url: str | None = None  # optional shared state (rate limits) instead of PostgreSQL
+
+    @field_validator("audit_on_failure")
+    @classmethod
+    def _audit_on_failure(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"reject", "serve"}:
+            raise ValueError("AUDIT_ON_FAILURE must be reject or serve")
+        return value
 
 
 def available_cores() -> int:

@@ -7,7 +7,10 @@
 --                           checkpoints, dead letters, state). Never writes the source.
 --   patient_search_api      reads the projection, the dictionary and API keys; reads the
 --                           state and schema_migrations rows for /readyz and the
---                           Meilisearch lag check. Writes nothing.
+--                           Meilisearch lag check. Writes only the accountable-access
+--                           state: appends audit records (INSERT, never UPDATE or DELETE),
+--                           rate-limit buckets, lookup misses, keys' last use
+--                           (deploy/api-grants.sql).
 --   debezium                Kafka Connect's Debezium connector: REPLICATION and SELECT on
 --                           the source tables (initial snapshot); the publication is made
 --                           here so the connector needs no table ownership.

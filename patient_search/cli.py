@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import os
 import sys
@@ -97,14 +98,183 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
-    from core.apikeys import create_key
+    from core.apikeys import create_key, normalize_scopes
+
+    url = resolve_database_url(settings)
+    try:
+        scopes = normalize_scopes(args.scope) if args.scope else None
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+        key = create_key(
+            conn,
+            args.clinic,
+            name=args.name,
+            scopes=scopes,
+            require_user=args.require_user,
+            expires_days=args.expires,
+        )
+    granted = " ".join(scopes or ("search", "lookup", "read"))
+    print(
+        f"API key for clinics {', '.join(args.clinic)}, scopes {granted}"
+        f"{', staff user required' if args.require_user else ''}"
+        f"{f', expires in {args.expires:g} days' if args.expires else ''}"
+        " (shown once, store it now):"
+    )
+    print(key)
+    return 0
+
+
+def _when(value: object) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if hasattr(value, "strftime") else "-"
+
+
+def cmd_apikey_list(settings: Settings, args: argparse.Namespace) -> int:
+    from core.apikeys import list_keys
 
     url = resolve_database_url(settings)
     with psycopg.connect(url) as conn:
         migrate(conn)
-        key = create_key(conn, args.clinic, name=args.name)
-    print(f"API key for clinics {', '.join(args.clinic)} (shown once, store it now):")
+        keys = list_keys(conn)
+    header = (
+        "id",
+        "name",
+        "clinics",
+        "scopes",
+        "user",
+        "created",
+        "expires",
+        "last used",
+        "status",
+    )
+    rows = [
+        (
+            str(k.id),
+            k.name or "-",
+            ",".join(k.clinics),
+            ",".join(k.scopes),
+            "required" if k.require_user else "-",
+            _when(k.created_at),
+            _when(k.expires_at),
+            _when(k.last_used_at),
+            k.status + (f" (rotated from {k.rotated_from})" if k.rotated_from else ""),
+        )
+        for k in keys
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_apikey_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from core.apikeys import revoke_key
+
+    url = resolve_database_url(settings)
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+        done = revoke_key(conn, args.id)
+    if not done:
+        print(f"no active API key {args.id}", file=sys.stderr)
+        return 1
+    print(f"API key {args.id} revoked; every API process refuses it within a second")
+    return 0
+
+
+def cmd_apikey_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from core.apikeys import rotate_key
+
+    url = resolve_database_url(settings)
+    hours = settings.key_rotation_grace_hours if args.grace_hours is None else args.grace_hours
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+        try:
+            new_id, key = rotate_key(conn, args.id, grace=dt.timedelta(hours=hours))
+        except ValueError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+    print(
+        f"API key {args.id} rotated to key {new_id}; the old key keeps working for {hours:g} h."
+        " New key (shown once, store it now):"
+    )
     print(key)
+    return 0
+
+
+def _timestamp(text: str) -> dt.datetime:
+    """An ISO date or time for --from/--to; UTC unless it names its zone."""
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO date or time: {text!r} (e.g. 2026-10-01 or 2026-10-01T08:00:00Z)"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from core.audit import AuditFilter, query, to_csv, to_fhir_bundle, to_jsonl
+
+    url = resolve_database_url(settings)
+    filters = AuditFilter(
+        patient=args.patient, user=args.user, clinic=args.clinic, start=args.start, end=args.end
+    )
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+        conn.commit()
+        records = query(conn, filters)
+        if args.format == "csv":
+            count = to_csv(records, sys.stdout)
+        elif args.format == "jsonl":
+            count = to_jsonl(records, sys.stdout)
+        else:
+            bundle = to_fhir_bundle(records, server="patient-search")
+            json.dump(bundle, sys.stdout, ensure_ascii=False, indent=1)
+            sys.stdout.write("\n")
+            count = len(bundle["entry"])
+    print(f"{count} audit records exported", file=sys.stderr)
+    return 0
+
+
+def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from core.audit import verify
+
+    url = resolve_database_url(settings)
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+        conn.commit()
+        report = verify(conn)
+    if report.ok:
+        print(f"audit trail intact: {report.checked} records verified")
+        return 0
+    for problem in report.problems:
+        print(f"TAMPERED: {problem}")
+    print(f"audit trail altered: {len(report.problems)} problem(s) in {report.checked} records")
+    return 2
+
+
+def cmd_audit_prune(settings: Settings, args: argparse.Namespace) -> int:
+    from core.audit import prune
+
+    url = resolve_database_url(settings)
+    days = args.older_than_days or settings.audit_retention_days
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+        conn.commit()
+        try:
+            done = prune(conn, older_than=dt.timedelta(days=days))
+        except ValueError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+    print(
+        f"pruned {done.removed} audit records older than {days} days"
+        f" (the chain now starts after record {done.through_seq})"
+    )
     return 0
 
 
@@ -203,7 +373,49 @@ def build_parser() -> argparse.ArgumentParser:
     c = keys.add_parser("create", help="create a key; printed once, on the last line")
     c.add_argument("--clinic", action="append", required=True, help="clinic id (repeatable)")
     c.add_argument("--name", help="who the key is for")
+    c.add_argument(
+        "--scope",
+        action="append",
+        help="search, lookup, read, fhir or audit (repeatable; default: search lookup read)",
+    )
+    c.add_argument(
+        "--require-user", action="store_true", help="refuse requests without X-Staff-User"
+    )
+    c.add_argument("--expires", type=float, metavar="DAYS", help="the key expires after DAYS")
     c.set_defaults(func=cmd_apikey_create)
+    c = keys.add_parser("list", help="every key: grants, dates, last use (never the secret)")
+    c.set_defaults(func=cmd_apikey_list)
+    c = keys.add_parser("revoke", help="revoke a key in every API process within a second")
+    c.add_argument("id", type=int)
+    c.set_defaults(func=cmd_apikey_revoke)
+    c = keys.add_parser("rotate", help="new secret, same grants; the old one works a while")
+    c.add_argument("id", type=int)
+    c.add_argument(
+        "--grace-hours",
+        type=float,
+        help="how long the old key keeps working (default PATIENT_SEARCH_KEY_ROTATION_GRACE_HOURS)",
+    )
+    c.set_defaults(func=cmd_apikey_rotate)
+
+    p = sub.add_parser("audit", help="the audit trail: export, verify, prune")
+    audit = p.add_subparsers(dest="audit_command", required=True)
+    c = audit.add_parser("export", help="records matching the filters, oldest first")
+    c.add_argument("--patient", help="records that returned this patient id")
+    c.add_argument("--user", help="records of this staff user (X-Staff-User)")
+    c.add_argument("--clinic", help="records of keys covering this clinic")
+    c.add_argument("--from", dest="start", type=_timestamp, help="from this time (inclusive)")
+    c.add_argument("--to", dest="end", type=_timestamp, help="until this time (exclusive)")
+    c.add_argument("--format", choices=("csv", "jsonl", "fhir"), default="csv")
+    c.set_defaults(func=cmd_audit_export)
+    c = audit.add_parser("verify", help="check the hash chain; exit 2 naming altered rows")
+    c.set_defaults(func=cmd_audit_verify)
+    c = audit.add_parser("prune", help="remove records past retention; the chain stays verifiable")
+    c.add_argument(
+        "--older-than-days",
+        type=int,
+        help="default PATIENT_SEARCH_AUDIT_RETENTION_DAYS (6 years)",
+    )
+    c.set_defaults(func=cmd_audit_prune)
 
     p = sub.add_parser("meili", help="Meilisearch administration")
     meili = p.add_subparsers(dest="meili_command", required=True)

@@ -67,7 +67,7 @@ def run_demo(settings: Settings, *, host: str, port: int, patients: int) -> int:
     url = resolve_database_url(settings)
     clinics = _prepare(url, settings, patients)
     with psycopg.connect(url) as conn:
-        key = create_key(conn, clinics, name="demo")
+        key = create_key(conn, clinics, name="demo", scopes=["search", "lookup", "read", "fhir"])
     env = {**os.environ, "PATIENT_SEARCH_DATABASE_URL": url}
     indexer = subprocess.Popen([sys.executable, "-m", "indexer"], env=env)
     base = f"http://{host}:{port}"

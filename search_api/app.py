@@ -1,8 +1,8 @@
 """The HTTP API (FastAPI): a short factory wiring state, errors, metrics and routers.
 
 Routes live in `search_api.routes` (one APIRouter per area) and take what they need
-through the dependencies in `search_api.dependencies` (`State`, `Key`); a new area adds
-its router to ROUTERS. The HTTP contract is in DESIGN.md.
+through `search_api.dependencies.State` and, on patient data, `search_api.access.require`;
+a new area adds its router to ROUTERS. The HTTP contract is in DESIGN.md.
 """
 
 from __future__ import annotations
@@ -16,12 +16,19 @@ from fastapi import APIRouter, FastAPI
 
 from core.settings import Settings
 from search_api import fhir
+from search_api.access import install_access
 from search_api.dependencies import AppState
 from search_api.edge import Edge
 from search_api.errors import install_error_handlers
-from search_api.routes import ops, page, patients
+from search_api.routes import audit, ops, page, patients
 
-ROUTERS: tuple[APIRouter, ...] = (patients.router, ops.router, page.router, fhir.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    patients.router,
+    audit.router,
+    ops.router,
+    page.router,
+    fhir.router,
+)
 
 
 @asynccontextmanager
@@ -48,6 +55,7 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
     fhir.answer_errors_as_outcomes(app)
     # Pure ASGI (no BaseHTTPMiddleware task per request): limits, no-store, metrics.
     app.add_middleware(Edge, max_body_bytes=settings.max_body_bytes)
+    install_access(app)  # outermost: X-Request-Id on every answer, one audit record per access
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -31,3 +31,8 @@ FALLBACKS = Counter(
     "patient_search_fallbacks_total", "Searches answered by the fallback engine", ["reason"]
 )
 ERRORS = Counter("patient_search_errors_total", "Errors by code", ["code"])
+AUDIT_FAILURES = Counter(
+    "patient_search_audit_failures_total",
+    "Audit records the trail could not take (queue full or database away); alarm on any",
+)
+AUDIT_PENDING = Gauge("patient_search_audit_pending", "Audit records queued, not yet written")

@@ -102,6 +102,8 @@ PATIENTS: list[dict[str, Any]] = [
 ]
 GARCIAS = {p["id"] for p in PATIENTS if p["family"] == "Garcia" and "clinic_id" not in p}
 CLINIC_B = {p["id"] for p in PATIENTS if p.get("clinic_id") == "clinic-b"}
+# An EHR integration's key: the FHIR facade needs the `fhir` scope (search_api.access).
+FHIR_SCOPES = ["fhir", "search", "lookup", "read"]
 
 
 def strict_parse(body: dict[str, Any]) -> None:
@@ -146,8 +148,8 @@ def fhir_db(
     with psycopg.connect(db_url) as conn:
         for p in PATIENTS:
             insert_patient(conn, **p)
-        key_a = create_key(conn, ["clinic-a"], name="ehr a")
-        key_b = create_key(conn, ["clinic-b"], name="ehr b")
+        key_a = create_key(conn, ["clinic-a"], name="ehr a", scopes=FHIR_SCOPES)
+        key_b = create_key(conn, ["clinic-b"], name="ehr b", scopes=FHIR_SCOPES)
         conn.commit()
     reindex(db_url, fhir_settings, progress=False)
     yield db_url, key_a, key_b

@@ -17,7 +17,7 @@ def test_api_role_searches_and_pages(roles: str) -> None:
     with psycopg.connect(roles) as conn:
         for i in range(5):
             insert_patient(conn, f"p{i}", given=f"Ann{i}", family="Lopez")
-        key = create_key(conn, ["clinic-a"])
+        key = create_key(conn, ["clinic-a"], scopes=["fhir", "search", "lookup", "read"])
     settings = Settings(pool_min_size=1, pool_max_size=2, reindex_workers=1)
     reindex(roles, settings, progress=False)
     app = create_app(settings, role_url(roles, "patient_search_api"))

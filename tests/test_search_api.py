@@ -215,11 +215,11 @@ def test_inactive_only_when_asked(client: TestClient) -> None:
 
 
 def test_pagination_is_stable(client: TestClient) -> None:
-    full = [r["id"] for r in search(client, q="j", limit=20)["results"]]
+    full = [r["id"] for r in search(client, q="jo", limit=20)["results"]]
     paged = [
         r["id"]
         for offset in range(0, len(full), 2)
-        for r in search(client, q="j", limit=2, offset=offset)["results"]
+        for r in search(client, q="jo", limit=2, offset=offset)["results"]
     ]
     assert len(full) >= 3
     assert paged == full
@@ -264,7 +264,7 @@ def test_bad_input_is_a_clear_4xx(client: TestClient, body: dict[str, Any]) -> N
 def test_sql_and_like_metacharacters_are_plain_text(client: TestClient) -> None:
     for q in ("smith'; drop table patients; --", "smi%", "sm_th", "o'brien\\", "a%_\\b"):
         response = client.post("/v1/patients/search", json={"q": q})
-        assert response.status_code in (200, 422), response.text
+        assert response.status_code in (200, 400, 422), response.text
     assert top(client, "o'brien") == "p5"
     assert top(client, "smith") in {"p1", "p7"}
 
@@ -419,7 +419,7 @@ def test_any_body_is_answered_without_a_5xx(client: TestClient, body: dict[str, 
 )
 def test_any_search_text_is_answered_without_a_5xx(client: TestClient, q: str) -> None:
     response = client.post("/v1/patients/search", json={"q": q})
-    assert response.status_code in (200, 422), (q, response.text)
+    assert response.status_code in (200, 400, 422), (q, response.text)
 
 
 def test_exhausted_pool_answers_503_with_retry_after(seeded: tuple[str, str, str]) -> None:

@@ -57,7 +57,9 @@ def _strings(value: Any) -> list[str]:
 
 def _name(patient: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
     """(given, family, text) of the official name, else the first one given."""
-    names = [n for n in patient.get("name") or [] if isinstance(n, dict)]
+    raw = patient.get("name")
+    listed = raw if isinstance(raw, list) else []
+    names = [n for n in listed if isinstance(n, dict)]
     names.sort(key=lambda n: n.get("use") not in ("official", "usual"))
     for n in names:
         given = " ".join(_strings(n.get("given"))) or None

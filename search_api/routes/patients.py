@@ -1,28 +1,37 @@
-"""/v1/patients: search, booking lookup and read by id, each scoped to the key's clinics."""
+"""/v1/patients: search, booking lookup and read by id, each scoped to the key's clinics.
+
+Every route declares its access with `search_api.access.require`: key, scope, staff
+user, rate limit, and one audit record listing the patients it returned.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from search_api import models
+from search_api.access import Access, require
 from search_api.annotate import annotate_results, formatted_phones
 from search_api.cache import CacheSlot
-from search_api.dependencies import AppState, Key, State
+from search_api.dependencies import AppState, State
 from search_api.errors import ApiError
 from search_api.metrics import RESULTS
 from search_api.plan import SearchInput
+from search_api.ratelimit import locked_identifiers, record_miss
 from search_api.service import InvalidSearch, lookup_terms, search
+from search_api.specificity import thin_search_reason
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": models.ErrorResponse},
-    422: {"model": models.ErrorResponse},
+    status: {"model": models.ErrorResponse} for status in (400, 401, 403, 422, 429, 503)
 }
+SearchAccess = Annotated[Access, Depends(require("search"))]
+LookupAccess = Annotated[Access, Depends(require("lookup", strict=True))]
+ReadAccess = Annotated[Access, Depends(require("read"))]
 
 
 def _json(content: str | bytes, **headers: str) -> Response:
@@ -39,16 +48,21 @@ def _cached(state: AppState, kind: str, clinics: tuple[str, ...], request: Any) 
 
 
 @router.post("/search", response_model=models.SearchResponse, responses=_ERRORS)
-def search_patients(body: models.SearchRequest, key: Key, state: State) -> Response:
-    slot = _cached(state, "search", key.clinics, body.model_dump())
+def search_patients(body: models.SearchRequest, access: SearchAccess, state: State) -> Response:
+    request = SearchInput(**body.model_dump())
+    thin = thin_search_reason(request, access.clinics, state.settings, state.access.sizes)
+    if thin is not None:
+        raise ApiError(400, "query_too_thin", thin)
+    slot = _cached(state, "search", access.clinics, body.model_dump())
     if slot.hit is not None:
+        # A cached answer is an access like any other: the trail lists its patients.
+        access.returned(r["id"] for r in json.loads(slot.hit)["results"])
         return _json(slot.hit, **{"X-Cache": "hit"})
     try:
-        outcome = search(
-            state.router, SearchInput(**body.model_dump()), key.clinics, state.settings
-        )
+        outcome = search(state.router, request, access.clinics, state.settings)
     except InvalidSearch as exc:
         raise ApiError(422, exc.code, str(exc)) from exc
+    access.returned(r.candidate.id for r in outcome.results)
     RESULTS.labels(endpoint="search").observe(len(outcome.results))
     extras = annotate_results(outcome.results, outcome.terms, state.settings.default_region)
     answer = models.SearchResponse(
@@ -81,20 +95,22 @@ def search_patients(body: models.SearchRequest, key: Key, state: State) -> Respo
 
 
 @router.post("/lookup", response_model=models.LookupResponse, responses=_ERRORS)
-def lookup(body: models.LookupRequest, key: Key, state: State) -> Response:
-    """Exact identifiers only; a hit and a miss have the same shape."""
+def lookup(body: models.LookupRequest, access: LookupAccess, state: State) -> models.LookupResponse:
+    """Exact identifiers only; a hit, a miss and a locked identifier have the same shape.
+
+    Five misses for one key and the same phone or MRN within the lockout window
+    lock that identifier for that key (anti-enumeration); the trail notes it.
+    """
     started = time.perf_counter()
     if not body.phone and not body.mrn:
         raise ApiError(422, "invalid_request", "give phone or mrn together with birthdate")
-    slot = _cached(state, "lookup", key.clinics, body.model_dump())
-    if slot.hit is not None:
-        return _json(slot.hit, **{"X-Cache": "hit"})
     term_sets = lookup_terms(
         birthdate=body.birthdate, phone=body.phone, mrn=body.mrn, settings=state.settings
     )
-    found = state.postgres.lookup(term_sets, key.clinics) if term_sets else []
+    found = _guarded_lookup(term_sets, access, state)
+    access.returned(c.id for c in found)
     RESULTS.labels(endpoint="lookup").observe(len(found))
-    answer = models.LookupResponse(
+    return models.LookupResponse(
         results=[
             models.LookupMatch(
                 id=c.id,
@@ -106,25 +122,42 @@ def lookup(body: models.LookupRequest, key: Key, state: State) -> Response:
             for c in found
         ],
         took_ms=round((time.perf_counter() - started) * 1000, 2),
-    ).model_dump_json()
-    slot.put("lookup", answer)
-    return _json(answer)
+    )
 
 
 @router.get(
     "/{patient_id}",
     responses={404: {"model": models.ErrorResponse}, 401: {"model": models.ErrorResponse}},
 )
-def get_patient(patient_id: str, key: Key, state: State) -> Response:
+def get_patient(patient_id: str, access: ReadAccess, state: State) -> Response:
     if len(patient_id) > 200 or not patient_id.isprintable():
         raise ApiError(422, "invalid_request", "patient id too long or not printable")
-    slot = _cached(state, "patient", key.clinics, patient_id)
+    slot = _cached(state, "patient", access.clinics, patient_id)
     if slot.hit is not None:
+        access.returned([patient_id])
         return _json(slot.hit, **{"X-Cache": "hit"})
-    found = state.postgres.get(patient_id, key.clinics)
+    found = state.postgres.get(patient_id, access.clinics)
     if found is None:
         raise ApiError(404, "not_found", "no such patient in your clinics")
+    access.returned([found.id])
     phones = formatted_phones(found.patient, state.settings.default_region)
     answer = json.dumps({"id": found.id, "patient": found.patient, "phones_formatted": phones})
     slot.put("patient", answer)
     return _json(answer)
+
+
+def _guarded_lookup(term_sets: list[tuple[str, ...]], access: Access, state: State) -> list[Any]:
+    """The lookup unless its phone/MRN is locked for this key; misses count toward a lock."""
+    if not term_sets or access.key is None:
+        return []
+    identifiers = sorted({terms[0] for terms in term_sets})
+    with state.access.state_pool.connection() as conn:
+        if locked_identifiers(conn, access.key.id, identifiers):
+            access.noted("identifier locked after repeated misses")
+            return []
+    found = state.postgres.lookup(term_sets, access.clinics)
+    if not found:
+        with state.access.state_pool.connection() as conn:
+            if record_miss(conn, access.key.id, identifiers, state.settings):
+                access.noted("identifier locked after repeated misses")
+    return found

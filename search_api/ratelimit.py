@@ -1,0 +1,246 @@
+"""Rate limits and the booking-lookup lockout, shared by every worker of a `serve`.
+
+Token buckets live in PostgreSQL (patient_search.rate_buckets, one call of
+patient_search.take_tokens per request) or, when PATIENT_SEARCH_REDIS_URL is
+set, in Redis (one Lua script per request); either way all workers and all
+API processes draw from the same buckets. Each request takes one token from
+the key's bucket and, with X-Staff-User, from the (key, user) bucket; lookup
+and FHIR $match draw from stricter buckets of their own.
+
+Answers carry the IETF draft's headers (draft-ietf-httpapi-ratelimit-headers):
+`RateLimit-Policy: "key";q=200;w=2, "user";q=30;w=6` and
+`RateLimit: "user";r=12;t=3` for the bucket closest to empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from core.settings import Settings
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A token bucket: `burst` tokens, refilled at `per_s` a second."""
+
+    name: str
+    burst: int
+    per_s: float
+
+    @property
+    def window_s(self) -> int:
+        """Seconds to refill from empty: the draft's `w` for a quota of `burst`."""
+        return max(1, math.ceil(self.burst / self.per_s))
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    policies: tuple[Policy, ...]
+    remaining: tuple[float, ...]
+    retry_after_s: float
+
+    def headers(self) -> dict[str, str]:
+        """RateLimit-Policy for every bucket, RateLimit for the one closest to empty."""
+        if not self.policies:
+            return {}
+        policy = ", ".join(f'"{p.name}";q={p.burst};w={p.window_s}' for p in self.policies)
+        i = min(range(len(self.policies)), key=lambda j: self.remaining[j] / self.policies[j].burst)
+        p, left = self.policies[i], max(0.0, self.remaining[i])
+        # Seconds until this bucket is full again (or, when refused, until the next token).
+        reset = self.retry_after_s if not self.allowed else (p.burst - left) / p.per_s
+        out = {
+            "RateLimit-Policy": policy,
+            "RateLimit": f'"{p.name}";r={math.floor(left)};t={math.ceil(reset)}',
+        }
+        if not self.allowed:
+            out["Retry-After"] = str(max(1, math.ceil(self.retry_after_s)))
+        return out
+
+
+ALLOW_ALL = Decision(True, (), (), 0.0)
+
+
+class Buckets(Protocol):
+    def take(self, names: Sequence[str], policies: Sequence[Policy]) -> Decision: ...
+
+
+class PostgresBuckets:
+    """Buckets in an unlogged table; one round trip, rows locked in name order."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def take(self, names: Sequence[str], policies: Sequence[Policy]) -> Decision:
+        order = sorted(range(len(names)), key=lambda i: names[i])
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "select allowed, remaining, wait from patient_search.take_tokens(%s, %s, %s)",
+                (
+                    [names[i] for i in order],
+                    [float(policies[i].burst) for i in order],
+                    [policies[i].per_s for i in order],
+                ),
+            ).fetchone()
+        assert row is not None
+        remaining = [0.0] * len(names)
+        for pos, i in enumerate(order):
+            remaining[i] = float(row[1][pos])
+        return Decision(bool(row[0]), tuple(policies), tuple(remaining), float(row[2]))
+
+
+_REDIS_TAKE = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local have, ok, wait = {}, 1, 0
+for i, key in ipairs(KEYS) do
+  local cap, rate = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(state[1]) or cap
+  local at = tonumber(state[2]) or t
+  tokens = math.min(cap, tokens + math.max(0, t - at) * rate)
+  have[i] = tokens
+  if tokens < 1 then ok = 0; wait = math.max(wait, (1 - tokens) / rate) end
+end
+for i, key in ipairs(KEYS) do
+  local cap, rate = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  if ok == 1 then have[i] = have[i] - 1 end
+  redis.call('HSET', key, 'tokens', tostring(have[i]), 'at', tostring(t))
+  redis.call('EXPIRE', key, math.ceil(cap / rate) + 60)
+  have[i] = tostring(have[i])
+end
+return {ok, have, tostring(wait)}
+"""
+
+
+class RedisBuckets:
+    """The same buckets in Redis, for deployments that already run one (optional)."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=1.0)
+        self.script = self.client.register_script(_REDIS_TAKE)
+
+    def take(self, names: Sequence[str], policies: Sequence[Policy]) -> Decision:
+        args: list[Any] = []
+        for p in policies:
+            args.extend((p.burst, p.per_s))
+        ok, have, wait = self.script(keys=[f"patient_search:rl:{n}" for n in names], args=args)
+        return Decision(bool(int(ok)), tuple(policies), tuple(float(h) for h in have), float(wait))
+
+
+@dataclass(frozen=True)
+class RateLimiter:
+    """Which buckets a request draws from, by key, staff user and strictness."""
+
+    buckets: Buckets | None
+    key: Policy
+    user: Policy
+    strict_key: Policy
+    strict_user: Policy
+
+    @classmethod
+    def from_settings(cls, settings: Settings, pool: ConnectionPool) -> RateLimiter:
+        buckets: Buckets | None = None
+        if settings.rate_limit_enabled:
+            buckets = (
+                RedisBuckets(settings.redis_url) if settings.redis_url else (PostgresBuckets(pool))
+            )
+        return cls(
+            buckets=buckets,
+            key=Policy("key", settings.rate_limit_key_burst, settings.rate_limit_key_per_s),
+            user=Policy("user", settings.rate_limit_user_burst, settings.rate_limit_user_per_s),
+            strict_key=Policy(
+                "strict-key",
+                settings.rate_limit_strict_key_burst,
+                settings.rate_limit_strict_key_per_s,
+            ),
+            strict_user=Policy(
+                "strict-user",
+                settings.rate_limit_strict_user_burst,
+                settings.rate_limit_strict_user_per_s,
+            ),
+        )
+
+    def check(self, key_id: int, staff_user: str | None, *, strict: bool) -> Decision:
+        if self.buckets is None:
+            return ALLOW_ALL
+        # Bucket names carry a digest of the staff user, never the id itself.
+        user = hashlib.sha256(staff_user.encode()).hexdigest()[:24] if staff_user else None
+        names, policies = [f"k:{key_id}"], [self.key]
+        if user:
+            names.append(f"u:{key_id}:{user}")
+            policies.append(self.user)
+        if strict:
+            names.append(f"sk:{key_id}")
+            policies.append(self.strict_key)
+            if user:
+                names.append(f"su:{key_id}:{user}")
+                policies.append(self.strict_user)
+        return self.buckets.take(names, policies)
+
+
+# --- booking lookup lockout -------------------------------------------------------------
+
+
+def identifier_digest(term: str) -> str:
+    """Lockout rows hold a digest of the phone or MRN term, never the identifier."""
+    return hashlib.sha256(term.encode()).hexdigest()
+
+
+def locked_identifiers(conn: psycopg.Connection[Any], key_id: int, terms: Sequence[str]) -> bool:
+    """True when any of these identifiers is locked for this key."""
+    if not terms:
+        return False
+    row = conn.execute(
+        "select exists (select 1 from patient_search.lookup_misses"
+        " where key_id = %s and ident = any(%s) and locked_until > now())",
+        (key_id, [identifier_digest(t) for t in terms]),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def record_miss(
+    conn: psycopg.Connection[Any], key_id: int, terms: Sequence[str], settings: Settings
+) -> bool:
+    """Count a miss per identifier; returns True when this miss locked one of them."""
+    if not terms:
+        return False
+    rows = conn.execute(
+        """
+        insert into patient_search.lookup_misses as m (key_id, ident, first_miss, misses)
+        select %(key)s, unnest(%(idents)s::text[]), now(), 1
+        on conflict (key_id, ident) do update set
+          first_miss = case when m.first_miss < now() - %(window)s * interval '1 second'
+                       then now() else m.first_miss end,
+          misses = case when m.first_miss < now() - %(window)s * interval '1 second'
+                   then 1 else m.misses + 1 end
+        returning misses
+        """,
+        {
+            "key": key_id,
+            "idents": [identifier_digest(t) for t in terms],
+            "window": settings.lookup_lockout_window_s,
+        },
+    ).fetchall()
+    if not any(r[0] >= settings.lookup_lockout_misses for r in rows):
+        return False
+    conn.execute(
+        "update patient_search.lookup_misses set locked_until = now() + %s * interval '1 second',"
+        " misses = 0, first_miss = now() where key_id = %s and ident = any(%s) and misses >= %s",
+        (
+            settings.lookup_lockout_s,
+            key_id,
+            [identifier_digest(t) for t in terms],
+            settings.lookup_lockout_misses,
+        ),
+    )
+    return True

