@@ -224,7 +224,7 @@ def _autocommit_pool(url: str, settings: Settings) -> ConnectionPool:
     pool = ConnectionPool(
         url,
         min_size=1,
-        max_size=settings.pool_max_size,
+        max_size=settings.pool_size,
         timeout=settings.pool_timeout_s,
         kwargs={
             "autocommit": True,
