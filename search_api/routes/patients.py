@@ -34,10 +34,15 @@ LookupAccess = Annotated[Access, Depends(require("lookup", strict=True))]
 ReadAccess = Annotated[Access, Depends(require("read"))]
 
 
-def _json(content: str | bytes, **headers: str) -> Response:
+def _json(content: str | bytes, sent: Response, **headers: str) -> Response:
     """An answer serialized once (pydantic's JSON in Rust), sent as is: no second pass
-    through FastAPI's response validation, and the same bytes go to the cache."""
-    return Response(content, media_type="application/json", headers=headers)
+    through FastAPI's response validation, and the same bytes go to the cache. Headers the
+    dependencies set on `sent` (rate limits, staff user) go along."""
+    answer = Response(content, media_type="application/json", headers=headers)
+    for name, value in sent.headers.items():
+        if name not in ("content-length", "content-type"):
+            answer.headers[name] = value
+    return answer
 
 
 def _cached(state: AppState, kind: str, clinics: tuple[str, ...], request: Any) -> CacheSlot:
@@ -48,7 +53,9 @@ def _cached(state: AppState, kind: str, clinics: tuple[str, ...], request: Any) 
 
 
 @router.post("/search", response_model=models.SearchResponse, responses=_ERRORS)
-def search_patients(body: models.SearchRequest, access: SearchAccess, state: State) -> Response:
+def search_patients(
+    body: models.SearchRequest, access: SearchAccess, state: State, response: Response
+) -> Response:
     request = SearchInput(**body.model_dump())
     thin = thin_search_reason(request, access.clinics, state.settings, state.access.sizes)
     if thin is not None:
@@ -57,7 +64,7 @@ def search_patients(body: models.SearchRequest, access: SearchAccess, state: Sta
     if slot.hit is not None:
         # A cached answer is an access like any other: the trail lists its patients.
         access.returned(r["id"] for r in json.loads(slot.hit)["results"])
-        return _json(slot.hit, **{"X-Cache": "hit"})
+        return _json(slot.hit, response, **{"X-Cache": "hit"})
     try:
         outcome = search(state.router, request, access.clinics, state.settings)
     except InvalidSearch as exc:
@@ -86,6 +93,7 @@ def search_patients(body: models.SearchRequest, access: SearchAccess, state: Sta
         slot.put("search", answer)
     return _json(
         answer,
+        response,
         **{
             "X-Search-Engine": outcome.engine,
             # Where the time went (engine includes waiting for a connection).
@@ -129,13 +137,13 @@ def lookup(body: models.LookupRequest, access: LookupAccess, state: State) -> mo
     "/{patient_id}",
     responses={404: {"model": models.ErrorResponse}, 401: {"model": models.ErrorResponse}},
 )
-def get_patient(patient_id: str, access: ReadAccess, state: State) -> Response:
+def get_patient(patient_id: str, access: ReadAccess, state: State, response: Response) -> Response:
     if len(patient_id) > 200 or not patient_id.isprintable():
         raise ApiError(422, "invalid_request", "patient id too long or not printable")
     slot = _cached(state, "patient", access.clinics, patient_id)
     if slot.hit is not None:
         access.returned([patient_id])
-        return _json(slot.hit, **{"X-Cache": "hit"})
+        return _json(slot.hit, response, **{"X-Cache": "hit"})
     found = state.postgres.get(patient_id, access.clinics)
     if found is None:
         raise ApiError(404, "not_found", "no such patient in your clinics")
@@ -143,7 +151,7 @@ def get_patient(patient_id: str, access: ReadAccess, state: State) -> Response:
     phones = formatted_phones(found.patient, state.settings.default_region)
     answer = json.dumps({"id": found.id, "patient": found.patient, "phones_formatted": phones})
     slot.put("patient", answer)
-    return _json(answer)
+    return _json(answer, response)
 
 
 def _guarded_lookup(term_sets: list[tuple[str, ...]], access: Access, state: State) -> list[Any]:
