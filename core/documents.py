@@ -158,6 +158,8 @@ def build_document(
         "phones": sorted(set(e164)),
         "national": sorted(set(national)),
         "emails": sorted(set(emails)),
+        # For ordering namesakes: the most recently updated record first.
+        "updated_at": row["updated_at"].isoformat() if row.get("updated_at") else None,
     }
     name_text = " ".join([*given, *middle, *family])
     sort_key = fold(" ".join(filter(None, [row.get("family_name"), row.get("given_name")])))

@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from core import term_counts
+
 SCHEMA = "patient_search"
 PROJECTION = "patients"
 _LOCK_KEY = 7_345_001  # advisory lock serialising migrations across processes
@@ -133,6 +135,7 @@ def _m1_initial(conn: psycopg.Connection[Any]) -> None:
 # Append new migrations; never edit a released one.
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     (1, "projection, dictionary, api keys, checkpoints, dead letters", _m1_initial),
+    (40, "per-clinic counts of name words and dates of birth", term_counts.migrate_40),
 ]
 
 

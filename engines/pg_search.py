@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from core import term_counts
 from engines.base import Candidate, CandidateQuery, NameToken
 from engines.pg_projection import scope_terms
 from engines.word_dictionary import WordDictionary
@@ -77,6 +78,11 @@ class PostgresEngine:
         expand = self.words.expand if self.words.ready else None  # SQL until it is loaded
         with self.pool.connection() as conn:
             return find_candidates(conn, query, observe=self._observe, expand=expand)
+
+    def term_counts(self, keys: Sequence[str]) -> dict[str, int]:
+        """Per-clinic counts of name words and dates, for evidence weights (core.term_counts)."""
+        with self.pool.connection() as conn:
+            return term_counts.lookup(conn, keys)
 
     def get(self, patient_id: str, clinic_ids: tuple[str, ...]) -> Candidate | None:
         with self.pool.connection() as conn:

@@ -144,7 +144,11 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
         state = _state(request)
         try:
             outcome = search(
-                state.router, SearchInput(**body.model_dump()), key.clinics, state.settings
+                state.router,
+                SearchInput(**body.model_dump()),
+                key.clinics,
+                state.settings,
+                counts=state.postgres.term_counts,
             )
         except EmptyQuery as exc:
             raise ApiError(422, "empty_query", str(exc)) from exc
@@ -161,6 +165,7 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
                     score=r.score,
                     match=r.match,
                     matched=list(r.matched),
+                    grade=r.grade,
                     patient=r.candidate.patient,
                 )
                 for r in outcome.results

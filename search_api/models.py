@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -57,6 +57,10 @@ class SearchResult(BaseModel):
     score: float
     match: str
     matched: list[str]
+    grade: Literal["certain", "probable", "possible"] = Field(
+        description="How sure the match is, calibrated on an external benchmark: certain "
+        "(>= 99% right there), probable (>= 90%), possible"
+    )
     patient: dict[str, Any]
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from core import term_counts
 from core.settings import Settings
+from engines.base import Candidate
 from engines.pg_search import find_candidates
 from engines.word_dictionary import WordDictionary
 from normalizers.dates import parse_dates
@@ -18,7 +20,7 @@ from normalizers.identifiers import normalize_mrn
 from normalizers.phones import normalize_phone
 from search_api.metrics import ENGINE_QUERY_SECONDS
 from search_api.plan import SearchInput, SearchPlan, build_plan
-from search_api.ranking import Ranked, rank
+from search_api.ranking import Ranked, count_keys, rank
 from search_api.routing import Router
 
 log = logging.getLogger(__name__)
@@ -61,15 +63,33 @@ def plan_for(request: SearchInput, clinic_ids: Sequence[str], settings: Settings
     return plan
 
 
+CountReader = Callable[[Sequence[str]], Mapping[str, int]]
+
+
+def read_counts(reader: CountReader | None, candidates: Sequence[Candidate]) -> Mapping[str, int]:
+    """The clinics' term counts the evidence needs; without them evidence is uniform."""
+    if reader is None or not candidates:
+        return {}
+    try:
+        return reader(count_keys(candidates))
+    except Exception as exc:  # ranking still works, only less finely: never fail the search
+        log.warning("term counts not readable", extra={"error": type(exc).__name__})
+        return {}
+
+
 def search(
-    router: Router, request: SearchInput, clinic_ids: Sequence[str], settings: Settings
+    router: Router,
+    request: SearchInput,
+    clinic_ids: Sequence[str],
+    settings: Settings,
+    counts: CountReader | None = None,
 ) -> SearchOutcome:
     started = time.perf_counter()
     plan = plan_for(request, clinic_ids, settings)
     asked = time.perf_counter()
     answer = router.candidates(plan.candidates)
     engine_ms = (time.perf_counter() - asked) * 1000
-    ranked = rank(plan.rank, answer.candidates)
+    ranked = rank(plan.rank, answer.candidates, read_counts(counts, answer.candidates))
     page = ranked[request.offset : request.offset + request.limit]
     return SearchOutcome(
         results=page,
@@ -81,7 +101,7 @@ def search(
     )
 
 
-def search_ids(
+def search_ranked(
     conn: psycopg.Connection[Any],
     q: str,
     clinic_ids: Sequence[str],
@@ -89,8 +109,8 @@ def search_ids(
     limit: int = 10,
     settings: Settings,
     words: WordDictionary | None = None,
-) -> list[str]:
-    """Ranked patient ids for a search-box string on one connection (benchmarks, tests).
+) -> list[Ranked]:
+    """Ranked, graded results for a search-box string on one connection (benchmarks, tests).
 
     With `words`, name expansion uses that in-process dictionary, as the API does.
     """
@@ -100,7 +120,22 @@ def search_ids(
         candidates = find_candidates(
             conn, plan.candidates, observe=lambda kind, s: None, expand=expand
         )
-    return [r.candidate.id for r in rank(plan.rank, candidates)[:limit]]
+        counts = term_counts.lookup(conn, count_keys(candidates))
+    return rank(plan.rank, candidates, counts)[:limit]
+
+
+def search_ids(
+    conn: psycopg.Connection[Any],
+    q: str,
+    clinic_ids: Sequence[str],
+    *,
+    limit: int = 10,
+    settings: Settings,
+    words: WordDictionary | None = None,
+) -> list[str]:
+    """Ranked patient ids for a search-box string on one connection (benchmarks, tests)."""
+    ranked = search_ranked(conn, q, clinic_ids, limit=limit, settings=settings, words=words)
+    return [r.candidate.id for r in ranked]
 
 
 def lookup_terms(
