@@ -12,11 +12,12 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
+from core import terms as t
 from normalizers.emails import normalize_email
 from normalizers.identifiers import normalize_mrn
-from normalizers.names import name_keys, name_tokens, nickname_group, phonetic_keys
+from normalizers.names import name_keys, name_tokens
 from normalizers.phones import normalize_phone
 from normalizers.text import fold
 
@@ -36,14 +37,52 @@ PATIENT_COLUMNS = (
 CONTACT_COLUMNS = ("id", "patient_id", "kind", "value", "use")
 
 
+class ContactValue(TypedDict):
+    value: str  # as typed in the source
+    use: str | None
+
+
+class PatientRecord(TypedDict):
+    """The display record: values as stored in the source (the API's `patient`, see DESIGN.md)."""
+
+    id: str
+    clinic_id: str
+    active: bool
+    given_name: str | None
+    middle_name: str | None
+    family_name: str | None
+    birth_date: str | None  # ISO 8601
+    sex: str | None
+    mrn: str | None
+    phones: list[ContactValue]
+    emails: list[ContactValue]
+    postal_code: str | None
+
+
+class MatchFields(TypedDict):
+    """Normalized fields the re-ranker compares a query against."""
+
+    given: list[str]  # folded name words
+    middle: list[str]
+    family: list[str]
+    family_keys: list[str]  # whole-field keys (garcialopez)
+    given_keys: list[str]
+    mrn: str | None
+    birth_date: str | None  # ISO 8601
+    phones: list[str]  # E.164
+    national: list[str]
+    emails: list[str]  # canonical
+    updated_at: NotRequired[str | None]  # ISO 8601: orders namesakes, latest first
+
+
 @dataclass(frozen=True)
 class PatientDocument:
     id: str
     clinic_id: str
     active: bool
     birth_date: dt.date | None
-    patient: dict[str, Any]
-    match: dict[str, Any]
+    patient: PatientRecord
+    match: MatchFields
     terms: list[str]
     name_text: str
     sort_key: str
@@ -57,10 +96,10 @@ def _iso(value: dt.date | None) -> str | None:
 
 @lru_cache(maxsize=200_000)
 def _word_terms(word: str, nicknames: bool) -> tuple[str, ...]:
-    terms = [f"n:{word}", *(f"p:{code}" for code in phonetic_keys(word))]
+    found = [t.name(word), *t.phonetic(word)]
     if nicknames:
-        terms.extend(f"k:{name}" for name in nickname_group(word))
-    return tuple(terms)
+        found.extend(t.nicknames(word))
+    return tuple(found)
 
 
 @lru_cache(maxsize=200_000)
@@ -73,7 +112,7 @@ def name_terms(fields: Mapping[str, tuple[Sequence[str], Sequence[str]]]) -> set
     """Name, nickname and phonetic terms for the inverted index."""
     terms: set[str] = set()
     for fld, (tokens, keys) in fields.items():
-        terms.update(f"n:{key}" for key in keys)
+        terms.update(t.name(key) for key in keys)
         for token in tokens:
             terms.update(_word_terms(token, fld != "family"))
     return terms
@@ -89,8 +128,8 @@ def build_document(
     birth_date: dt.date | None = row.get("birth_date")
     mrn = normalize_mrn(row["mrn"]) if row.get("mrn") else None
 
-    phones_display: list[dict[str, Any]] = []
-    emails_display: list[dict[str, Any]] = []
+    phones_display: list[ContactValue] = []
+    emails_display: list[ContactValue] = []
     e164: list[str] = []
     national: list[str] = []
     emails: list[str] = []
@@ -103,26 +142,26 @@ def build_document(
             phones_display.append({"value": value, "use": contact.get("use")})
             if phone.e164:
                 e164.append(phone.e164)
-                terms.add(f"tel:{phone.e164}")
+                terms.add(t.phone(phone.e164))
             if phone.national:
                 national.append(phone.national)
-                terms.add(f"tn:{phone.national}")
+                terms.add(t.national(phone.national))
                 if len(phone.national) >= 7:
-                    terms.add(f"t7:{phone.national[-7:]}")
+                    terms.add(t.last7(phone.national))
             if phone.last4:
-                terms.add(f"t4:{phone.last4}")
+                terms.add(t.last4(phone.last4))
         elif kind == "email":
             email = normalize_email(value)
             emails_display.append({"value": value, "use": contact.get("use")})
             canonical = email.canonical or value.strip().lower()
             if canonical:
                 emails.append(canonical)
-                terms.add(f"em:{canonical}")
+                terms.add(t.email(canonical))
 
     if mrn:
-        terms.add(f"mrn:{mrn}")
+        terms.add(t.mrn(mrn))
     if birth_date:
-        terms.add(f"dob:{birth_date.isoformat()}")
+        terms.add(t.dob(birth_date))
     terms.update(
         name_terms(
             {
@@ -133,7 +172,7 @@ def build_document(
         )
     )
 
-    patient = {
+    patient: PatientRecord = {
         "id": str(row["id"]),
         "clinic_id": str(row["clinic_id"]),
         "mrn": row.get("mrn"),
@@ -147,7 +186,7 @@ def build_document(
         "postal_code": row.get("postal_code"),
         "active": bool(row.get("active", True)),
     }
-    match = {
+    match: MatchFields = {
         "given": list(given),
         "middle": list(middle),
         "family": list(family),

@@ -20,12 +20,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from core import terms
+
 SCHEMA = "patient_search"
 
 TABLE = "term_counts"
 SEP = "\x1f"
 TOTAL = "#"  # the row holding the clinic's number of patients
-COUNTED = ("n:", "dob:")
+COUNTED = (terms.term(terms.NAME, ""), terms.term(terms.DOB, ""))
 
 
 def key(clinic_id: str, term: str) -> str:
@@ -82,13 +84,18 @@ def refresh(conn: psycopg.Connection[Any], *, table: str, clinic_id: str | None 
             """
             insert into patient_search.term_counts (term, count)
             select t, count(*) from {source} p, unnest(p.terms) t
-            where {where} and (split_part(t, {sep}, 2) like 'n:%%'
-                               or split_part(t, {sep}, 2) like 'dob:%%')
+            where {where} and split_part(t, {sep}, 2) like any({patterns})
             group by t
             union all
             select clinic_id || {total}, count(*) from {source} where {where} group by clinic_id
             """
-        ).format(source=source, where=where, sep=SEP, total=SEP + TOTAL)
+        ).format(
+            source=source,
+            where=where,
+            sep=SEP,
+            total=SEP + TOTAL,
+            patterns=[f"{c}%" for c in COUNTED],
+        )
     )
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from core.documents import MatchFields, PatientRecord
+
 
 @dataclass(frozen=True)
 class NameToken:
     """One typed name word and the exact terms that would count as it.
 
-    Terms are index terms (`n:` word, `k:` nickname group, `p:` phonetic code).
+    Terms are index terms (core.terms: `n:` word, `k:` nickname group, `p:` phonetic code).
     Engines may widen them with prefix and typo expansions of `text`, the
     folded word itself.
     """
@@ -38,8 +40,8 @@ class CandidateQuery:
 @dataclass(frozen=True)
 class Candidate:
     id: str
-    patient: dict[str, Any]
-    match: dict[str, Any]
+    patient: PatientRecord
+    match: MatchFields
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -4,7 +4,7 @@ One multi-search request per query (see engines.meili_settings.build_passes):
 exact passes as filters over term keys, typo/prefix passes as full-text search
 on the name attributes; the clinic filter is in every one. The client's
 timeout is the search budget, so a slow or silent server costs at most that;
-search_api.routing decides what happens then.
+search_api.failover decides what happens then.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, cast
 import meilisearch
 from meilisearch.errors import MeilisearchApiError
 
+from core.documents import MatchFields, PatientRecord
 from core.settings import Settings
 from engines.base import Candidate, CandidateQuery
 from engines.meili_settings import (
@@ -151,7 +152,7 @@ class MeiliEngine:
 
 
 def _candidate(hit: dict[str, Any]) -> Candidate:
-    patient = hit.get("patient") or {}
-    match = hit.get("match") or {}
+    patient = cast(PatientRecord, hit.get("patient") or {})
+    match = cast(MatchFields, hit.get("match") or {})
     pid = str(patient.get("id") or decode_id(str(hit["pk"])))
     return Candidate(id=pid, patient=patient, match=match)

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core import terms as index_terms
 from core.documents import PatientDocument
 from engines.base import CandidateQuery
 
@@ -165,11 +166,6 @@ def term_key(term: str) -> str:
 # -- documents ------------------------------------------------------------------
 
 
-def _values(terms: Iterable[str], prefix: str) -> list[str]:
-    n = len(prefix)
-    return sorted({t[n:] for t in terms if t.startswith(prefix)})
-
-
 def to_meili(doc: PatientDocument) -> dict[str, Any]:
     """PatientDocument -> Meilisearch document; `patient` and `match` ride along for ranking."""
     match = doc.match
@@ -181,14 +177,14 @@ def to_meili(doc: PatientDocument) -> dict[str, Any]:
         "family": " ".join(match.get("family") or ()),
         "given": " ".join(match.get("given") or ()),
         "middle": " ".join(match.get("middle") or ()),
-        "name_keys": _values(terms, "n:"),
-        "nick": _values(terms, "k:"),
-        "phon": _values(terms, "p:"),
+        "name_keys": index_terms.values(terms, index_terms.NAME),
+        "nick": index_terms.values(terms, index_terms.NICKNAME),
+        "phon": index_terms.values(terms, index_terms.PHONETIC),
         "mrn": match.get("mrn"),
         "phone": list(match.get("phones") or ()),
         "national": list(match.get("national") or ()),
-        "last7": _values(terms, "t7:"),
-        "last4": _values(terms, "t4:"),
+        "last7": index_terms.values(terms, index_terms.LAST7),
+        "last4": index_terms.values(terms, index_terms.LAST4),
         "email": list(match.get("emails") or ()),
         "dob": match.get("birth_date"),
         "keys": sorted({term_key(t) for t in terms}),

@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from core import term_counts
+from core import term_counts, terms
 from core.documents import PatientDocument
 from core.schema import PROJECTION, SCHEMA
 
@@ -137,10 +137,10 @@ def _count_terms(
 ) -> None:
     """Per-clinic counts of name words and dates follow every live write (core.term_counts)."""
     delta: Counter[str] = Counter()
-    for clinic_id, terms in before:
-        delta.update(term_counts.document_delta(clinic_id, terms, -1))
-    for clinic_id, terms in after:
-        delta.update(term_counts.document_delta(clinic_id, terms, 1))
+    for clinic_id, stored in before:
+        delta.update(term_counts.document_delta(clinic_id, stored, -1))
+    for clinic_id, stored in after:
+        delta.update(term_counts.document_delta(clinic_id, stored, 1))
     term_counts.apply_delta(conn, delta)
 
 
@@ -169,7 +169,7 @@ def owners_of_contacts(conn: psycopg.Connection[Any], contact_ids: Iterable[str]
 
 
 def dictionary_words(docs: Iterable[PatientDocument]) -> set[str]:
-    return {t[2:] for d in docs for t in d.terms if t.startswith("n:")}
+    return {w for d in docs for w in terms.values(d.terms, terms.NAME)}
 
 
 def add_dictionary_terms(conn: psycopg.Connection[Any], docs: Sequence[PatientDocument]) -> None:

@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from core import term_counts
+from core import term_counts, terms
 from engines.base import Candidate, CandidateQuery, NameToken
 from engines.pg_projection import scope_terms
 from engines.word_dictionary import WordDictionary
@@ -149,20 +149,19 @@ def expand_tokens(
     ).fetchall()
     for token, word, kind in rows:
         if kind == "prefix":
-            prefixes[token].add(f"n:{word}")
+            prefixes[token].add(terms.name(word))
         elif typo_distance(token, word) is not None:  # the same rule the re-ranker applies
-            fuzzy[token].add(f"n:{word}")
+            fuzzy[token].add(terms.name(word))
     return prefixes, fuzzy
 
 
 Expander = Callable[[Sequence[NameToken]], tuple[dict[str, set[str]], dict[str, set[str]]]]
+Scoper = Callable[[Iterable[str]], list[str]]
+# A name level: its name, the terms that count per typed word, and an order (or none).
+Level = tuple[str, list[tuple[str, ...]], sql.Composable | None]
 
 
-def _name_levels(
-    expand: Expander,
-    names: Sequence[NameToken],
-    scoped: Callable[[Iterable[str]], list[str]],
-) -> Iterator[tuple[str, list[tuple[str, ...]], sql.Composable | None]]:
+def _name_levels(expand: Expander, names: Sequence[NameToken], scoped: Scoper) -> Iterator[Level]:
     """Per name word, the terms that count at each level, strict to loose, with an order.
 
     exact: the word and its nickname group; completed: plus prefix completions;
@@ -184,7 +183,7 @@ def _closeness(
     exact: list[tuple[str, ...]],
     completed: list[tuple[str, ...]],
     typos: list[tuple[str, ...]],
-    scoped: Callable[[Iterable[str]], list[str]],
+    scoped: Scoper,
 ) -> sql.Composable:
     """Rows matching more words more closely first: exact 3, completed 2, typo 1.
 
@@ -215,34 +214,141 @@ def find_candidates(
     even when a common name matches thousands. Their order is still
     deterministic for the same projection, which keeps pagination stable.
     """
-    found: dict[str, Candidate] = {}
-    limit = query.limit
-    clinics = sorted(set(query.clinic_ids))
+    return CandidateSearch(conn, query, observe=observe, expand=expand).run()
 
-    def scoped(terms: Iterable[str]) -> list[str]:
-        wanted = sorted(set(terms))
-        return [t for c in clinics for t in scope_terms(c, wanted)]
 
-    # Every pass must go through the terms index: with LIMIT and skewed name
-    # frequencies the planner otherwise bets on a sequential scan and can lose
-    # by seconds (measured at 1M patients).
-    conn.execute("set local enable_seqscan = off")
-    conn.execute("set local enable_indexscan = off")
-    base: list[sql.Composable] = [sql.SQL("clinic_id = any({})").format(clinics)]
-    if not query.include_inactive:
-        base.append(sql.SQL("active"))
+class CandidateSearch:
+    """One search's passes over the projection, strict to loose, filling `found`.
 
-    def full() -> bool:
-        return len(found) >= limit
+    `run` reads top to bottom: identifiers; names (narrowed by a typed date first,
+    then alone, level by level); last resorts when nothing matched; or, without a
+    name, the date and phone ending alone. Each pass adds rows not yet found and
+    is skipped once the page is full.
+    """
 
-    def enough() -> bool:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        query: CandidateQuery,
+        *,
+        observe: Observer,
+        expand: Expander | None = None,
+    ) -> None:
+        self.conn = conn
+        self.query = query
+        self.observe = observe
+        self.expand: Expander = expand or (lambda tokens: expand_tokens(conn, tokens))
+        self.clinics = sorted(set(query.clinic_ids))
+        self.found: dict[str, Candidate] = {}
+        self.base: list[sql.Composable] = [sql.SQL("clinic_id = any({})").format(self.clinics)]
+        if not query.include_inactive:
+            self.base.append(sql.SQL("active"))
+        self.weak = [self.overlaps(query.weak_terms)] if query.weak_terms else []
+        self.dates = [
+            (kind, self.overlaps(terms))
+            for kind, terms in (("dob", query.dob_terms), ("dob_near", query.dob_near_terms))
+            if terms
+        ]
+        # Name levels reached so far, pulled lazily from the ladder: the dictionary
+        # is asked only if the exact level did not find enough.
+        self.levels: list[Level] = []
+        self.ladder = _name_levels(self.expand, query.names, self.scoped)
+
+    def run(self) -> list[Candidate]:
+        # Every pass must go through the terms index: with LIMIT and skewed name
+        # frequencies the planner otherwise bets on a sequential scan and can lose
+        # by seconds (measured at 1M patients).
+        self.conn.execute("set local enable_seqscan = off")
+        self.conn.execute("set local enable_indexscan = off")
+        if self.query.strong_terms:
+            self.run_pass("identifier", [self.overlaps(self.query.strong_terms)])
+        if self.query.names:
+            if self.dates:
+                self.names_with_date()
+            self.names_alone()
+            self.last_resorts()
+        else:
+            self.without_name()
+        return list(self.found.values())
+
+    # -- passes, in the order `run` tries them ---------------------------------
+
+    def names_with_date(self) -> None:
+        """A typed date narrows every level before any level is tried without it.
+
+        So a crowd of namesakes never hides the patient born on that date. The
+        first pass that finds someone ends the date ladder: looser ones would
+        only add patients the re-ranker puts below them.
+        """
+        before = len(self.found)
+        for level, words, order in self.ladder:
+            self.levels.append((level, words, order))
+            for date_kind, date in self.dates:
+                conds = [*(self.overlaps(w) for w in words), date, *self.weak]
+                self.run_pass(f"{level}_{date_kind}", conds, order=order)
+                if len(self.found) > before:
+                    break
+            if len(self.found) > before or self.enough():
+                break
+        if len(self.found) == before:
+            # The date with any one word: a half-remembered or unusual name
+            # still finds the patient born that day.
+            any_date = self.overlaps([*self.query.dob_terms, *self.query.dob_near_terms])
+            self.run_pass("dob_any_name", [self.any_word(), any_date])
+
+    def names_alone(self) -> None:
+        for i in range(3):
+            if self.enough():
+                break
+            if i == len(self.levels):
+                self.levels.append(next(self.ladder))
+            level, words, order = self.levels[i]
+            self.run_pass(level, [*(self.overlaps(w) for w in words), *self.weak], order=order)
+
+    def last_resorts(self) -> None:
+        """Only when no level matched: any one word, then whole-name trigram similarity."""
+        if not self.found and len(self.query.names) > 1:
+            self.run_pass("any_name", [self.any_word(), *self.weak])
+        name_text = self.query.name_text
+        if not self.found and name_text:
+            self.conn.execute("set local pg_trgm.similarity_threshold = 0.3")
+            self.run_pass(
+                "trigram",
+                [sql.SQL("name_text % {}").format(name_text)],
+                order=sql.SQL("similarity(name_text, {}) desc, id").format(name_text),
+            )
+
+    def without_name(self) -> None:
+        for date_kind, date in self.dates:
+            self.run_pass(date_kind, [date, *self.weak])
+        if not self.dates and self.weak:
+            self.run_pass("phone_ending", self.weak)
+
+    # -- the pieces every pass uses --------------------------------------------
+
+    def enough(self) -> bool:
         """The page asked for is filled: looser levels would only rank below it."""
-        return len(found) >= min(query.enough, limit)
+        return len(self.found) >= min(self.query.enough, self.query.limit)
 
-    def run(kind: str, conds: list[sql.Composable], order: sql.Composable | None = None) -> None:
-        if full():
+    def scoped(self, terms: Iterable[str]) -> list[str]:
+        wanted = sorted(set(terms))
+        return [t for c in self.clinics for t in scope_terms(c, wanted)]
+
+    def overlaps(self, terms: Sequence[str]) -> sql.Composable:
+        return sql.SQL("terms && {}::text[]").format(self.scoped(terms))
+
+    def any_word(self) -> sql.Composable:
+        """Any term of any typed word, at every level reached so far."""
+        return self.overlaps([t for _, words, _ in self.levels for terms in words for t in terms])
+
+    def run_pass(
+        self, kind: str, conds: list[sql.Composable], order: sql.Composable | None = None
+    ) -> None:
+        """One statement; its rows not yet found are added. Skipped once the page is full."""
+        limit = self.query.limit
+        if len(self.found) >= limit:
             return
-        where = sql.SQL(" and ").join([*base, *conds])
+        where = sql.SQL(" and ").join([*self.base, *conds])
         if order is None:
             stmt = sql.SQL("select id, doc from patient_search.patients where {} limit {}").format(
                 where, sql.Literal(limit)
@@ -255,72 +361,8 @@ def find_candidates(
                 "from patient_search.patients where {} limit {}) p order by {} limit {}"
             ).format(where, sql.Literal(ORDERED_PASS_CAP), order, sql.Literal(limit))
         started = time.perf_counter()
-        rows = conn.execute(stmt).fetchall()
-        observe(kind, time.perf_counter() - started)
+        rows = self.conn.execute(stmt).fetchall()
+        self.observe(kind, time.perf_counter() - started)
         for row in rows:
-            if row[0] not in found:
-                found[row[0]] = _candidate(row)
-
-    def overlaps(terms: Sequence[str]) -> sql.Composable:
-        return sql.SQL("terms && {}::text[]").format(scoped(terms))
-
-    def any_word(levels: list[tuple[str, list[tuple[str, ...]], Any]]) -> sql.Composable:
-        """Any term of any typed word, at every level reached so far."""
-        return overlaps([t for _, words, _ in levels for terms in words for t in terms])
-
-    if query.strong_terms:
-        run("identifier", [overlaps(query.strong_terms)])
-
-    weak = [overlaps(query.weak_terms)] if query.weak_terms else []
-    dates = [
-        (kind, overlaps(terms))
-        for kind, terms in (("dob", query.dob_terms), ("dob_near", query.dob_near_terms))
-        if terms
-    ]
-    names = query.names
-    if names:
-        # Lazy: the dictionary is asked only if the exact level did not find enough.
-        ladder = _name_levels(expand or (lambda ts: expand_tokens(conn, ts)), names, scoped)
-        levels: list[tuple[str, list[tuple[str, ...]], sql.Composable | None]] = []
-        if dates:
-            # A typed date narrows every level before any level is tried without it,
-            # so a crowd of namesakes never hides the patient born on that date. The
-            # first pass that finds someone ends the date ladder: looser ones would
-            # only add patients the re-ranker puts below them.
-            before = len(found)
-            for level, words, order in ladder:
-                levels.append((level, words, order))
-                for date_kind, date in dates:
-                    conds = [*(overlaps(w) for w in words), date, *weak]
-                    run(f"{level}_{date_kind}", conds, order=order)
-                    if len(found) > before:
-                        break
-                if len(found) > before or enough():
-                    break
-            if len(found) == before:
-                # The date with any one word: a half-remembered or unusual name
-                # still finds the patient born that day.
-                any_date = overlaps([*query.dob_terms, *query.dob_near_terms])
-                run("dob_any_name", [any_word(levels), any_date])
-        for i in range(3):
-            if enough():
-                break
-            if i == len(levels):
-                levels.append(next(ladder))
-            level, words, order = levels[i]
-            run(level, [*(overlaps(w) for w in words), *weak], order=order)
-        if not found and len(names) > 1:
-            run("any_name", [any_word(levels), *weak])
-        if not found and query.name_text:
-            conn.execute("set local pg_trgm.similarity_threshold = 0.3")
-            run(
-                "trigram",
-                [sql.SQL("name_text % {}").format(query.name_text)],
-                order=sql.SQL("similarity(name_text, {}) desc, id").format(query.name_text),
-            )
-    else:
-        for date_kind, date in dates:
-            run(date_kind, [date, *weak])
-        if not dates and weak:
-            run("phone_ending", weak)
-    return list(found.values())
+            if row[0] not in self.found:
+                self.found[row[0]] = _candidate(row)

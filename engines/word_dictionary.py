@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from rapidfuzz import process
 from rapidfuzz.distance import DamerauLevenshtein
 
+from core import terms
 from engines.base import NameToken
 from normalizers.names import typo_budget
 
@@ -86,9 +87,9 @@ class WordDictionary:
         typos: dict[str, set[str]] = {t.text: set() for t in tokens}
         for t in tokens:
             if t.prefix and t.text:
-                prefixes[t.text].update(f"n:{w}" for w in snapshot.completions(t.text))
+                prefixes[t.text].update(terms.name(w) for w in snapshot.completions(t.text))
             if len(t.text) >= 3:
-                typos[t.text].update(f"n:{w}" for w in snapshot.typos(t.text))
+                typos[t.text].update(terms.name(w) for w in snapshot.typos(t.text))
         return prefixes, typos
 
     @property

@@ -10,7 +10,7 @@ task (and a delete task), and each task is awaited. Outcomes, for the indexer:
   backoff from its durable position (nothing dead-lettered for an outage).
 
 The sink also keeps state row 'meili' (last successful write, failing since)
-that search_api.routing reads to decide whether the index is lagging.
+that search_api.failover reads to decide whether the index is lagging.
 
 Rebuild (`MeiliRebuild`, `rebuild_meili`): a new index with settings, filled
 from a snapshot of the source, caught up with the patients touched meanwhile,

@@ -10,7 +10,7 @@ from core.database import resolve_database_url
 from core.logging import configure_logging
 from core.settings import configure_normalizers, get_settings
 from search_api.app import create_app
-from search_api.engines import primary_engine
+from search_api.primary_engine import primary_engine
 
 settings = get_settings()
 configure_logging(settings.log_level)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
+
 from prometheus_client import Counter, Histogram
+from starlette.requests import Request
+from starlette.responses import Response
 
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -31,3 +36,17 @@ FALLBACKS = Counter(
     "patient_search_fallbacks_total", "Searches answered by the fallback engine", ["reason"]
 )
 ERRORS = Counter("patient_search_errors_total", "Errors by code", ["code"])
+
+
+async def measure_requests(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """HTTP middleware: latency and outcome per route template (never the raw path)."""
+    started = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    endpoint = getattr(route, "path", "unmatched")
+    engine = response.headers.get("X-Search-Engine", "none")
+    REQUEST_SECONDS.labels(endpoint=endpoint, engine=engine).observe(time.perf_counter() - started)
+    REQUESTS.labels(endpoint=endpoint, status=str(response.status_code)).inc()
+    return response

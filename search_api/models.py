@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -61,7 +62,7 @@ class SearchResult(BaseModel):
         description="How sure the match is, calibrated on an external benchmark: certain "
         "(>= 99% right there), probable (>= 90%), possible"
     )
-    patient: dict[str, Any]
+    patient: Mapping[str, Any]  # core.documents.PatientRecord
 
 
 class SearchResponse(BaseModel):

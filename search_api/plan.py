@@ -11,13 +11,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from doublemetaphone import doublemetaphone
-
+from core import terms
 from engines.base import CandidateQuery, NameToken
 from normalizers.dates import parse_dates
 from normalizers.emails import normalize_email
 from normalizers.identifiers import normalize_mrn
-from normalizers.names import name_tokens, nickname_group
+from normalizers.names import name_tokens
 from normalizers.phones import Phone, normalize_phone
 from normalizers.query import parse_query
 from search_api.ranking import RankQuery, literal_text
@@ -65,11 +64,10 @@ def _unique(values: Iterable[Any]) -> tuple[Any, ...]:
 
 def name_token(text: str, *, prefix: bool = True) -> NameToken:
     # Two letters sound like half the clinic: no phonetic code for them.
-    primary = doublemetaphone(text)[0] if len(text) >= 3 else ""
     return NameToken(
         text=text,
-        alternatives=(f"n:{text}", *(f"k:{n}" for n in sorted(nickname_group(text)))),
-        phonetic=(f"p:{primary}",) if primary else (),
+        alternatives=(terms.name(text), *terms.nicknames(text)),
+        phonetic=tuple(terms.phonetic(text, alternates=False)) if len(text) >= 3 else (),
         prefix=prefix,
     )
 
@@ -81,7 +79,7 @@ def joined_pairs(tokens: tuple[NameToken, ...]) -> tuple[NameToken, ...]:
         return tokens
     extra: list[list[str]] = [[] for _ in tokens]
     for i in range(len(tokens) - 1):
-        joined = f"n:{tokens[i].text}{tokens[i + 1].text}"
+        joined = terms.name(tokens[i].text + tokens[i + 1].text)
         extra[i].append(joined)
         extra[i + 1].append(joined)
     return tuple(
@@ -175,12 +173,12 @@ def build_plan(
     )
     wanted = request.offset + request.limit
     strong = [
-        *(f"tel:{p}" for p in e164),
-        *(f"tn:{n}" for n in nationals),
-        *(f"em:{e}" for e in rank.emails),
-        *(f"mrn:{m}" for m in rank.mrns),
+        *(terms.phone(p) for p in e164),
+        *(terms.national(n) for n in nationals),
+        *(terms.email(e) for e in rank.emails),
+        *(terms.mrn(m) for m in rank.mrns),
     ]
-    weak = [f"t7:{f[-7:]}" if len(f) >= 7 else f"t4:{f[-4:]}" for f in fragments]
+    weak = [terms.phone_ending(f) for f in fragments]
     unique_names = _unique(names)
     candidates = CandidateQuery(
         clinic_ids=tuple(clinic_ids),
@@ -188,8 +186,8 @@ def build_plan(
         strong_terms=_unique(strong),
         weak_terms=_unique(weak),
         names=joined_pairs(tuple(name_token(n) for n in unique_names)),
-        dob_terms=tuple(f"dob:{d.isoformat()}" for d in rank.birth_dates),
-        dob_near_terms=tuple(f"dob:{d.isoformat()}" for d in near_dates(rank.birth_dates)),
+        dob_terms=tuple(terms.dob(d) for d in rank.birth_dates),
+        dob_near_terms=tuple(terms.dob(d) for d in near_dates(rank.birth_dates)),
         name_text=" ".join(unique_names),
         limit=candidate_limit or candidate_window(wanted),
         enough=wanted,

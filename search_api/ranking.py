@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 from rapidfuzz.fuzz import ratio, token_set_ratio, token_sort_ratio
 
-from core import term_counts
+from core import term_counts, terms
+from core.documents import MatchFields, PatientRecord
 from engines.base import Candidate
 from normalizers.names import is_particle, nickname_group, phonetic_keys, typo_distance
 
@@ -110,11 +111,16 @@ def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float]
     return None
 
 
-def _stored_words(match: dict[str, Any]) -> list[tuple[str, str]]:
+def _stored_words(match: MatchFields) -> list[tuple[str, str]]:
     """(field, word) pairs, compound keys included (smithjones, delacruz)."""
     words: list[tuple[str, str]] = []
-    for fld in ("given", "middle", "family"):
-        words.extend((fld, w) for w in match.get(fld) or ())
+    fields = (
+        ("given", match.get("given")),
+        ("middle", match.get("middle")),
+        ("family", match.get("family")),
+    )
+    for fld, stored in fields:
+        words.extend((fld, w) for w in stored or ())
     words.extend(
         ("family", w) for w in match.get("family_keys") or () if ("family", w) not in words
     )
@@ -134,7 +140,7 @@ class _NameResult:
     unmatched: int = 0  # typed words (particles aside) that matched nothing
 
 
-def match_names(query: RankQuery, match: dict[str, Any]) -> _NameResult:
+def match_names(query: RankQuery, match: MatchFields) -> _NameResult:
     words = _stored_words(match)
     pairs: list[tuple[int, float, int, int, str]] = []
     for qi, typed in enumerate(query.names):
@@ -213,7 +219,7 @@ def match_date(query: RankQuery, stored: str | None) -> tuple[str | None, float]
     return "mismatch", 0.0
 
 
-def match_identifiers(query: RankQuery, match: dict[str, Any]) -> tuple[set[str], set[str], bool]:
+def match_identifiers(query: RankQuery, match: MatchFields) -> tuple[set[str], set[str], bool]:
     """(fields matched exactly, fields matched partially, contradiction)."""
     exact: set[str] = set()
     partial: set[str] = set()
@@ -284,7 +290,7 @@ def literal_text(text: str) -> str:
     return "" if text.isascii() else text
 
 
-def _literal_name(patient: dict[str, Any]) -> str:
+def _literal_name(patient: PatientRecord) -> str:
     parts = (patient.get("given_name"), patient.get("middle_name"), patient.get("family_name"))
     return literal_text(" ".join(p for p in parts if p))
 
@@ -367,7 +373,7 @@ def _matched_fields(name: _NameResult, date_kind: str | None, ids: set[str]) -> 
     return tuple(sorted(matched))
 
 
-def _updated(match: dict[str, Any]) -> float:
+def _updated(match: MatchFields) -> float:
     value = match.get("updated_at")
     try:
         return dt.datetime.fromisoformat(value).timestamp() if value else 0.0
@@ -401,10 +407,10 @@ def count_keys(candidates: Iterable[Candidate]) -> list[str]:
     for c in candidates:
         clinic = str(c.patient.get("clinic_id") or "")
         keys.add(term_counts.key(clinic, term_counts.TOTAL))
-        for fld in ("given", "middle", "family"):
-            keys.update(term_counts.key(clinic, f"n:{w}") for w in c.match.get(fld) or ())
+        words = [*c.match["given"], *c.match["middle"], *c.match["family"]]
+        keys.update(term_counts.key(clinic, terms.name(w)) for w in words)
         if born := c.match.get("birth_date"):
-            keys.add(term_counts.key(clinic, f"dob:{born}"))
+            keys.add(term_counts.key(clinic, terms.term(terms.DOB, born)))
     return sorted(keys)
 
 
@@ -428,11 +434,11 @@ def evidence(
     clinic = str(candidate.patient.get("clinic_id") or "")
     weight = sum(IDENTIFIER_WEIGHT.get(f, 0.0) for f in ids_exact)
     for _typed, stored, kind in name.pairs:
-        weight += KIND_FACTOR.get(kind, 0.5) * _telling(counts, clinic, f"n:{stored}")
+        weight += KIND_FACTOR.get(kind, 0.5) * _telling(counts, clinic, terms.name(stored))
     weight += UNMATCHED_WORD * name.unmatched
     born = candidate.match.get("birth_date")
     if date_kind in ("exact", "near") and born:
-        telling = _telling(counts, clinic, f"dob:{born}")
+        telling = _telling(counts, clinic, terms.term(terms.DOB, born))
         weight += telling if date_kind == "exact" else max(telling - DATE_NEAR_PENALTY, 1.0)
     elif date_kind == "mismatch":
         weight += DATE_CONTRADICTS if born else DATE_MISSING

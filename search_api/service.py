@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from core import term_counts
+from core import term_counts, terms
 from core.settings import Settings
 from engines.base import Candidate
 from engines.pg_search import find_candidates
@@ -18,10 +18,10 @@ from engines.word_dictionary import WordDictionary
 from normalizers.dates import parse_dates
 from normalizers.identifiers import normalize_mrn
 from normalizers.phones import normalize_phone
+from search_api.failover import Router
 from search_api.metrics import ENGINE_QUERY_SECONDS
 from search_api.plan import SearchInput, SearchPlan, build_plan
 from search_api.ranking import Ranked, count_keys, rank
-from search_api.routing import Router
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,8 @@ def lookup_terms(
     if phone:
         parsed = normalize_phone(phone, settings.default_region)
         if parsed.e164:
-            ids.append(f"tel:{parsed.e164}")
+            ids.append(terms.phone(parsed.e164))
     if mrn and (norm := normalize_mrn(mrn)):
-        ids.append(f"mrn:{norm}")
+        ids.append(terms.mrn(norm))
     # A booking system sends unambiguous dates: only the first reading counts.
-    return [(i, f"dob:{dates[0].isoformat()}") for i in ids]
+    return [(i, terms.dob(dates[0])) for i in ids]

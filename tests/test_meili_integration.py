@@ -21,8 +21,8 @@ from engines.meili import MeiliEngine, make_client
 from engines.pg_search import PostgresEngine
 from indexer.meili_sink import MeiliSink, StateStore, rebuild_meili
 from indexer.sync import load_documents, sync_patients
+from search_api.failover import Router
 from search_api.plan import SearchInput
-from search_api.routing import Router
 from search_api.service import search
 from tests.factories import insert_patient
 

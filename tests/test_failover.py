@@ -29,9 +29,9 @@ from engines.pg_search import PostgresEngine
 from indexer.meili_sink import MeiliSink, MeiliUnavailable, StateStore
 from indexer.sync import load_documents, sync_patients
 from search_api.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from search_api.failover import LagProbe, Router, pool_state_reader, primary_lag_s
 from search_api.metrics import FALLBACKS
 from search_api.plan import SearchInput
-from search_api.routing import LagProbe, Router, pool_state_reader, primary_lag_s
 from search_api.service import search
 from tests.factories import insert_patient
 

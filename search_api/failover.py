@@ -1,4 +1,4 @@
-"""Which engine answers: the primary (Meilisearch) when configured and healthy, else PostgreSQL.
+"""Engine failover: the primary (Meilisearch) answers when configured and healthy, else PostgreSQL.
 
 Each search has a latency budget. The primary runs in a worker thread and is
 waited for at most that long; an error, a timeout, an open circuit breaker or
