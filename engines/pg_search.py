@@ -62,6 +62,8 @@ Observer = Callable[[str, float], None]
 
 # Rows an ordered (loosest) pass may read before ordering them.
 ORDERED_PASS_CAP = 2000
+# Patients born on the typed date read when no name agrees (see names_with_date).
+DOB_ALONE_ROWS = 5
 
 
 class PostgresEngine:
@@ -295,6 +297,12 @@ class CandidateSearch:
             # still finds the patient born that day.
             any_date = self.overlaps([*self.query.dob_terms, *self.query.dob_near_terms])
             self.run_pass("dob_any_name", [self.any_word(), any_date])
+        born = set(terms.values(self.query.dob_terms, terms.DOB))
+        if not any(c.match.get("birth_date") in born for c in self.found.values()):
+            # The date alone, a few rows: a patient whose name was entered all
+            # differently (a married name, another person's) is still on the page
+            # when few patients of the clinic were born that day.
+            self.run_pass("dob_alone", [self.overlaps(self.query.dob_terms)], rows=DOB_ALONE_ROWS)
 
     def names_alone(self) -> None:
         for i in range(3):
@@ -342,12 +350,17 @@ class CandidateSearch:
         return self.overlaps([t for _, words, _ in self.levels for terms in words for t in terms])
 
     def run_pass(
-        self, kind: str, conds: list[sql.Composable], order: sql.Composable | None = None
+        self,
+        kind: str,
+        conds: list[sql.Composable],
+        order: sql.Composable | None = None,
+        rows: int | None = None,
     ) -> None:
-        """One statement; its rows not yet found are added. Skipped once the page is full."""
-        limit = self.query.limit
-        if len(self.found) >= limit:
+        """One statement; its rows (at most `rows`) not yet found are added. Skipped once
+        the page is full."""
+        if len(self.found) >= self.query.limit:
             return
+        limit = min(rows or self.query.limit, self.query.limit)
         where = sql.SQL(" and ").join([*self.base, *conds])
         if order is None:
             stmt = sql.SQL("select id, doc from patient_search.patients where {} limit {}").format(
@@ -361,8 +374,8 @@ class CandidateSearch:
                 "from patient_search.patients where {} limit {}) p order by {} limit {}"
             ).format(where, sql.Literal(ORDERED_PASS_CAP), order, sql.Literal(limit))
         started = time.perf_counter()
-        rows = self.conn.execute(stmt).fetchall()
+        fetched = self.conn.execute(stmt).fetchall()
         self.observe(kind, time.perf_counter() - started)
-        for row in rows:
+        for row in fetched:
             if row[0] not in self.found:
                 self.found[row[0]] = _candidate(row)

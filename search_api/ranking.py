@@ -452,8 +452,8 @@ def evidence(
 #   4 an identifier matched                       (the tier's sub-score)
 #   3 every name word and the date exact          (the sub-score: exact first)
 #   2 the date agrees (exact, swapped, one digit) with at least one name word: evidence
-#   1 the name agrees, the date does not           (the name-only tier and sub-score)
-#   0 the date exact, no name word agrees          (low, but on the page)
+#   1 a name word agrees, the date does not        (the name-only tier and sub-score)
+#   0 no name word agrees well (the date exact: low, but on the page): evidence
 BANDS = 5
 # A name word agrees when it is the stored word, its start, a nickname, a sound-alike or
 # one slip of the hand away; two edits can turn most short names into another.
@@ -467,9 +467,10 @@ def _band(
         return 4
     if name.kind == "exact" and date_kind == "exact":
         return 3
-    if date_kind in ("exact", "near") and any(k in AGREEING for _t, _s, k in name.pairs):
+    agrees = any(k in AGREEING for _t, _s, k in name.pairs)
+    if agrees and date_kind in ("exact", "near"):
         return 2
-    return 1 if name.kind is not None else 0
+    return 1 if agrees else 0
 
 
 def _score(
@@ -491,6 +492,8 @@ def _score(
     elif band == 1:
         name_tier = _tier(query, name, None, ids_exact, ids_partial) or 0
         within = (name_tier + sub) / 9
+    elif band == 0:
+        within = 0.9 * (1 - 2 ** (-max(weight + 10, 0.0) / 8)) + 0.1 * sub
     else:
         within = sub
     return round((band + min(within, 0.999)) / BANDS, 4)
