@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from core import term_counts
 from core.documents import build_document
 from engines.base import Candidate
 from search_api.plan import SearchInput, build_plan
-from core import term_counts
 from search_api.ranking import grade_of, match_probabilities, rank
 
 
