@@ -314,9 +314,12 @@ class CandidateSearch:
             self.run_pass(level, [*(self.overlaps(w) for w in words), *self.weak], order=order)
 
     def last_resorts(self) -> None:
-        """Only when no level matched: any one word, then whole-name trigram similarity."""
-        if not self.found and len(self.query.names) > 1:
-            self.run_pass("any_name", [self.any_word(), *self.weak])
+        """When the levels did not fill the page: any one word, closest first (a name
+        part entered all differently, a married name); then, when nothing matched at
+        all, whole-name trigram similarity."""
+        if not self.enough() and len(self.query.names) > 1:
+            order = self.levels[-1][2] if self.levels else None
+            self.run_pass("any_name", [self.any_word(), *self.weak], order=order)
         name_text = self.query.name_text
         if not self.found and name_text:
             self.conn.execute("set local pg_trgm.similarity_threshold = 0.3")

@@ -393,7 +393,7 @@ KIND_FACTOR = {
     "slip": 0.75,
     "fuzzy": 0.55,
 }
-UNMATCHED_WORD = -2.5  # a typed word the record does not have at all
+UNMATCHED_WORD = -4.0  # a typed word the record does not have at all
 DATE_NEAR_PENALTY = 5.0  # swapped or one digit off: ~40 dates are that close to any date
 DATE_CONTRADICTS = -6.0
 DATE_MISSING = -1.0
@@ -452,8 +452,8 @@ def evidence(
 #   4 an identifier matched                       (the tier's sub-score)
 #   3 every name word and the date exact          (the sub-score: exact first)
 #   2 the date agrees (exact, swapped, one digit) with at least one name word: evidence
-#   1 a name word agrees, the date does not        (the name-only tier and sub-score)
-#   0 no name word agrees well (the date exact: low, but on the page): evidence
+#   1 the rest: the date contradicts, or no name word agrees well: evidence (a full
+#     name with another date before a stranger born that day, who is still on the page)
 BANDS = 5
 # A name word agrees when it is the stored word, its start, a nickname, a sound-alike or
 # one slip of the hand away; two edits can turn most short names into another.
@@ -467,10 +467,9 @@ def _band(
         return 4
     if name.kind == "exact" and date_kind == "exact":
         return 3
-    agrees = any(k in AGREEING for _t, _s, k in name.pairs)
-    if agrees and date_kind in ("exact", "near"):
+    if date_kind in ("exact", "near") and any(k in AGREEING for _t, _s, k in name.pairs):
         return 2
-    return 1 if agrees else 0
+    return 1
 
 
 def _score(
@@ -485,18 +484,24 @@ def _score(
 ) -> float:
     """A score in [0, 1] whose order is the result order."""
     if not (query.birth_dates and query.names):
+        if name.kind == "partial" and tier <= 1:
+            # Some typed word matches nothing (a name part entered all differently): the
+            # rarer the part that does agree, the likelier this is the one meant.
+            sub = 0.9 * _squash(weight, 20, 16) + 0.1 * sub
         return round((tier + sub) / 9, 4)
     band = _band(name, date_kind, ids_exact, ids_partial)
     if band == 2:
-        within = 0.9 * (1 - 2 ** (-max(weight, 0.0) / 8)) + 0.1 * sub
+        within = 0.9 * _squash(weight, 0, 8) + 0.1 * sub
     elif band == 1:
-        name_tier = _tier(query, name, None, ids_exact, ids_partial) or 0
-        within = (name_tier + sub) / 9
-    elif band == 0:
-        within = 0.9 * (1 - 2 ** (-max(weight + 10, 0.0) / 8)) + 0.1 * sub
+        within = 0.9 * _squash(weight, 20, 16) + 0.1 * sub
     else:
         within = sub
     return round((band + min(within, 0.999)) / BANDS, 4)
+
+
+def _squash(weight: float, shift: float, scale: float) -> float:
+    """Evidence into [0, 1), increasing: for ordering within a band."""
+    return 1 - 2 ** (-max(weight + shift, 0.0) / scale)
 
 
 def rank(
