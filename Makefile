@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format typecheck check bench-relevance bench-external bench-indexer bench-load clean
+.PHONY: demo test lint format typecheck check bench-relevance bench-external bench-indexer bench-load screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ bench-indexer: $(STAMP)
 
 bench-load: $(STAMP)
 	$(BIN)/python -m bench.load $(ARGS)
+
+# PNG screenshots of the search page's main states (real Chromium, real API and PostgreSQL).
+SCREENSHOTS ?= docs/screenshots
+screenshot: $(STAMP)
+	PATIENT_SEARCH_SCREENSHOTS=$(abspath $(SCREENSHOTS)) \
+		$(BIN)/python -m pytest tests/test_browser.py -q -k screenshots
 
 clean:
 	rm -rf $(VENV) .patient-search .pytest_cache .mypy_cache .ruff_cache

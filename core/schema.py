@@ -132,9 +132,31 @@ def _m1_initial(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+def _m10_dead_letters_without_data(conn: psycopg.Connection[Any]) -> None:
+    """Dead letters hold ids, kind, reason and position; the old raw payloads are dropped."""
+    conn.execute(
+        """
+        alter table patient_search.dead_letters
+          add column if not exists kind text not null default 'event',
+          add column if not exists patient_id text,
+          add column if not exists replayed_at timestamptz;
+        update patient_search.dead_letters
+          set kind = 'document', patient_id = payload where reason like 'document rejected%%';
+        alter table patient_search.dead_letters drop column if exists payload;
+        create index if not exists dead_letters_pending
+          on patient_search.dead_letters (id) where replayed_at is null;
+        """
+    )
+
+
 # Append new migrations; never edit a released one.
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     (1, "projection, dictionary, api keys, checkpoints, dead letters", _m1_initial),
+    (
+        10,
+        "dead letters: kind and patient id, no payload; replay mark",
+        _m10_dead_letters_without_data,
+    ),
     (40, "per-clinic counts of name words and dates of birth", term_counts.migrate_40),
 ]
 

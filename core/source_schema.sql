@@ -1,5 +1,7 @@
--- The clinic's tables (reference shape from DESIGN.md). The service never
--- writes these in production; the demo, tests and benchmarks create them.
+-- The clinic's tables, exactly the reference shape of DESIGN.md: no index but the
+-- primary keys, as many clinic databases have them (no index on
+-- patient_contacts(patient_id)). The service never writes these in production;
+-- the demo, tests and benchmarks create them.
 create table if not exists patients (
   id          text primary key,
   clinic_id   text not null,
@@ -20,4 +22,3 @@ create table if not exists patient_contacts (
   value       text not null,
   use         text
 );
-create index if not exists patient_contacts_patient_id on patient_contacts (patient_id);

@@ -18,7 +18,9 @@ from indexer.events import TABLES, Change, DeadLetter, Keys, Op, key_values
 UNAVAILABLE = "__debezium_unavailable_value"
 HEARTBEAT_PREFIX = "__debezium-heartbeat"
 _OPS: dict[str, Op] = {"c": "insert", "r": "read", "u": "update", "d": "delete", "t": "truncate"}
-_MAX_PAYLOAD = 10_000  # dead-letter payloads are truncated to this many characters
+_MAX_RECORD_BYTES = 1_000_000  # larger records are not parsed (dead letter)
+# Commit timestamps outside 2000-01-01 .. 2100-01-01 are ignored (lag stays computable).
+_TS_MS_RANGE = (946_684_800_000, 4_102_444_800_000)
 
 
 @dataclass
@@ -34,10 +36,20 @@ def position(topic: str, partition: int, offset: int) -> str:
 
 
 def _json(raw: bytes | str | None) -> Any:
+    """Parse one key or value; ValueError for anything that is not a plausible event."""
     if raw is None:
         return None
+    if len(raw) > _MAX_RECORD_BYTES:
+        raise ValueError("record too large")
     text = raw.decode() if isinstance(raw, bytes | bytearray) else raw
-    return json.loads(text)
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:  # the C parser's guard against deep nesting
+        raise ValueError("JSON nested too deep") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _unwrap(value: Any) -> Any:
@@ -47,16 +59,9 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-def _dead(pos: str, reason: str, key: Any, value: Any) -> Decoded:
-    raw = value if value is not None else key
-    payload: str | None = None
-    if isinstance(raw, bytes | bytearray):
-        payload = raw.decode(errors="replace")
-    elif raw is not None:
-        payload = str(raw)
-    if payload is not None:
-        payload = payload[:_MAX_PAYLOAD]
-    return Decoded(dead=DeadLetter("kafka", pos, reason, payload))
+def _dead(pos: str, reason: str, *raw: Any) -> Decoded:
+    """The event stays in Kafka at `pos`; the dead letter holds where and why, no data."""
+    return Decoded(dead=DeadLetter("kafka", pos, reason))
 
 
 def _table_of(topic: str, source: Any) -> tuple[str | None, str]:
@@ -83,8 +88,9 @@ def decode_record(
     try:
         key_obj = _unwrap(_json(key))
         value_obj = _unwrap(_json(value))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return _dead(pos, "invalid JSON", key, value)
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError too
+        reason = str(exc) if type(exc) is ValueError else "invalid JSON"
+        return _dead(pos, reason, key, value)
     if key_obj is not None and not isinstance(key_obj, dict):
         return _dead(pos, "key is not a JSON object", key, value)
     if value_obj is None:
@@ -115,6 +121,8 @@ def _envelope(
     raw: tuple[bytes | None, bytes | None],
 ) -> Decoded:
     op_code = payload.get("op")
+    if not isinstance(op_code, str | None):
+        return _dead(pos, "op is not a string", *raw)
     if op_code == "m":  # logical decoding message: not a row change
         return Decoded(ignored="message")
     if op_code not in _OPS:
@@ -126,10 +134,9 @@ def _envelope(
     source_schema, table = _table_of(topic, source)
     if table not in TABLES or (source_schema is not None and source_schema != schema):
         return Decoded(ignored="table")
-    ts = source.get("ts_ms") if isinstance(source, dict) else None
-    if not isinstance(ts, int | float):
-        ts = payload.get("ts_ms")
-    commit_ts = ts / 1000 if isinstance(ts, int | float) else None
+    commit_ts = _commit_ts(source.get("ts_ms") if isinstance(source, dict) else None)
+    if commit_ts is None:
+        commit_ts = _commit_ts(payload.get("ts_ms"))
     if op == "truncate":
         return Decoded(change=Change(table, op, position=pos, commit_ts=commit_ts))
     before, after = payload.get("before"), payload.get("after")
@@ -146,6 +153,15 @@ def _envelope(
     if not _has_identity(table, new, old, key_obj):
         return _dead(pos, "no row key in event", *raw)
     return Decoded(change=Change(table, op, new, old, pos, commit_ts))
+
+
+def _commit_ts(ts_ms: Any) -> float | None:
+    """Epoch seconds from a plausible ts_ms; anything else is no timestamp at all."""
+    if isinstance(ts_ms, bool) or not isinstance(ts_ms, int | float):
+        return None
+    if not _TS_MS_RANGE[0] <= ts_ms <= _TS_MS_RANGE[1]:  # also false for NaN
+        return None
+    return float(ts_ms) / 1000
 
 
 def _has_identity(

@@ -51,10 +51,18 @@ class Change:
 
 @dataclass(frozen=True)
 class DeadLetter:
+    """Something set aside so the rest goes on: never the row or event itself.
+
+    `kind` is "event" (a change that could not be read: `position` says where) or
+    "document" (a patient that could not be indexed: `patient_id` says who). The
+    reason names a rule or an exception type, never a value.
+    """
+
     source: str
     position: str
     reason: str
-    payload: str | None = None
+    patient_id: str | None = None
+    kind: Literal["event", "document"] = "event"
 
 
 @dataclass

@@ -72,6 +72,12 @@ class KafkaSource:
     def mark_synced(self) -> None:
         return None
 
+    def prepare_for_rebuild(self) -> None:
+        return None  # the consumer group's committed offsets stay where they are
+
+    def mark_rebuilt(self, conn: Any) -> None:
+        return None
+
     def record_checkpoint(self, conn: Any, batch: Batch) -> None:
         return None  # the consumer group's committed offsets are the checkpoint
 

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 _LOCK_CLASS = 7_345_010  # advisory lock namespace: (class, hashtext(slot))
 INITIAL_SYNC = "initial-sync"
+REBUILT = "rebuilt"  # a full reindex built the projection from a snapshot taken after the slot
 # A transaction bigger than this many batches is written in pieces before its commit arrives.
 _SPLIT_FACTOR = 4
 _ONCE_LOCK_WAIT_S = 5.0
@@ -89,15 +90,18 @@ class LogicalSource:
         assert self._reader is not None, "source not open"
         return self._reader
 
+    def _try_lock(self) -> bool:
+        row = self.control.execute(
+            "select pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, self.slot)
+        ).fetchone()
+        return bool(row and row[0])
+
     def _lock(self, stop: threading.Event, *, timeout: float | None) -> None:
         """Session advisory lock: released by the server if this process dies."""
         warned = 0.0
         started = time.monotonic()
         while True:
-            row = self.control.execute(
-                "select pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, self.slot)
-            ).fetchone()
-            if row and row[0]:
+            if self._try_lock():
                 return
             expired = timeout is not None and time.monotonic() - started > timeout
             if expired or stop.is_set():
@@ -156,6 +160,32 @@ class LogicalSource:
         log.info("replication slot created", extra={"slot": self.slot})
         return True
 
+    def prepare_for_rebuild(self) -> None:
+        """Before a full reindex takes its snapshot: the slot exists, so every change
+        committed after the snapshot stays in the stream for the indexer.
+
+        An indexer holding the slot keeps it; one that finds the slot marked
+        `initial-sync` (created here, or left by a rebuild that failed) re-checks
+        everything unless `mark_rebuilt` ran in the rebuild's swap.
+        """
+        self._control = psycopg.connect(self.url, autocommit=True)
+        try:
+            if not self._try_lock():
+                return  # a running indexer owns the slot (and created it)
+            self._ensure_publication()
+            if self._ensure_slot():
+                self._set_checkpoint(INITIAL_SYNC)
+        finally:
+            self.close()
+
+    def mark_rebuilt(self, conn: psycopg.Connection[Any]) -> None:
+        """In the swap of a full reindex: its projection is the initial sync."""
+        conn.execute(
+            "update patient_search.checkpoints set position = %s, updated_at = now() "
+            "where source = %s and position = %s",
+            (REBUILT, self.checkpoint_key, INITIAL_SYNC),
+        )
+
     # -- checkpoints -----------------------------------------------------
 
     def _set_checkpoint(self, position: str, conn: psycopg.Connection[Any] | None = None) -> None:
@@ -208,7 +238,7 @@ class LogicalSource:
                         items = self.decoder.decode(data, lsn)
                     except ProtocolError as exc:
                         # Skipping a change could lose it: record it and re-check everyone.
-                        batch.dead.append(DeadLetter("logical", lsn, str(exc), bytes(data).hex()))
+                        batch.dead.append(DeadLetter("logical", lsn, f"undecodable: {exc}"[:200]))
                         batch.changes.append(Change("patients", "truncate", position=lsn))
                         continue
                     for item in items:

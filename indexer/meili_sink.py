@@ -35,17 +35,15 @@ from meilisearch.errors import (
     MeilisearchCommunicationError,
     MeilisearchTimeoutError,
 )
-from psycopg.types.json import Jsonb
 
 from core.documents import PatientDocument
 from core.settings import Settings
+from core.state import MEILI, MEILI_REBUILD, MeiliState, ReindexState, reindex_guard
 from engines.meili import make_client
 from engines.meili_settings import PRIMARY_KEY, encode_id, index_settings, to_meili
 
 log = logging.getLogger(__name__)
 
-MEILI_STATE = "meili"
-REBUILD_STATE = "meili_rebuild"
 _STATE_EVERY_S = 1.0
 
 
@@ -117,12 +115,8 @@ class StateStore:
             self._conn.close()
 
     def rebuild_targets(self) -> list[str]:
-        row = (
-            self._connection()
-            .execute("select value from patient_search.state where key = %s", (REBUILD_STATE,))
-            .fetchone()
-        )
-        return list((row[0] or {}).get("indexes") or []) if row else []
+        value = MEILI_REBUILD.get(self._connection())
+        return list((value or {}).get("indexes") or [])
 
     def record(self, index_uid: str, *, ok: bool, force: bool = False) -> None:
         now = time.time()
@@ -134,15 +128,10 @@ class StateStore:
             self._failing_since = self._failing_since or now
         if not (force or changed or now - self._written_at >= _STATE_EVERY_S):
             return
-        value: dict[str, Any] = {"index": index_uid, "failing_since": _iso(self._failing_since)}
+        value: MeiliState = {"index": index_uid, "failing_since": _iso(self._failing_since)}
         if ok:
             value["last_write_at"] = _iso(now)
-        self._connection().execute(
-            "insert into patient_search.state (key, value) values (%s, %s) "
-            "on conflict (key) do update set value = state.value || excluded.value, "
-            "updated_at = now()",
-            (MEILI_STATE, Jsonb(value)),
-        )
+        MEILI.merge(self._connection(), value)
         self._written_at = now
 
 
@@ -282,11 +271,7 @@ class MeiliRebuild:
 
     def register(self, conn: psycopg.Connection[Any]) -> None:
         """In the caller's transaction: from its commit on, sink writes reach the new index."""
-        conn.execute(
-            "insert into patient_search.state (key, value) values (%s, %s) "
-            "on conflict (key) do update set value = excluded.value, updated_at = now()",
-            (REBUILD_STATE, Jsonb({"live": self.live_uid, "indexes": [self.new_uid]})),
-        )
+        MEILI_REBUILD.put(conn, {"live": self.live_uid, "indexes": [self.new_uid]})
 
     def add(self, docs: Sequence[PatientDocument]) -> None:
         write_documents(self.waiter, self.client, self.new_uid, docs, (), self.batch_size)
@@ -300,7 +285,7 @@ class MeiliRebuild:
 
     def unregister(self, conn: psycopg.Connection[Any]) -> None:
         """Under the reindex guard, so no in-flight batch still writes to the old index."""
-        conn.execute("delete from patient_search.state where key = %s", (REBUILD_STATE,))
+        MEILI_REBUILD.delete(conn)
 
     def drop_old(self) -> None:
         """After the swap the rebuild uid holds the old documents."""
@@ -332,7 +317,6 @@ def rebuild_meili(
     """
     from tqdm import tqdm
 
-    from indexer import reindex as pg_reindex
     from indexer.source import count_patients, stream_patients
     from indexer.sync import load_documents
 
@@ -349,62 +333,18 @@ def rebuild_meili(
         search_cutoff_ms=settings.search_budget_ms,
     )
     rebuild.prepare()
-    total = 0
-    with psycopg.connect(url, autocommit=True) as guard:
-        got = guard.execute(
-            "select pg_try_advisory_lock(%s)", (pg_reindex._REINDEX_LOCK,)
-        ).fetchone()
-        if not got or not got[0]:
-            raise pg_reindex.ReindexBusy("another reindex is running")
-        try:
-            with psycopg.connect(url) as conn:
-                with conn.transaction():
-                    conn.execute(
-                        "lock table patient_search.reindex_touched in share row exclusive mode"
-                    )
-                    conn.execute("delete from patient_search.reindex_touched")
-                    conn.execute(
-                        "insert into patient_search.state (key, value) values ('reindex', %s) "
-                        "on conflict (key) do update set value = excluded.value, "
-                        "updated_at = now()",
-                        (Jsonb({"clinic_id": None, "engine": "meilisearch"}),),
-                    )
-                    rebuild.register(conn)
-                try:
-                    total = _fill(
-                        url, settings, rebuild, progress, tqdm, stream_patients, count_patients
-                    )
-                    with conn.transaction():
-                        conn.execute(
-                            "lock table patient_search.reindex_touched in share row exclusive mode"
-                        )
-                        touched = [
-                            r[0]
-                            for r in conn.execute(
-                                "select patient_id from patient_search.reindex_touched"
-                            )
-                        ]
-                        docs, deleted = load_documents(
-                            conn,
-                            touched,
-                            schema=settings.source_schema,
-                            region=settings.default_region,
-                        )
-                        rebuild.catch_up(docs, deleted)
-                        rebuild.swap()
-                        rebuild.unregister(conn)
-                        conn.execute("delete from patient_search.state where key = 'reindex'")
-                        conn.execute("delete from patient_search.reindex_touched")
-                    rebuild.drop_old()
-                except BaseException:
-                    conn.rollback()
-                    with conn.transaction():
-                        rebuild.unregister(conn)
-                        conn.execute("delete from patient_search.state where key = 'reindex'")
-                        conn.execute("delete from patient_search.reindex_touched")
-                    raise
-        finally:
-            guard.execute("select pg_advisory_unlock(%s)", (pg_reindex._REINDEX_LOCK,))
+    registration: ReindexState = {"clinic_id": None, "engine": "meilisearch"}
+    with reindex_guard(
+        url, registration, on_register=rebuild.register, on_release=rebuild.unregister
+    ) as guard:
+        total = _fill(url, settings, rebuild, progress, tqdm, stream_patients, count_patients)
+        with guard.swap() as touched:
+            docs, deleted = load_documents(
+                guard.conn, touched, schema=settings.source_schema, region=settings.default_region
+            )
+            rebuild.catch_up(docs, deleted)
+            rebuild.swap()
+    rebuild.drop_old()
     return total
 
 

@@ -39,7 +39,9 @@ from core.schema import (
     projection_table_ddl,
 )
 from core.settings import Settings
+from core.state import ReindexGuard, ReindexState, reindex_guard
 from engines import pg_projection
+from indexer.runner import Source, make_source
 from indexer.source import count_patients, stream_patients
 from indexer.sync import load_documents
 
@@ -47,11 +49,6 @@ log = logging.getLogger(__name__)
 
 REBUILD = "patients_rebuild"
 OWNERS = "contact_owner_rebuild"
-_REINDEX_LOCK = 7_345_002
-
-
-class ReindexBusy(RuntimeError):
-    pass
 
 
 def reindex(
@@ -59,21 +56,13 @@ def reindex(
 ) -> int:
     """Rebuild the projection (all clinics, or one); returns the number of documents."""
     started = time.monotonic()
-    with psycopg.connect(url, autocommit=True) as guard:
-        got = guard.execute("select pg_try_advisory_lock(%s)", (_REINDEX_LOCK,)).fetchone()
-        if not got or not got[0]:
-            raise ReindexBusy("another reindex is running")
-        try:
-            with psycopg.connect(url) as conn:
-                _register(conn, clinic_id)
-                try:
-                    words, total = _build(url, conn, settings, clinic_id, progress)
-                    _swap(conn, settings, clinic_id, words)
-                except BaseException:
-                    _unregister(conn)
-                    raise
-        finally:
-            guard.execute("select pg_advisory_unlock(%s)", (_REINDEX_LOCK,))
+    # A full rebuild is the indexer's initial sync: the change stream is made ready
+    # before the snapshot, so the indexer then streams from there instead of redoing it.
+    stream = _prepare_stream(url, settings) if clinic_id is None else None
+    registration: ReindexState = {"clinic_id": clinic_id, "engine": "postgres"}
+    with reindex_guard(url, registration, on_release=_drop_rebuild_tables) as guard:
+        words, total = _build(url, guard.conn, settings, clinic_id, progress)
+        _swap(guard, settings, clinic_id, words, stream=stream)
     log.info(
         "reindex finished",
         extra={"documents": total, "seconds": round(time.monotonic() - started, 2)},
@@ -81,24 +70,25 @@ def reindex(
     return total
 
 
-def _register(conn: psycopg.Connection[Any], clinic_id: str | None) -> None:
-    with conn.transaction():
-        conn.execute("lock table patient_search.reindex_touched in share row exclusive mode")
-        conn.execute("delete from patient_search.reindex_touched")
-        conn.execute(
-            "insert into patient_search.state (key, value) values ('reindex', %s) "
-            "on conflict (key) do update set value = excluded.value, updated_at = now()",
-            (psycopg.types.json.Jsonb({"clinic_id": clinic_id}),),
+def _prepare_stream(url: str, settings: Settings) -> Source | None:
+    """The indexer's change stream, ready before the snapshot; None (the indexer will
+    then run its own initial sync) when it cannot be prepared."""
+    stream = make_source(url, settings)
+    try:
+        stream.prepare_for_rebuild()
+    except (psycopg.Error, RuntimeError) as exc:
+        log.warning(
+            "change stream not prepared; the indexer will re-check every patient at start",
+            extra={"error": f"{type(exc).__name__}: {exc}"},
         )
+        return None
+    return stream
 
 
-def _unregister(conn: psycopg.Connection[Any]) -> None:
-    conn.rollback()
-    with conn.transaction():
-        conn.execute("delete from patient_search.state where key = 'reindex'")
-        conn.execute("delete from patient_search.reindex_touched")
-        conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
-        conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, OWNERS)))
+def _drop_rebuild_tables(conn: psycopg.Connection[Any]) -> None:
+    """Leftovers of an aborted rebuild (after a swap there is nothing left to drop)."""
+    conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
+    conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, OWNERS)))
 
 
 def _build(
@@ -249,15 +239,17 @@ def _fill_partition(
 
 
 def _swap(
-    conn: psycopg.Connection[Any], settings: Settings, clinic_id: str | None, words: Counter[str]
+    guard: ReindexGuard,
+    settings: Settings,
+    clinic_id: str | None,
+    words: Counter[str],
+    *,
+    stream: Source | None = None,
 ) -> None:
+    conn = guard.conn
     rebuild = sql.Identifier(SCHEMA, REBUILD)
     live = sql.Identifier(SCHEMA, PROJECTION)
-    with conn.transaction():
-        conn.execute("lock table patient_search.reindex_touched in share row exclusive mode")
-        touched = [
-            r[0] for r in conn.execute("select patient_id from patient_search.reindex_touched")
-        ]
+    with guard.swap() as touched:
         docs, deleted = load_documents(
             conn, touched, schema=settings.source_schema, region=settings.default_region
         )
@@ -272,14 +264,14 @@ def _swap(
             _rename_into_place(conn, PROJECTION, REBUILD, PROJECTION_INDEX_SUFFIXES)
             _rename_into_place(conn, "contact_owner", OWNERS, ("pkey", "patient"))
             _replace_dictionary(conn, words)
+            if stream is not None:
+                stream.mark_rebuilt(conn)
         else:
             conn.execute(sql.SQL("delete from {} where clinic_id = %s").format(live), (clinic_id,))
             conn.execute(sql.SQL("insert into {} select * from {}").format(live, rebuild))
             conn.execute(sql.SQL("drop table {}").format(rebuild))
             _add_words(conn, words)
             _refresh_contact_owner(conn, clinic_id)
-        conn.execute("delete from patient_search.state where key = 'reindex'")
-        conn.execute("delete from patient_search.reindex_touched")
     conn.execute(sql.SQL("analyze {}").format(live))
     conn.commit()
 
@@ -289,9 +281,43 @@ def _rename_into_place(
 ) -> None:
     old = f"{live}_old"
     conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, old)))
+    _copy_access(conn, live, rebuilt)
     _rename_table(conn, live, old, index_suffixes)
     _rename_table(conn, rebuilt, live, index_suffixes)
     conn.execute(sql.SQL("drop table {}").format(sql.Identifier(SCHEMA, old)))
+
+
+def _copy_access(conn: psycopg.Connection[Any], live: str, rebuilt: str) -> None:
+    """The new table gets the live one's owner and grants (deploy/api-grants.sql gives the
+    API role SELECT on the projection; a swap must not take it away)."""
+    row = conn.execute(
+        "select pg_get_userbyid(relowner) from pg_class where oid = to_regclass(%s)",
+        (f"{SCHEMA}.{live}",),
+    ).fetchone()
+    if row is None:
+        return
+    target = sql.Identifier(SCHEMA, rebuilt)
+    grants = conn.execute(
+        "select a.privilege_type, a.grantee = 0, pg_get_userbyid(a.grantee), a.is_grantable "
+        "from pg_class c, aclexplode(c.relacl) a "
+        "where c.oid = to_regclass(%s) and a.grantee <> c.relowner",
+        (f"{SCHEMA}.{live}",),
+    ).fetchall()
+    for privilege, public, grantee, grantable in grants:
+        conn.execute(
+            sql.SQL("grant {} on {} to {}{}").format(
+                sql.SQL(privilege),  # from aclexplode: SELECT, INSERT, ... only
+                target,
+                sql.SQL("public") if public else sql.Identifier(grantee),
+                sql.SQL(" with grant option" if grantable else ""),
+            )
+        )
+    owner = conn.execute(
+        "select pg_get_userbyid(relowner) from pg_class where oid = to_regclass(%s)",
+        (f"{SCHEMA}.{rebuilt}",),
+    ).fetchone()
+    if owner is not None and owner[0] != row[0]:
+        conn.execute(sql.SQL("alter table {} owner to {}").format(target, sql.Identifier(row[0])))
 
 
 def _rename_table(

@@ -20,18 +20,17 @@ from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from core.database import resolve_database_url
 from core.settings import Settings
+from core.state import INDEXER, IndexerState
 from engines.pg_projection import owners_of_contacts
-from indexer import metrics
+from indexer import deadletters, metrics
 from indexer.events import Batch, DeadLetter, affected_patients
 from indexer.sync import Sink, SyncStats, sync_patients
 
 log = logging.getLogger(__name__)
 
-STATE_KEY = "indexer"
 _RESYNC_CHUNK = 1000
 _SUMMARY_EVERY_S = 30.0
 
@@ -42,6 +41,23 @@ def _retryable() -> tuple[type[BaseException], ...]:
     return (psycopg.OperationalError, psycopg.InterfaceError, KafkaError, ConnectionError)
 
 
+# SQLSTATE classes that say "try again later", not "this patient cannot be indexed":
+# connection, insufficient resources, operator intervention, system error, rollback.
+_OUTAGE_CLASSES = ("08", "53", "57", "58", "40")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """An error of the moment (retry from the durable position), not of one patient.
+
+    psycopg files a too-large index row (SQLSTATE 54000) under OperationalError
+    too; that one is the document's fault and must be isolated, not retried.
+    """
+    if isinstance(exc, psycopg.OperationalError) and getattr(exc, "sqlstate", None):
+        state = str(exc.sqlstate)
+        return state[:2] in _OUTAGE_CLASSES or state == "55P03"
+    return isinstance(exc, _retryable())
+
+
 class Source(Protocol):
     kind: str
     drained: bool
@@ -50,6 +66,8 @@ class Source(Protocol):
     def close(self) -> None: ...
     def needs_initial_sync(self) -> bool: ...
     def mark_synced(self) -> None: ...
+    def prepare_for_rebuild(self) -> None: ...
+    def mark_rebuilt(self, conn: psycopg.Connection[Any]) -> None: ...
     def record_checkpoint(self, conn: Any, batch: Batch) -> None: ...
     def batches(self, batch_size: int) -> Iterator[Batch]: ...
     def ack(self, batch: Batch) -> None: ...
@@ -69,11 +87,6 @@ def make_source(url: str, settings: Settings) -> Source:
 
 def _iso(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat() if ts is not None else None
-
-
-def _text(value: str | None) -> str | None:
-    """PostgreSQL text cannot hold NUL; a malformed payload may."""
-    return value.replace("\x00", "\\x00") if value is not None else None
 
 
 def wait_visible(conn: psycopg.Connection[Any], xids: set[int], timeout: float = 30.0) -> None:
@@ -128,6 +141,44 @@ def sync_with_owners(
     )
 
 
+def sync_isolating(
+    conn: psycopg.Connection[Any],
+    ids: Sequence[str],
+    settings: Settings,
+    sinks: Sequence[Sink] = (),
+    *,
+    source: str,
+    position: str,
+) -> tuple[SyncStats, list[DeadLetter]]:
+    """All ids at once; if that fails, one by one, so only a bad patient is set aside.
+
+    In the caller's transaction (savepoints here). Outages (connection, Kafka,
+    an engine unavailable) are not a patient's fault: they propagate and the
+    caller retries from its durable position.
+    """
+    try:
+        with conn.transaction():
+            return sync_with_owners(conn, ids, settings, sinks), []
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        log.warning("batch rejected; isolating documents", extra={"patients": len(ids)})
+    upserted = deleted = 0
+    dead: list[DeadLetter] = []
+    for pid in ids:
+        try:
+            with conn.transaction():
+                one = sync_with_owners(conn, [pid], settings, sinks)
+            upserted += one.upserted
+            deleted += one.deleted
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            reason = f"document rejected: {type(exc).__name__}"
+            dead.append(DeadLetter(source, position, reason, pid, "document"))
+    return SyncStats(upserted, deleted), dead
+
+
 def make_sinks(settings: Settings, url: str) -> list[Sink]:
     """Engines beside the projection that every batch must also reach (Meilisearch)."""
     if not settings.meili_url:
@@ -161,7 +212,10 @@ def resync_all(
                 if not rows:
                     break
                 ids = [r[0] for r in rows]
-                sync_with_owners(conn, ids, settings, sinks)
+                _, dead = sync_isolating(
+                    conn, ids, settings, sinks, source="resync", position=f"after:{last}"
+                )
+                deadletters.record(conn, dead)
             last = ids[-1]
             total += len(ids)
     return total
@@ -194,7 +248,7 @@ class Writer:
         with self.conn.transaction():
             affected = affected_patients(self.conn, batch.changes)
             stats = self._sync(sorted(affected.ids), batch, dead)
-            self._dead_letters(dead)
+            deadletters.record(self.conn, dead)
             self.source.record_checkpoint(self.conn, batch)
             self._remember(batch)
             self._write_state(self._lag(batch))
@@ -233,54 +287,16 @@ class Writer:
         return stats
 
     def _sync(self, ids: Sequence[str], batch: Batch, dead: list[DeadLetter]) -> SyncStats:
-        """All ids at once; if a document is rejected, one by one so only it is set aside."""
-        try:
-            with self.conn.transaction():
-                return sync_with_owners(self.conn, ids, self.settings, self.sinks)
-        except _retryable():
-            raise
-        except Exception:
-            log.warning("batch rejected; isolating documents", extra={"patients": len(ids)})
-        upserted = deleted = 0
-        for pid in ids:
-            try:
-                with self.conn.transaction():
-                    one = sync_with_owners(self.conn, [pid], self.settings, self.sinks)
-                upserted += one.upserted
-                deleted += one.deleted
-            except _retryable():
-                raise
-            except Exception as exc:
-                reason = f"document rejected: {type(exc).__name__}"
-                dead.append(DeadLetter(self.source.kind, batch.position or "", reason, pid))
-        return SyncStats(upserted, deleted)
-
-    def _dead_letters(self, dead: Sequence[DeadLetter]) -> None:
-        if not dead:
-            return
-        with self.conn.cursor() as cur:
-            # A replay after a crash meets the same bad event again: record it once.
-            cur.executemany(
-                "insert into patient_search.dead_letters (source, position, reason, payload) "
-                "select %s, %s, %s, %s where not exists (select 1 from patient_search.dead_letters"
-                " where source = %s and position = %s and reason = %s)",
-                [
-                    (
-                        d.source,
-                        d.position,
-                        d.reason,
-                        _text(d.payload),
-                        d.source,
-                        d.position,
-                        d.reason,
-                    )
-                    for d in dead
-                ],
-            )
-        log.warning(
-            "events set aside in dead_letters",
-            extra={"count": len(dead), "reasons": sorted({d.reason for d in dead})},
+        stats, rejected = sync_isolating(
+            self.conn,
+            ids,
+            self.settings,
+            self.sinks,
+            source=self.source.kind,
+            position=batch.position or "",
         )
+        dead.extend(rejected)
+        return stats
 
     def _remember(self, batch: Batch) -> None:
         self.position = batch.position or self.position
@@ -294,7 +310,7 @@ class Writer:
         return max(0.0, time.time() - max(batch.commit_ts))
 
     def _write_state(self, lag: float) -> None:
-        value = {
+        value: IndexerState = {
             "source": self.source.kind,
             "position": self.position,
             "last_batch_at": _iso(self.last_batch_at),
@@ -304,11 +320,7 @@ class Writer:
             "stale": lag > self.settings.max_lag_s,
             "heartbeat_s": self.settings.indexer_heartbeat_s,
         }
-        self.conn.execute(
-            "insert into patient_search.state (key, value) values (%s, %s) "
-            "on conflict (key) do update set value = excluded.value, updated_at = now()",
-            (STATE_KEY, Jsonb(value)),
-        )
+        INDEXER.put(self.conn, value)
 
     def idle(self) -> None:
         """Caught up: say so (lag 0) now and then, and export slot/consumer lag."""

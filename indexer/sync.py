@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import psycopg
 
 from core.documents import PatientDocument, build_document
+from core.state import record_touched
 from engines import pg_projection
 from indexer.source import fetch_patients
 
@@ -40,25 +41,6 @@ class SyncStats:
     deleted: int
 
 
-def mark_reindex_guard(conn: psycopg.Connection[Any], ids: Sequence[str]) -> None:
-    """Take the reindex guard first, then record ids if a reindex is building.
-
-    The row-exclusive lock makes a reindex's registration and swap wait for
-    this transaction (and vice versa), so no change slips between a reindex
-    snapshot and its swap; see indexer.reindex.
-    """
-    conn.execute("lock table patient_search.reindex_touched in row exclusive mode")
-    conn.execute(
-        """
-        insert into patient_search.reindex_touched (patient_id)
-        select unnest(%s::text[])
-        where exists (select 1 from patient_search.state where key = 'reindex')
-        on conflict do nothing
-        """,
-        (list(ids),),
-    )
-
-
 def sync_patients(
     conn: psycopg.Connection[Any],
     patient_ids: Iterable[str],
@@ -71,7 +53,7 @@ def sync_patients(
     ids = sorted(set(patient_ids))
     if not ids:
         return SyncStats(0, 0)
-    mark_reindex_guard(conn, ids)
+    record_touched(conn, ids)  # first: waits for a rebuild's registration or swap
     docs, deleted = load_documents(conn, ids, schema=schema, region=region)
     pg_projection.upsert_documents(conn, docs)
     pg_projection.delete_documents(conn, deleted)

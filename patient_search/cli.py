@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 
@@ -33,11 +34,21 @@ def _migrate_or_check(url: str) -> None:
                 ) from None
 
 
+def _source_hints(conn: psycopg.Connection[Any], settings: Settings) -> None:
+    """What the operator could change on the clinic's side (we never alter its tables)."""
+    from indexer.source import contacts_index_hint
+
+    hint = contacts_index_hint(conn, schema=settings.source_schema)
+    if hint:
+        print(hint)
+
+
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     url = resolve_database_url(settings)
     with psycopg.connect(url) as conn:
         applied = migrate(conn)
-    print(f"schema patient_search up to date (applied: {applied or 'none'})")
+        print(f"schema patient_search up to date (applied: {applied or 'none'})")
+        _source_hints(conn, settings)
     return 0
 
 
@@ -109,6 +120,7 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
             clinic_id=args.clinic,
             repair=args.repair,
         )
+        _source_hints(conn, settings)
     drift = False
     for report in reports:
         print(report)

@@ -72,7 +72,7 @@ def run_demo(settings: Settings, *, host: str, port: int, patients: int) -> int:
     indexer = subprocess.Popen([sys.executable, "-m", "indexer"], env=env)
     base = f"http://{host}:{port}"
     print("\nPatient search demo is up.")
-    print(f"  Search page : {base}/#key={key}")
+    print(f"  Search page : {base}/  (paste the demo API key printed below; never put it in a URL)")
     print(f"  API docs    : {base}/docs")
     print(f"  Clinics     : {', '.join(clinics)}")
     print("  Try:")

@@ -53,6 +53,23 @@ class LookupRequest(_Strict):
     )
 
 
+class Highlight(BaseModel):
+    """Characters [start, end) of a displayed value that matched; `index` picks the phone
+    (in `phones_formatted`) or the email."""
+
+    field: str
+    start: int
+    end: int
+    index: int | None = None
+
+
+class DuplicateMark(BaseModel):
+    """Another result on the same page that may be the same person, and why."""
+
+    id: str
+    why: str
+
+
 class SearchResult(BaseModel):
     id: str
     score: float
@@ -63,6 +80,10 @@ class SearchResult(BaseModel):
         "(>= 99% right there), probable (>= 90%), possible"
     )
     patient: Mapping[str, Any]  # core.documents.PatientRecord
+    # Added for the search page (the contract only grows): what to mark and how to show it.
+    highlights: list[Highlight] = Field(default_factory=list)
+    phones_formatted: list[str] = Field(default_factory=list)
+    duplicates: list[DuplicateMark] = Field(default_factory=list)
 
 
 class SearchResponse(BaseModel):

@@ -21,7 +21,7 @@ from normalizers.phones import normalize_phone
 from search_api.failover import Router
 from search_api.metrics import ENGINE_QUERY_SECONDS
 from search_api.plan import SearchInput, SearchPlan, build_plan
-from search_api.ranking import Ranked, count_keys, rank
+from search_api.ranking import Ranked, RankQuery, count_keys, rank
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class SearchOutcome:
     took_ms: float
     engine_ms: float
     query: dict[str, Any]
+    terms: RankQuery  # the query as the ranker read it (the page's highlights use it)
 
 
 def observe_engine_query(engine: str, slow_ms: float) -> Callable[[str, float], None]:
@@ -98,6 +99,7 @@ def search(
         took_ms=round((time.perf_counter() - started) * 1000, 2),
         engine_ms=round(engine_ms, 2),
         query=plan.parsed,
+        terms=plan.rank,
     )
 
 

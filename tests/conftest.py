@@ -22,6 +22,7 @@ from core.database import start_embedded
 from core.schema import create_source_tables, migrate
 
 TEMPLATE = "patient_search_test_template"
+pytest_plugins = ["tests.fixtures"]
 
 
 @pytest.fixture(scope="session")

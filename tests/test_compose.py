@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from core.settings import Settings
+from tests.fixtures import ROLES, connect_as
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTOR = json.loads((ROOT / "deploy" / "debezium-connector.json").read_text())["config"]
@@ -129,45 +126,9 @@ def test_connector_topics_match_settings() -> None:
 
 # -- roles on a real PostgreSQL -------------------------------------------------------
 
-ROLES = ("patient_search_indexer", "patient_search_api", "debezium")
-
-
-def _roles_sql() -> str:
-    """deploy/roles.sql with psql's \\getenv replaced by literal test passwords."""
-    text = (ROOT / "deploy" / "roles.sql").read_text()
-    text = re.sub(r"^\\getenv .*$", "", text, flags=re.M)
-    return re.sub(r":'(\w+)_password'", lambda m: f"'test-{m.group(1)}'", text)
-
-
-@pytest.fixture
-def roles(db_url: str) -> Iterator[str]:
-    import os
-
-    if os.environ.get("PATIENT_SEARCH_DATABASE_URL"):
-        pytest.skip("creates cluster-wide roles: only on the embedded test server")
-
-    def drop(conn: psycopg.Connection[Any]) -> None:
-        for role in ROLES:
-            if conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
-                conn.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(role)))
-                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
-
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        drop(conn)
-        conn.execute(_roles_sql())
-        conn.execute((ROOT / "deploy" / "api-grants.sql").read_text())
-    yield db_url
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        drop(conn)
-
-
-def _as(url: str, role: str) -> psycopg.Connection[Any]:
-    password = f"test-{role.split('_')[-1]}"
-    return psycopg.connect(make_conninfo(url, user=role, password=password), autocommit=True)
-
 
 def test_api_role_reads_the_projection_only(roles: str) -> None:
-    with _as(roles, "patient_search_api") as api:
+    with connect_as(roles, "patient_search_api") as api:
         api.execute("select count(*) from patient_search.patients").fetchone()
         api.execute("select count(*) from patient_search.api_keys").fetchone()
         api.execute("select value from patient_search.state").fetchall()
@@ -182,11 +143,11 @@ def test_api_role_reads_the_projection_only(roles: str) -> None:
 
 
 def test_indexer_and_debezium_read_the_source(roles: str) -> None:
-    with _as(roles, "patient_search_indexer") as idx:
+    with connect_as(roles, "patient_search_indexer") as idx:
         idx.execute("select count(*) from public.patients").fetchone()
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             idx.execute("delete from public.patients")
-    with _as(roles, "debezium") as dbz:
+    with connect_as(roles, "debezium") as dbz:
         dbz.execute("select count(*) from public.patient_contacts").fetchone()
     with psycopg.connect(roles) as conn:
         flags: dict[str, bool] = dict(

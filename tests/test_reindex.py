@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
 
 from core.settings import Settings
+from core.state import ReindexBusy, reindex_guard
 from indexer import reindex as rx
+from indexer import runner
 from indexer.sync import sync_patients
 from tests.factories import insert_patient
 
@@ -65,19 +69,19 @@ def test_changes_during_a_rebuild_survive_the_swap(populated: str) -> None:
     rx.reindex(populated, settings, progress=False)
     with psycopg.connect(populated) as conn:
         before = _projection(conn)
-        conn.commit()  # the rebuild's steps run in transactions of their own
-        rx._register(conn, None)
-        words, _ = rx._build(populated, conn, settings, None, progress=False)
-        # Readers still see the whole old projection while the rebuild waits for its swap.
-        assert _projection(conn) == before
         conn.commit()
-        # The indexer handles changes made after the rebuild's snapshot.
-        with conn.transaction():
-            conn.execute("update patients set given_name = 'Renamed' where id = 'p0001'")
-            conn.execute("delete from patients where id = 'p0002'")
-            insert_patient(conn, "p9999", given="New", family="Patient")
-            sync_patients(conn, ["p0001", "p0002", "p9999"])
-        rx._swap(conn, settings, None, words)
+        with reindex_guard(populated, {"clinic_id": None}) as guard:
+            words, _ = rx._build(populated, guard.conn, settings, None, progress=False)
+            # Readers still see the whole old projection while the rebuild waits for its swap.
+            assert _projection(conn) == before
+            conn.commit()
+            # The indexer handles changes made after the rebuild's snapshot.
+            with conn.transaction():
+                conn.execute("update patients set given_name = 'Renamed' where id = 'p0001'")
+                conn.execute("delete from patients where id = 'p0002'")
+                insert_patient(conn, "p9999", given="New", family="Patient")
+                sync_patients(conn, ["p0001", "p0002", "p9999"])
+            rx._swap(guard, settings, None, words)
         after = _projection(conn)
         touched = conn.execute("select count(*) from patient_search.reindex_touched").fetchone()
         state = conn.execute("select count(*) from patient_search.state where key = 'reindex'")
@@ -91,9 +95,9 @@ def test_changes_during_a_rebuild_survive_the_swap(populated: str) -> None:
 
 def test_a_second_reindex_at_the_same_time_is_refused(populated: str) -> None:
     with psycopg.connect(populated, autocommit=True) as other:
-        other.execute("select pg_advisory_lock(%s)", (rx._REINDEX_LOCK,))
-        with pytest.raises(rx.ReindexBusy):
+        with reindex_guard(populated, {"engine": "meilisearch"}), pytest.raises(ReindexBusy):
             rx.reindex(populated, Settings(), progress=False)
+        assert other.execute("select count(*) from patient_search.state").fetchone() == (0,)
 
 
 def test_clinic_rebuild_keeps_other_clinics_contact_owners(populated: str) -> None:
@@ -102,15 +106,67 @@ def test_clinic_rebuild_keeps_other_clinics_contact_owners(populated: str) -> No
     settings = Settings(reindex_workers=1)
     rx.reindex(populated, settings, progress=False)
     with psycopg.connect(populated) as conn:
-        rx._register(conn, "clinic-b")
-        words, _ = rx._build(populated, conn, settings, "clinic-b", progress=False)
-        with conn.transaction():  # the indexer handles a clinic-a patient meanwhile
-            conn.execute("update patients set given_name = 'Renamed' where id = 'p0001'")
-            sync_patients(conn, ["p0001"])
-        rx._swap(conn, settings, "clinic-b", words)
+        with reindex_guard(populated, {"clinic_id": "clinic-b"}) as guard:
+            words, _ = rx._build(populated, guard.conn, settings, "clinic-b", progress=False)
+            with conn.transaction():  # the indexer handles a clinic-a patient meanwhile
+                conn.execute("update patients set given_name = 'Renamed' where id = 'p0001'")
+                sync_patients(conn, ["p0001"])
+            rx._swap(guard, settings, "clinic-b", words)
         owners = conn.execute(
             "select count(*) from patient_search.contact_owner where patient_id = 'p0001'"
         ).fetchone()
         total = conn.execute("select count(*) from patient_search.contact_owner").fetchone()
     assert owners == (1,)
     assert total == (300,)
+
+
+def test_the_indexer_after_a_full_reindex_streams_without_redoing_it(
+    populated: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """migrate, reindex, indexer: one build. Changes made while the reindex ran (after its
+    snapshot, no indexer running) and after it are streamed, not found by a second pass."""
+    from tests.test_indexer_support import indexer_settings
+
+    settings = indexer_settings(populated, reindex_workers=2)
+    fill = rx._fill
+
+    def fill_then_change(job: Any, advance: Any) -> Any:
+        result = fill(job, advance)  # the snapshot is taken: these changes are not in it
+        with psycopg.connect(populated) as conn:
+            conn.execute("update patients set given_name = 'During' where id = 'p0001'")
+            conn.execute("delete from patients where id = 'p0002'")
+        return result
+
+    monkeypatch.setattr(rx, "_fill", fill_then_change)
+    assert rx.reindex(populated, settings, progress=False) == 300
+    with psycopg.connect(populated) as conn:
+        insert_patient(conn, "p9999", given="After", family="Reindex")
+    resyncs: list[int] = []
+    monkeypatch.setattr(runner, "resync_all", lambda *a, **k: resyncs.append(1) or 0)
+    assert runner.run(settings, once=True) == 0
+    assert resyncs == []
+    with psycopg.connect(populated) as conn:
+        after = _projection(conn)
+    assert after["p0001"]["given_name"] == "During"
+    assert "p0002" not in after
+    assert after["p9999"]["given_name"] == "After"
+    assert len(after) == 300
+
+
+def test_a_failed_reindex_leaves_the_indexer_its_initial_sync(
+    populated: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_indexer_support import indexer_settings
+
+    settings = indexer_settings(populated, reindex_workers=1)
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(rx, "_fill", broken)
+    with pytest.raises(RuntimeError):
+        rx.reindex(populated, settings, progress=False)
+    monkeypatch.undo()
+    assert runner.run(settings, once=True) == 0  # initial sync: the projection was empty
+    with psycopg.connect(populated) as conn:
+        assert len(_projection(conn)) == 300

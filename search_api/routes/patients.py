@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from search_api import models
+from search_api.annotate import annotate_results, formatted_phones
 from search_api.dependencies import Key, State
 from search_api.errors import ApiError
 from search_api.metrics import RESULTS
@@ -41,6 +42,7 @@ def search_patients(
     response.headers["Server-Timing"] = (
         f"engine;dur={outcome.engine_ms}, total;dur={outcome.took_ms}"
     )
+    extras = annotate_results(outcome.results, outcome.terms, state.settings.default_region)
     return models.SearchResponse(
         results=[
             models.SearchResult(
@@ -50,8 +52,9 @@ def search_patients(
                 matched=list(r.matched),
                 grade=r.grade,
                 patient=r.candidate.patient,
+                **extra,
             )
-            for r in outcome.results
+            for r, extra in zip(outcome.results, extras, strict=True)
         ],
         engine=outcome.engine,
         degraded=outcome.degraded,
@@ -96,4 +99,5 @@ def get_patient(patient_id: str, key: Key, state: State) -> dict[str, Any]:
     found = state.postgres.get(patient_id, key.clinics)
     if found is None:
         raise ApiError(404, "not_found", "no such patient in your clinics")
-    return {"id": found.id, "patient": found.patient}
+    phones = formatted_phones(found.patient, state.settings.default_region)
+    return {"id": found.id, "patient": found.patient, "phones_formatted": phones}

@@ -1,0 +1,228 @@
+"""What a person reading a result needs beside the record: which parts matched, the phones
+written the way the clinic writes them, and which results on the page may be one person.
+
+Pure functions over the ranker's output; the ranking itself never depends on them.
+Highlights are recomputed per display word with the ranker's own word comparison
+(`word_match`), restricted to the fields the ranker reported as matched, so a mark
+never appears where the ranker saw no match.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any
+
+import phonenumbers
+
+from normalizers.names import nickname_match
+from normalizers.phones import normalize_phone
+from normalizers.text import fold
+from search_api.ranking import Ranked, RankQuery, word_match
+
+NAME_FIELDS = ("given_name", "middle_name", "family_name")
+_WORD = re.compile(r"[^\s\-]+")
+_DIGIT = re.compile(r"\d")
+
+
+@dataclass(frozen=True)
+class Span:
+    """Characters [start, end) of a displayed value; `index` picks a phone or email."""
+
+    field: str
+    start: int
+    end: int
+    index: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field, "start": self.start, "end": self.end}
+        if self.index is not None:
+            out["index"] = self.index
+        return out
+
+
+def format_phone(value: str, region: str) -> str:
+    """National format for the clinic's region, international for other countries;
+    the value as typed when it is not a number libphonenumber can lay out."""
+    phone = normalize_phone(value, region)
+    if not phone.e164:
+        return value
+    try:
+        number = phonenumbers.parse(phone.e164, None)
+    except phonenumbers.NumberParseException:
+        return value
+    home = phonenumbers.region_code_for_number(number) == region or (
+        number.country_code == phonenumbers.country_code_for_region(region)
+    )
+    style = (
+        phonenumbers.PhoneNumberFormat.NATIONAL
+        if home
+        else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )
+    text = phonenumbers.format_number(number, style)
+    if phone.extension:
+        text += f" ext. {phone.extension}"
+    return text
+
+
+def formatted_phones(patient: Mapping[str, Any], region: str) -> list[str]:
+    return [format_phone(str(p.get("value") or ""), region) for p in patient.get("phones") or ()]
+
+
+def _prefix_length(word: str, typed: str) -> int:
+    """How many displayed characters spell the typed prefix (accents fold away)."""
+    for n in range(1, len(word) + 1):
+        if len(fold(word[:n]).replace(" ", "")) >= len(typed):
+            return n
+    return len(word)
+
+
+def _name_spans(query: RankQuery, fld: str, text: str) -> list[Span]:
+    spans: list[Span] = []
+    for found in _WORD.finditer(text):
+        word = fold(found.group()).replace(" ", "")
+        best: tuple[str, str] | None = None
+        for typed in query.names:
+            hit = word_match(typed, word, nicknames=fld != "family_name")
+            if hit and (best is None or hit[0] == "exact"):
+                best = (hit[0], typed)
+        if best is None:
+            continue
+        kind, typed = best
+        end = found.start() + _prefix_length(found.group(), typed) if kind == "prefix" else None
+        spans.append(Span(fld, found.start(), end or found.end()))
+    return spans
+
+
+def _digit_tail_span(text: str, digits: int) -> tuple[int, int] | None:
+    positions = [m.start() for m in _DIGIT.finditer(text)]
+    if len(positions) < digits or digits <= 0:
+        return None
+    return positions[-digits], positions[-1] + 1
+
+
+def _phone_spans(
+    query: RankQuery, patient: Mapping[str, Any], shown: list[str], region: str
+) -> list[Span]:
+    spans: list[Span] = []
+    for i, entry in enumerate(patient.get("phones") or ()):
+        phone = normalize_phone(str(entry.get("value") or ""), region)
+        text = shown[i] if i < len(shown) else ""
+        if phone.e164 in query.phones or phone.national in query.phone_nationals:
+            spans.append(Span("phones", 0, len(text), i))
+            continue
+        tail = max(
+            (
+                len(f)
+                for f in query.phone_fragments
+                if phone.national and phone.national.endswith(f)
+            ),
+            default=0,
+        )
+        if tail and (span := _digit_tail_span(text, tail)):
+            spans.append(Span("phones", span[0], span[1], i))
+    return spans
+
+
+def highlights(
+    query: RankQuery,
+    patient: Mapping[str, Any],
+    matched: Sequence[str],
+    phones_shown: list[str],
+    region: str,
+) -> list[Span]:
+    """The displayed characters that made this result match."""
+    spans: list[Span] = []
+    for fld in NAME_FIELDS:
+        if fld in matched and patient.get(fld):
+            spans.extend(_name_spans(query, fld, str(patient[fld])))
+    for fld in ("birth_date", "mrn"):
+        if fld in matched and patient.get(fld):
+            spans.append(Span(fld, 0, len(str(patient[fld]))))
+    if "phone" in matched:
+        spans.extend(_phone_spans(query, patient, phones_shown, region))
+    if "email" in matched:
+        for i, entry in enumerate(patient.get("emails") or ()):
+            value = str(entry.get("value") or "")
+            if value.strip().lower() in query.emails or fold(value) in query.emails:
+                spans.append(Span("emails", 0, len(value), i))
+    return spans
+
+
+# --- possible duplicates among the results of one page --------------------------------
+
+
+def _word_near(x: str, y: str, *, nicknames: bool) -> bool:
+    if x == y:
+        return True
+    if min(len(x), len(y)) == 1:
+        return x[0] == y[0]  # an initial
+    if nicknames and nickname_match(x, y):
+        return True
+    for typed, stored in ((x, y), (y, x)):
+        if len(typed) >= 3 and word_match(typed, stored, nicknames=False):
+            return True
+    return False
+
+
+def _words_near(a: Sequence[str], b: Sequence[str], *, nicknames: bool) -> bool:
+    return any(_word_near(x, y, nicknames=nicknames) for x in a for y in b)
+
+
+def names_near(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Family and given name each agree (exactly, by sound, by a typo, a nickname or an
+    initial), in the same roles or swapped, as two registrations of one person would."""
+    fa, ga = a.get("family") or [], (a.get("given") or []) + (a.get("middle") or [])
+    fb, gb = b.get("family") or [], (b.get("given") or []) + (b.get("middle") or [])
+    if not (fa and fb and ga and gb):
+        return False
+    same_roles = _words_near(fa, fb, nicknames=False) and _words_near(ga, gb, nicknames=True)
+    swapped = _words_near(fa, gb, nicknames=True) and _words_near(ga, fb, nicknames=True)
+    return same_roles or swapped
+
+
+def duplicate_reason(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
+    """Why two records (their `match` parts) look like one person, or None."""
+    if not names_near(a, b):
+        return None
+    if a.get("birth_date") and a.get("birth_date") == b.get("birth_date"):
+        return "same date of birth and a similar name"
+    phones_a = set(a.get("phones") or ()) | set(a.get("national") or ())
+    phones_b = set(b.get("phones") or ()) | set(b.get("national") or ())
+    if phones_a & phones_b:
+        return "same phone and a similar name"
+    return None
+
+
+def duplicate_marks(
+    matches: Sequence[tuple[str, Mapping[str, Any]]],
+) -> dict[str, list[dict[str, str]]]:
+    """For each result id, the other results on the page it may be a duplicate of, and why."""
+    marks: dict[str, list[dict[str, str]]] = {}
+    for (id_a, a), (id_b, b) in combinations(matches, 2):
+        if (why := duplicate_reason(a, b)) is not None:
+            marks.setdefault(id_a, []).append({"id": id_b, "why": why})
+            marks.setdefault(id_b, []).append({"id": id_a, "why": why})
+    return marks
+
+
+def annotate_results(
+    results: Sequence[Ranked], terms: RankQuery, region: str
+) -> list[dict[str, Any]]:
+    """Per result, in order: highlights, phones as the clinic writes them, duplicate marks."""
+    marks = duplicate_marks([(r.candidate.id, r.candidate.match) for r in results])
+    out: list[dict[str, Any]] = []
+    for r in results:
+        patient = r.candidate.patient
+        phones = formatted_phones(patient, region)
+        spans = highlights(terms, patient, r.matched, phones, region)
+        out.append(
+            {
+                "highlights": [s.as_dict() for s in spans],
+                "phones_formatted": phones,
+                "duplicates": marks.get(r.candidate.id, []),
+            }
+        )
+    return out

@@ -1,0 +1,82 @@
+"""Fixtures shared across test files, registered in conftest.py through `pytest_plugins`.
+
+- `roles`: the least-privilege roles of deploy/roles.sql and deploy/api-grants.sql on
+  the test database (embedded server only: roles are cluster-wide); `connect_as`
+  opens a connection as one of them.
+- `indexer_settings`: Settings for an indexer on the test database (its own slot).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from core.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+ROLES = ("patient_search_indexer", "patient_search_api", "debezium")
+
+
+def roles_sql() -> str:
+    """deploy/roles.sql with psql's \\getenv replaced by literal test passwords."""
+    text = (ROOT / "deploy" / "roles.sql").read_text()
+    text = re.sub(r"^\\getenv .*$", "", text, flags=re.M)
+    return re.sub(r":'(\w+)_password'", lambda m: f"'test-{m.group(1)}'", text)
+
+
+def connect_as(url: str, role: str) -> psycopg.Connection[Any]:
+    """A connection as one of ROLES (the `roles` fixture's passwords)."""
+    password = f"test-{role.split('_')[-1]}"
+    return psycopg.connect(make_conninfo(url, user=role, password=password), autocommit=True)
+
+
+def role_url(url: str, role: str) -> str:
+    return make_conninfo(url, user=role, password=f"test-{role.split('_')[-1]}")
+
+
+def _drop_roles(conn: psycopg.Connection[Any]) -> None:
+    for role in ROLES:
+        if conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
+            conn.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def roles(db_url: str) -> Iterator[str]:
+    if os.environ.get("PATIENT_SEARCH_DATABASE_URL"):
+        pytest.skip("creates cluster-wide roles: only on the embedded test server")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        _drop_roles(conn)
+        conn.execute(roles_sql())
+        conn.execute((ROOT / "deploy" / "api-grants.sql").read_text())
+    yield db_url
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        _drop_roles(conn)
+
+
+def make_indexer_settings(db_url: str, **overrides: Any) -> Settings:
+    """Slots are cluster-wide: one per test database."""
+    dbname = conninfo_to_dict(db_url)["dbname"]
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "slot_name": f"ps_{dbname}",
+        "indexer_metrics_port": 0,
+        "batch_timeout_ms": 50,
+        "indexer_heartbeat_s": 0.1,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def indexer_settings(db_url: str) -> Callable[..., Settings]:
+    """`indexer_settings(**overrides)`: Settings for an indexer on this test's database."""
+    return lambda **overrides: make_indexer_settings(db_url, **overrides)
