@@ -336,6 +336,7 @@ class Ours:
         while not self.words.ready:
             time.sleep(0.01)
         self.graded: list[tuple[str, bool]] = []  # (grade, right patient) per result
+        self.scored: list[tuple[float, bool]] = []  # (match probability, right patient)
         self.top: list[tuple[Query, str | None, bool]] = []  # (query, top grade, top right)
 
     def __call__(self, conn: psycopg.Connection[Any], query: Query) -> list[str]:
@@ -350,6 +351,7 @@ class Ours:
             ranked = []
         for r in ranked:
             self.graded.append((r.grade, r.candidate.id == query.target_id))
+            self.scored.append((r.probability, r.candidate.id == query.target_id))
         top = ranked[0] if ranked else None
         self.top.append(
             (query, top.grade if top else None, bool(top and top.candidate.id == query.target_id))
@@ -422,6 +424,22 @@ def grade_precision(graded: Sequence[tuple[str, bool]]) -> dict[str, dict[str, f
             "results": len(mine),
             "precision": round(sum(mine) / len(mine), 4) if mine else 0.0,
         }
+    return out
+
+
+def calibration(scored: Sequence[tuple[float, bool]]) -> list[dict[str, float]]:
+    """Precision of the results whose match probability is at least each threshold:
+    what the grade thresholds in search_api.ranking are chosen from."""
+    out = []
+    for at in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.98, 0.99):
+        mine = [right for p, right in scored if p >= at]
+        out.append(
+            {
+                "at_least": at,
+                "results": len(mine),
+                "precision": round(sum(mine) / len(mine), 4) if mine else 0.0,
+            }
+        )
     return out
 
 
@@ -523,6 +541,7 @@ def run(
         },
         "ceiling": ceiling(queries),
         "grades": grade_precision(ours.graded),
+        "calibration": calibration(ours.scored),
         "certain_coverage_name_date": certain_coverage(ours.top),
         "latency_ours": latency,
         "targets": check_targets(metrics),

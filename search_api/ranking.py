@@ -73,6 +73,7 @@ class Ranked:
     matched: tuple[str, ...]
     sort_key: tuple[Any, ...]
     weight: float = 0.0  # evidence, log2 likelihood ratio (see evidence)
+    probability: float = 0.0  # share of the evidence this result holds (see grade_results)
     grade: Grade = "possible"  # see grade_results
 
 
@@ -548,4 +549,7 @@ def grade_of(probability: float) -> Grade:
 def grade_results(ranked: Sequence[Ranked]) -> list[Ranked]:
     """The results with their grade: what the search page marks and FHIR $match reports."""
     probabilities = match_probabilities([r.weight for r in ranked])
-    return [replace(r, grade=grade_of(p)) for r, p in zip(ranked, probabilities, strict=True)]
+    return [
+        replace(r, probability=round(p, 4), grade=grade_of(p))
+        for r, p in zip(ranked, probabilities, strict=True)
+    ]
