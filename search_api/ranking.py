@@ -211,7 +211,8 @@ def match_date(query: RankQuery, stored: str | None) -> tuple[str | None, float]
             return "exact", 1.0 if i == 0 else 0.95
     stored_date = dt.date.fromisoformat(stored)
     for reading in query.birth_dates:
-        if (reading.month, reading.day) == (stored_date.day, stored_date.month):
+        swapped = (reading.month, reading.day) == (stored_date.day, stored_date.month)
+        if swapped and reading.year == stored_date.year:
             return "near", 0.6
     # One digit off the date as first read only: a slip on a second reading of an
     # ambiguous date is two guesses away from what was typed.
@@ -399,7 +400,10 @@ DATE_NEAR_PENALTY = 5.0  # swapped or one digit off: ~40 dates are that close to
 DATE_CONTRADICTS = -6.0
 DATE_MISSING = -1.0
 IDENTIFIER_WEIGHT = {"mrn": 20.0, "phone": 12.0, "email": 14.0}
-DEFAULT_CLINIC_SIZE = 1000  # when counts are not available (evidence is then uniform)
+# A clinic counts as at least this big: in a small clinic a date or name held by one
+# patient in 35 is still as rare among people as in a large one (and without counts,
+# evidence is uniform at this size).
+MIN_POPULATION = 1000
 
 
 def count_keys(candidates: Iterable[Candidate]) -> list[str]:
@@ -417,7 +421,7 @@ def count_keys(candidates: Iterable[Candidate]) -> list[str]:
 
 def _telling(counts: Mapping[str, int], clinic: str, term: str) -> float:
     """log2(patients / patients holding the value): bits of evidence an agreement carries."""
-    total = counts.get(term_counts.key(clinic, term_counts.TOTAL), DEFAULT_CLINIC_SIZE)
+    total = max(counts.get(term_counts.key(clinic, term_counts.TOTAL), 0), MIN_POPULATION)
     holders = max(counts.get(term_counts.key(clinic, term), 1), 1)
     return max(math.log2(max(total, holders) / holders), 0.5)
 

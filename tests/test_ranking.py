@@ -9,7 +9,7 @@ from core import term_counts
 from core.documents import build_document
 from engines.base import Candidate
 from search_api.plan import SearchInput, build_plan
-from search_api.ranking import grade_of, match_probabilities, rank
+from search_api.ranking import grade_of, match_date, match_probabilities, rank
 
 
 def candidate(id: str, given: str, family: str, born: str, **extra: Any) -> Candidate:
@@ -237,3 +237,9 @@ def test_identifiers_stay_first_and_certain_when_nothing_contradicts_them() -> N
     ranked = rank(build_plan(SearchInput(q="john smith mrn 00412"), ["c"]).rank, POOL)
     assert ranked[0].candidate.id == "mrn"
     assert ranked[0].grade != "certain"
+
+
+def test_swapped_day_and_month_only_count_in_the_same_year() -> None:
+    plan = build_plan(SearchInput(q="ann lee 1985-04-03"), ["c"])
+    assert match_date(plan.rank, "1985-03-04") == ("near", 0.6)
+    assert match_date(plan.rank, "1960-03-04")[0] == "mismatch"
