@@ -201,6 +201,11 @@ def fresh_database() -> Iterator[str]:
             yield make_conninfo(external, dbname=name)
         finally:
             with psycopg.connect(external, autocommit=True) as admin:
+                # `migrate` may have made a logical replication slot there (CDC)
+                for (slot,) in admin.execute(
+                    "select slot_name from pg_replication_slots where database = %s", (name,)
+                ).fetchall():
+                    admin.execute("select pg_drop_replication_slot(%s)", (slot,))
                 admin.execute(
                     sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
                 )
