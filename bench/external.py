@@ -333,8 +333,7 @@ class Ours:
 
         self.settings = Settings(database_url=url)
         self.words = WordDictionary(lambda: _load_dictionary(url))
-        while not self.words.ready:
-            time.sleep(0.01)
+        self.words.load()
         self.graded: list[tuple[str, bool]] = []  # (grade, right patient) per result
         self.scored: list[tuple[float, bool]] = []  # (match probability, right patient)
         self.top: list[tuple[Query, str | None, bool]] = []  # (query, top grade, top right)

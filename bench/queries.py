@@ -18,7 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from patient_search import names_data as data
-from patient_search.synthetic import PHONE_FORMATS, SUFFIX_WORDS, ContactRow, PatientRow, accented
+from patient_search.synthetic import (
+    SUFFIX_WORDS,
+    ContactRow,
+    PatientRow,
+    accented,
+    format_phone,
+)
 
 
 @dataclass(frozen=True)
@@ -292,7 +298,7 @@ def _unique_phone(p: PatientRow, contacts: Sequence[ContactRow], ctx: _Ctx) -> s
 def _phone_builder(style: str) -> Builder:
     def build(p: PatientRow, contacts: Sequence[ContactRow], ctx: _Ctx) -> str | None:
         d = _unique_phone(p, contacts, ctx)
-        return PHONE_FORMATS[style](d[:3], d[3:6], d[6:]) if d else None
+        return format_phone(d, style) if d else None
 
     return build
 

@@ -131,8 +131,7 @@ def ours(settings: Any) -> Search | None:
         if not words:  # the API's in-process dictionary, loaded on a connection of its own
             dsn = conn.info.dsn
             words.append(WordDictionary(lambda: _load_words(dsn)))
-            while not words[0].ready:
-                time.sleep(0.01)
+            words[0].load()
         try:
             return search_ids(conn, q, [clinic_id], limit=LIMIT, settings=settings, words=words[0])
         except EmptyQuery:

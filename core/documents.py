@@ -118,6 +118,52 @@ def name_terms(fields: Mapping[str, tuple[Sequence[str], Sequence[str]]]) -> set
     return terms
 
 
+@dataclass
+class _Contacts:
+    """A patient's contact rows, read: display values, normalized values, index terms."""
+
+    phones: list[ContactValue] = field(default_factory=list)
+    emails: list[ContactValue] = field(default_factory=list)
+    e164: list[str] = field(default_factory=list)
+    national: list[str] = field(default_factory=list)
+    canonical_emails: list[str] = field(default_factory=list)
+    terms: set[str] = field(default_factory=set)
+
+    def add_phone(self, value: str, use: str | None, region: str) -> None:
+        phone = normalize_phone(value, region)
+        self.phones.append({"value": value, "use": use})
+        if phone.e164:
+            self.e164.append(phone.e164)
+            self.terms.add(t.phone(phone.e164))
+        if phone.national:
+            self.national.append(phone.national)
+            self.terms.add(t.national(phone.national))
+            if len(phone.national) >= 7:
+                self.terms.add(t.last7(phone.national))
+        if phone.last4:
+            self.terms.add(t.last4(phone.last4))
+
+    def add_email(self, value: str, use: str | None) -> None:
+        email = normalize_email(value)
+        self.emails.append({"value": value, "use": use})
+        canonical = email.canonical or value.strip().lower()
+        if canonical:
+            self.canonical_emails.append(canonical)
+            self.terms.add(t.email(canonical))
+
+
+def _read_contacts(contacts: Sequence[Mapping[str, Any]], region: str) -> _Contacts:
+    found = _Contacts()
+    for contact in sorted(contacts, key=lambda c: str(c["id"])):
+        value = str(contact.get("value") or "")
+        kind = str(contact.get("kind") or "").lower()
+        if kind == "phone":
+            found.add_phone(value, contact.get("use"), region)
+        elif kind == "email":
+            found.add_email(value, contact.get("use"))
+    return found
+
+
 def build_document(
     row: Mapping[str, Any], contacts: Sequence[Mapping[str, Any]], *, region: str = "US"
 ) -> PatientDocument:
@@ -127,50 +173,19 @@ def build_document(
     family, family_keys = _name_field(row.get("family_name"))
     birth_date: dt.date | None = row.get("birth_date")
     mrn = normalize_mrn(row["mrn"]) if row.get("mrn") else None
+    found = _read_contacts(contacts, region)
 
-    phones_display: list[ContactValue] = []
-    emails_display: list[ContactValue] = []
-    e164: list[str] = []
-    national: list[str] = []
-    emails: list[str] = []
-    terms: set[str] = set()
-    for contact in sorted(contacts, key=lambda c: str(c["id"])):
-        value = str(contact.get("value") or "")
-        kind = str(contact.get("kind") or "").lower()
-        if kind == "phone":
-            phone = normalize_phone(value, region)
-            phones_display.append({"value": value, "use": contact.get("use")})
-            if phone.e164:
-                e164.append(phone.e164)
-                terms.add(t.phone(phone.e164))
-            if phone.national:
-                national.append(phone.national)
-                terms.add(t.national(phone.national))
-                if len(phone.national) >= 7:
-                    terms.add(t.last7(phone.national))
-            if phone.last4:
-                terms.add(t.last4(phone.last4))
-        elif kind == "email":
-            email = normalize_email(value)
-            emails_display.append({"value": value, "use": contact.get("use")})
-            canonical = email.canonical or value.strip().lower()
-            if canonical:
-                emails.append(canonical)
-                terms.add(t.email(canonical))
-
+    terms = found.terms | name_terms(
+        {
+            "given": (given, given_keys),
+            "middle": (middle, middle_keys),
+            "family": (family, family_keys),
+        }
+    )
     if mrn:
         terms.add(t.mrn(mrn))
     if birth_date:
         terms.add(t.dob(birth_date))
-    terms.update(
-        name_terms(
-            {
-                "given": (given, given_keys),
-                "middle": (middle, middle_keys),
-                "family": (family, family_keys),
-            }
-        )
-    )
 
     patient: PatientRecord = {
         "id": str(row["id"]),
@@ -181,8 +196,8 @@ def build_document(
         "family_name": row.get("family_name"),
         "birth_date": _iso(birth_date),
         "sex": row.get("sex"),
-        "phones": phones_display,
-        "emails": emails_display,
+        "phones": found.phones,
+        "emails": found.emails,
         "postal_code": row.get("postal_code"),
         "active": bool(row.get("active", True)),
     }
@@ -194,13 +209,12 @@ def build_document(
         "given_keys": list(given_keys),
         "mrn": mrn,
         "birth_date": _iso(birth_date),
-        "phones": sorted(set(e164)),
-        "national": sorted(set(national)),
-        "emails": sorted(set(emails)),
+        "phones": sorted(set(found.e164)),
+        "national": sorted(set(found.national)),
+        "emails": sorted(set(found.canonical_emails)),
         # For ordering namesakes: the most recently updated record first.
         "updated_at": row["updated_at"].isoformat() if row.get("updated_at") else None,
     }
-    name_text = " ".join([*given, *middle, *family])
     sort_key = fold(" ".join(filter(None, [row.get("family_name"), row.get("given_name")])))
     return PatientDocument(
         id=str(row["id"]),
@@ -210,7 +224,7 @@ def build_document(
         patient=patient,
         match=match,
         terms=sorted(terms),
-        name_text=name_text,
+        name_text=" ".join([*given, *middle, *family]),
         sort_key=sort_key,
         source_updated_at=row.get("updated_at"),
         contact_ids=sorted(str(c["id"]) for c in contacts),

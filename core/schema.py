@@ -189,6 +189,22 @@ def migrate(conn: psycopg.Connection[Any]) -> list[int]:
     return applied
 
 
+def migrate_or_check(url: str) -> None:
+    """At a service's start: migrate when allowed; a least-privilege role (the API's)
+    only checks that the schema is current."""
+    with psycopg.connect(url) as conn:
+        try:
+            migrate(conn)
+        except psycopg.errors.InsufficientPrivilege:
+            conn.rollback()
+            current = schema_version(conn)
+            if current != MIGRATIONS[-1][0]:
+                raise SystemExit(
+                    f"schema patient_search is at version {current}; run `patient-search migrate`"
+                    " with a role that may create objects"
+                ) from None
+
+
 def schema_version(conn: psycopg.Connection[Any]) -> int | None:
     row = conn.execute(
         "select to_regclass('patient_search.schema_migrations') is not null"

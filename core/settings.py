@@ -9,6 +9,12 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from normalizers.query import MAX_QUERY_CHARS
+
+# Results per page at most, whatever is configured: the re-ranking window
+# (search_api.plan.candidate_window) holds offset + limit up to 2 * MAX_PAGE.
+MAX_PAGE = 100
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -57,9 +63,10 @@ class Settings(BaseSettings):
     batch_timeout_ms: int = Field(default=200, ge=1)
     max_lag_s: float = Field(default=60.0, gt=0)
 
-    # API.
-    max_limit: int = Field(default=100, ge=1)
-    max_query_length: int = Field(default=200, ge=1)
+    # API: the operator's bounds of a search request, checked by search_api.service;
+    # at most the ceilings (MAX_PAGE, normalizers.query.MAX_QUERY_CHARS).
+    max_limit: int = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE)
+    max_query_length: int = Field(default=200, ge=1, le=MAX_QUERY_CHARS)
     slow_query_ms: float = Field(default=100.0, ge=0)
     log_level: str = "INFO"
     workers: int = Field(default=1, ge=1)

@@ -23,6 +23,7 @@ indexer:
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypedDict, TypeVar
 
@@ -30,6 +31,11 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 _REINDEX_LOCK = 7_345_002  # advisory lock: one rebuild at a time
+
+
+def iso_time(ts: float | None) -> str | None:
+    """A Unix time as state values hold times: ISO 8601 in UTC (None stays None)."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat() if ts is not None else None
 
 
 class IndexerState(TypedDict, total=False):
@@ -153,7 +159,11 @@ def record_touched(conn: psycopg.Connection[Any], ids: Iterable[str]) -> None:
     )
 
 
-def _lock_out_batches(conn: psycopg.Connection[Any]) -> None:
+def lock_out_batches(conn: psycopg.Connection[Any]) -> None:
+    """Until the caller's transaction ends, no indexer batch writes (they wait in
+    `record_touched`), and none is half-written: the rebuild swap and `check --repair`
+    then read the source after every batch before them and write before every batch
+    after them, so they never undo a newer write."""
     conn.execute("lock table patient_search.reindex_touched in share row exclusive mode")
 
 
@@ -173,7 +183,7 @@ class ReindexGuard:
         """One transaction with indexer batches held off: yields the touched ids; the
         caller re-reads them into its new copy and swaps; unregistered on commit."""
         with self.conn.transaction():
-            _lock_out_batches(self.conn)
+            lock_out_batches(self.conn)
             touched = [
                 r[0]
                 for r in self.conn.execute(
@@ -218,7 +228,7 @@ def reindex_guard(
         try:
             with psycopg.connect(url) as conn:
                 with conn.transaction():
-                    _lock_out_batches(conn)
+                    lock_out_batches(conn)
                     conn.execute("delete from patient_search.reindex_touched")
                     REINDEX.put(conn, registration)
                     if on_register is not None:

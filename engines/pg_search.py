@@ -23,40 +23,7 @@ from psycopg_pool import ConnectionPool
 from core import term_counts, terms
 from engines.base import Candidate, CandidateQuery, NameToken
 from engines.pg_projection import scope_terms
-from engines.word_dictionary import WordDictionary
-from normalizers.names import typo_distance
-
-# Upper bound for a prefix range scan on the C-collated dictionary.
-_MAX_CHAR = chr(0x10FFFF)
-
-_EXPANSIONS = sql.SQL(
-    """
-    select q.tok, d.term, 'prefix' from unnest(%(prefix_tokens)s::text[]) q(tok),
-      lateral (select term from patient_search.name_dictionary
-               where term >= q.tok and term < q.tok || %(max_char)s and term <> q.tok
-               order by frequency desc, term limit %(prefix_limit)s) d
-    union all
-    select q.tok, d.term, 'fuzzy' from unnest(%(fuzzy_tokens)s::text[]) q(tok),
-      lateral (select term from patient_search.name_dictionary
-               where term %% q.tok
-                 and levenshtein_less_equal(term, q.tok, 2)
-                     <= case when length(q.tok) <= 3 then 1 else 2 end
-                 and term <> q.tok
-               order by similarity(term, q.tok) desc, frequency desc, term
-               limit %(fuzzy_limit)s) d
-    union all
-    -- Short words share too few trigrams with their typos (sahh/shah, loez/lopez):
-    -- compare them with every word of about their length and first letter instead.
-    select q.tok, d.term, 'fuzzy' from unnest(%(short_tokens)s::text[]) q(tok),
-      lateral (select term from patient_search.name_dictionary
-               where term >= left(q.tok, 1) and term < left(q.tok, 1) || %(max_char)s
-                 and length(term) between length(q.tok) - 1 and length(q.tok) + 1
-                 and term <> q.tok
-                 and levenshtein_less_equal(term, q.tok, 2) <= 2
-               order by levenshtein(term, q.tok), frequency desc, term
-               limit %(fuzzy_limit)s) d
-    """
-)
+from engines.word_dictionary import Expansions, WordDictionary
 
 Observer = Callable[[str, float], None]
 
@@ -77,9 +44,8 @@ class PostgresEngine:
     # -- reads ---------------------------------------------------------------
 
     def candidates(self, query: CandidateQuery) -> list[Candidate]:
-        expand = self.words.expand if self.words.ready else None  # SQL until it is loaded
         with self.pool.connection() as conn:
-            return find_candidates(conn, query, observe=self._observe, expand=expand)
+            return find_candidates(conn, query, observe=self._observe, expand=self.words.expand)
 
     def term_counts(self, keys: Sequence[str]) -> dict[str, int]:
         """Per-clinic counts of name words and dates, for evidence weights (core.term_counts)."""
@@ -127,37 +93,8 @@ def _candidate(row: tuple[Any, ...]) -> Candidate:
     return Candidate(id=row[0], patient=doc["patient"], match=doc["match"])
 
 
-def expand_tokens(
-    conn: psycopg.Connection[Any], tokens: Sequence[NameToken], *, prefix_limit: int = 25
-) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """Dictionary words a typed word may stand for: (completions, near spellings)."""
-    prefix_tokens = sorted({t.text for t in tokens if t.prefix and t.text})
-    fuzzy_tokens = sorted({t.text for t in tokens if len(t.text) >= 3})
-    prefixes: dict[str, set[str]] = {t.text: set() for t in tokens}
-    fuzzy: dict[str, set[str]] = {t.text: set() for t in tokens}
-    if not prefix_tokens and not fuzzy_tokens:
-        return prefixes, fuzzy
-    conn.execute("set local pg_trgm.similarity_threshold = 0.2")
-    rows = conn.execute(
-        _EXPANSIONS,
-        {
-            "prefix_tokens": prefix_tokens,
-            "fuzzy_tokens": fuzzy_tokens,
-            "short_tokens": sorted({t for t in fuzzy_tokens if len(t) <= 5}),
-            "max_char": _MAX_CHAR,
-            "prefix_limit": prefix_limit,
-            "fuzzy_limit": 8,
-        },
-    ).fetchall()
-    for token, word, kind in rows:
-        if kind == "prefix":
-            prefixes[token].add(terms.name(word))
-        elif typo_distance(token, word) is not None:  # the same rule the re-ranker applies
-            fuzzy[token].add(terms.name(word))
-    return prefixes, fuzzy
-
-
-Expander = Callable[[Sequence[NameToken]], tuple[dict[str, set[str]], dict[str, set[str]]]]
+# Prefix completions and typo corrections per typed word (engines.word_dictionary).
+Expander = Callable[[Sequence[NameToken]], Expansions]
 Scoper = Callable[[Iterable[str]], list[str]]
 # A name level: its name, the terms that count per typed word, and an order (or none).
 Level = tuple[str, list[tuple[str, ...]], sql.Composable | None]
@@ -207,7 +144,7 @@ def find_candidates(
     query: CandidateQuery,
     *,
     observe: Observer,
-    expand: Expander | None = None,
+    expand: Expander,
 ) -> list[Candidate]:
     """Candidates for the re-ranker, from the strictest pass that finds enough.
 
@@ -234,12 +171,12 @@ class CandidateSearch:
         query: CandidateQuery,
         *,
         observe: Observer,
-        expand: Expander | None = None,
+        expand: Expander,
     ) -> None:
         self.conn = conn
         self.query = query
         self.observe = observe
-        self.expand: Expander = expand or (lambda tokens: expand_tokens(conn, tokens))
+        self.expand = expand
         self.clinics = sorted(set(query.clinic_ids))
         self.found: dict[str, Candidate] = {}
         self.base: list[sql.Composable] = [sql.SQL("clinic_id = any({})").format(self.clinics)]

@@ -5,7 +5,9 @@ time per name search at 1M patients, the largest share of a search's database
 work. The dictionary is small (one row per distinct name word), changes only
 when a new word is indexed, and a word that is a few seconds late only delays
 prefix or typo matches of that new word, never an exact match. So each process
-keeps a copy and refreshes it in the background every `max_age_s`.
+loads a copy at start-up (`load`) and refreshes it in the background every
+`max_age_s`. This is the only expansion path; until a first load succeeds (the
+database was down at start-up), names match exactly, by nickname and by sound.
 """
 
 from __future__ import annotations
@@ -76,12 +78,18 @@ class WordDictionary:
     def __init__(self, load: Loader, *, max_age_s: float = 30.0) -> None:
         self._load = load
         self._max_age_s = max_age_s
-        self._snapshot: _Snapshot | None = None
+        self._snapshot = _Snapshot([])
         self._loaded_at = 0.0
         self._refreshing = threading.Lock()
 
+    def load(self) -> None:
+        """Load now, on the caller's thread (start-up). A failure is logged and the empty
+        copy kept; the next expansion retries in the background."""
+        with self._refreshing:
+            self._reload_logged()
+
     def expand(self, tokens: Sequence[NameToken]) -> Expansions:
-        """Same contract as engines.pg_search.expand_tokens: (completions, typos) per word."""
+        """Per typed word: (dictionary completions, typo corrections) as name terms."""
         snapshot = self._current()
         prefixes: dict[str, set[str]] = {t.text: set() for t in tokens}
         typos: dict[str, set[str]] = {t.text: set() for t in tokens}
@@ -92,18 +100,9 @@ class WordDictionary:
                 typos[t.text].update(terms.name(w) for w in snapshot.typos(t.text))
         return prefixes, typos
 
-    @property
-    def ready(self) -> bool:
-        """Loaded at least once; until then callers expand in SQL instead."""
-        if self._snapshot is None:
-            self._refresh_in_background()
-        return self._snapshot is not None
-
     def _current(self) -> _Snapshot:
         if time.monotonic() - self._loaded_at > self._max_age_s:
             self._refresh_in_background()
-        if self._snapshot is None:
-            raise RuntimeError("word dictionary not loaded yet (check .ready first)")
         return self._snapshot
 
     def _refresh_in_background(self) -> None:
@@ -113,11 +112,15 @@ class WordDictionary:
 
     def _reload_and_release(self) -> None:
         try:
+            self._reload_logged()
+        finally:
+            self._refreshing.release()
+
+    def _reload_logged(self) -> None:
+        try:
             self._reload()
         except Exception as exc:  # keep serving the previous copy
             log.warning("word dictionary refresh failed", extra={"error": type(exc).__name__})
-        finally:
-            self._refreshing.release()
 
     def _reload(self) -> None:
         started = time.monotonic()

@@ -1,4 +1,4 @@
-"""`python -m indexer [--once]`: run the CDC indexer (the CLI's `indexer` calls the same run)."""
+"""`python -m indexer [--once]`: the same as `patient-search indexer` (one entry point)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 from core.logging import configure_logging
 from core.settings import configure_normalizers, get_settings
-from indexer.runner import run
+from indexer.runner import start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     configure_logging(settings.log_level)
     configure_normalizers(settings)
-    return run(settings, once=args.once)
+    return start(settings, once=args.once)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +19,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from core.documents import PatientDocument
+from core.state import lock_out_batches
 from engines.pg_projection import doc_json, stored_terms
-from indexer.sync import load_documents, sync_patients
+from indexer.sync import Sink, load_documents, sync_patients
 
 _PAGE = 1000
 
@@ -157,17 +158,42 @@ def check(
     region: str,
     clinic_id: str | None = None,
     repair: bool = False,
+    sinks: Sequence[Sink] = (),
 ) -> list[ClinicReport]:
-    """One report per clinic; with repair=True drifting patients are re-synced (and committed)."""
+    """One report per clinic; with repair=True drifting patients are re-synced (and committed)
+    to the projection and every other configured engine (`sinks`)."""
     reports = []
     for clinic in [clinic_id] if clinic_id is not None else _clinics(conn, schema):
         with conn.transaction():
             report = _check_clinic(conn, clinic, schema=schema, region=region)
         if repair and report.drift_ids:
-            for start in range(0, len(report.drift_ids), _PAGE):
-                chunk = report.drift_ids[start : start + _PAGE]
-                with conn.transaction():
-                    stats = sync_patients(conn, chunk, schema=schema, region=region)
-                report.repaired += stats.upserted + stats.deleted
+            report.repaired = _repair(conn, report.drift_ids, schema, region, sinks)
         reports.append(report)
     return reports
+
+
+def _repair(
+    conn: psycopg.Connection[Any],
+    ids: Sequence[str],
+    schema: str,
+    region: str,
+    sinks: Sequence[Sink],
+) -> int:
+    """Re-sync drifting patients without undoing a concurrent indexer batch.
+
+    The source is read after indexer batches are held off, in a READ COMMITTED
+    transaction (each statement sees every batch committed before the lock), and
+    written before any later batch runs; a batch for a change made after this
+    read then writes the newer state after us. So a repair neither resurrects a
+    patient the indexer just deleted nor rolls back a newer update.
+    """
+    conn.commit()  # ends the read-only work of the check itself
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+    repaired = 0
+    for start in range(0, len(ids), _PAGE):
+        chunk = ids[start : start + _PAGE]
+        with conn.transaction():
+            lock_out_batches(conn)
+            stats = sync_patients(conn, chunk, schema=schema, region=region, sinks=sinks)
+        repaired += stats.upserted + stats.deleted
+    return repaired

@@ -19,8 +19,8 @@ UNAVAILABLE = "__debezium_unavailable_value"
 HEARTBEAT_PREFIX = "__debezium-heartbeat"
 _OPS: dict[str, Op] = {"c": "insert", "r": "read", "u": "update", "d": "delete", "t": "truncate"}
 _MAX_RECORD_BYTES = 1_000_000  # larger records are not parsed (dead letter)
-# Commit timestamps outside 2000-01-01 .. 2100-01-01 are ignored (lag stays computable).
-_TS_MS_RANGE = (946_684_800_000, 4_102_444_800_000)
+# Commit timestamps outside 1970 .. 2100 are ignored (lag and state stay computable).
+_TS_MS_RANGE = (0, 4_102_444_800_000)
 
 
 @dataclass

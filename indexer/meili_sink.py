@@ -20,7 +20,6 @@ swapped in with swap-indexes, the old one deleted. While it runs, state row
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import sys
 import time
@@ -38,7 +37,14 @@ from meilisearch.errors import (
 
 from core.documents import PatientDocument
 from core.settings import Settings
-from core.state import MEILI, MEILI_REBUILD, MeiliState, ReindexState, reindex_guard
+from core.state import (
+    MEILI,
+    MEILI_REBUILD,
+    MeiliState,
+    ReindexState,
+    iso_time,
+    reindex_guard,
+)
 from engines.meili import make_client
 from engines.meili_settings import PRIMARY_KEY, encode_id, index_settings, to_meili
 
@@ -53,10 +59,6 @@ class MeiliUnavailable(ConnectionError):
 
 class MeiliTaskFailed(RuntimeError):
     """Meilisearch processed a task and failed it: the documents were rejected."""
-
-
-def _iso(ts: float | None) -> str | None:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat() if ts is not None else None
 
 
 def _unavailable(exc: Exception) -> Exception:
@@ -128,9 +130,9 @@ class StateStore:
             self._failing_since = self._failing_since or now
         if not (force or changed or now - self._written_at >= _STATE_EVERY_S):
             return
-        value: MeiliState = {"index": index_uid, "failing_since": _iso(self._failing_since)}
+        value: MeiliState = {"index": index_uid, "failing_since": iso_time(self._failing_since)}
         if ok:
-            value["last_write_at"] = _iso(now)
+            value["last_write_at"] = iso_time(now)
         MEILI.merge(self._connection(), value)
         self._written_at = now
 

@@ -25,11 +25,6 @@ def format_lsn(value: int) -> str:
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 
 
-def parse_lsn(text: str) -> int:
-    high, _, low = text.partition("/")
-    return (int(high, 16) << 32) | int(low, 16)
-
-
 def _pg_time(micros: int) -> float:
     return _PG_EPOCH + micros / 1_000_000
 

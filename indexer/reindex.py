@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from queue import Empty
 from typing import Any
 
@@ -30,7 +30,7 @@ from psycopg import sql
 from tqdm import tqdm
 
 from core import term_counts
-from core.documents import PatientDocument, build_document
+from core.documents import PatientDocument
 from core.schema import (
     PROJECTION,
     PROJECTION_INDEX_SUFFIXES,
@@ -41,9 +41,11 @@ from core.schema import (
 from core.settings import Settings
 from core.state import ReindexGuard, ReindexState, reindex_guard
 from engines import pg_projection
+from indexer import deadletters
+from indexer.events import DeadLetter
 from indexer.runner import Source, make_source
-from indexer.source import count_patients, stream_patients
-from indexer.sync import load_documents
+from indexer.source import count_patients, fetch_patients, stream_patients
+from indexer.sync import build_checked
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +63,17 @@ def reindex(
     stream = _prepare_stream(url, settings) if clinic_id is None else None
     registration: ReindexState = {"clinic_id": clinic_id, "engine": "postgres"}
     with reindex_guard(url, registration, on_release=_drop_rebuild_tables) as guard:
-        words, total = _build(url, guard.conn, settings, clinic_id, progress)
-        _swap(guard, settings, clinic_id, words, stream=stream)
+        filled = _build(url, guard.conn, settings, clinic_id, progress)
+        _swap(guard, settings, clinic_id, filled, stream=stream)
     log.info(
         "reindex finished",
-        extra={"documents": total, "seconds": round(time.monotonic() - started, 2)},
+        extra={
+            "documents": filled.total,
+            "set_aside": len(filled.rejected),
+            "seconds": round(time.monotonic() - started, 2),
+        },
     )
-    return total
+    return filled.total
 
 
 def _prepare_stream(url: str, settings: Settings) -> Source | None:
@@ -97,7 +103,7 @@ def _build(
     settings: Settings,
     clinic_id: str | None,
     progress: bool,
-) -> tuple[Counter[str], int]:
+) -> _Filled:
     """Fill the rebuild table from one snapshot, in parallel partitions, then index it."""
     with conn.transaction():
         conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
@@ -132,9 +138,9 @@ def _build(
             smoothing=0.1,
         ) as bar:
             filling = time.monotonic()
-            words, total = _fill(job, bar.update)
+            filled = _fill(job, bar.update)
         holder.commit()
-    log.info("reindex filled", extra={"documents": total, "seconds": _since(filling)})
+    log.info("reindex filled", extra={"documents": filled.total, "seconds": _since(filling)})
     indexing = time.monotonic()
     with conn.transaction():
         conn.execute(
@@ -152,7 +158,7 @@ def _build(
                 "on patient_search.contact_owner_rebuild (patient_id)"
             )
     log.info("reindex indexes built", extra={"seconds": _since(indexing)})
-    return words, total
+    return filled
 
 
 def _copy_owners(conn: psycopg.Connection[Any], docs: list[PatientDocument]) -> None:
@@ -185,7 +191,21 @@ def _init_worker(queue: Any) -> None:
     _progress = queue
 
 
-def _fill(job: _Partition, advance: Callable[[int], object]) -> tuple[Counter[str], int]:
+@dataclass
+class _Filled:
+    """What a fill produced: dictionary words, documents written, patients set aside."""
+
+    words: Counter[str] = field(default_factory=Counter)
+    total: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, other: _Filled) -> None:
+        self.words.update(other.words)
+        self.total += other.total
+        self.rejected += other.rejected
+
+
+def _fill(job: _Partition, advance: Callable[[int], object]) -> _Filled:
     """Each partition reads, normalizes and COPYs on its own: the CPU-bound part runs on
     every core and nothing funnels through this process but progress counts."""
     if job.parts <= 1:
@@ -201,21 +221,17 @@ def _fill(job: _Partition, advance: Callable[[int], object]) -> tuple[Counter[st
                 advance(queue.get(timeout=0.2))
         while not queue.empty():
             advance(queue.get())
-        words: Counter[str] = Counter()
-        total = 0
+        filled = _Filled()
         for future in futures:
-            part_words, part_total = future.result()
-            words.update(part_words)
-            total += part_total
-    return words, total
+            filled.add(future.result())
+    return filled
 
 
 def _fill_partition(
     job: _Partition, part: int, advance: Callable[[int], object] | None = None
-) -> tuple[Counter[str], int]:
+) -> _Filled:
     report = advance or _progress.put
-    words: Counter[str] = Counter()
-    total = 0
+    filled = _Filled()
     with psycopg.connect(job.url) as reader, psycopg.connect(job.url) as writer:
         reader.execute("set transaction isolation level repeatable read, read only")
         reader.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(job.snapshot)))
@@ -226,23 +242,24 @@ def _fill_partition(
             batch_size=2000,
             partition=(part, job.parts),
         ):
-            docs = [build_document(r, r["contacts"], region=job.region) for r in rows]
+            docs, rejected = build_checked(rows, region=job.region)
             with writer.transaction():
                 pg_projection.copy_documents(writer, docs, table=REBUILD)
                 if job.clinic_id is None:
                     _copy_owners(writer, docs)
-            words.update(pg_projection.dictionary_words(docs))
-            total += len(docs)
-            report(len(docs))
+            filled.words.update(pg_projection.dictionary_words(docs))
+            filled.total += len(docs)
+            filled.rejected += rejected
+            report(len(rows))
         reader.commit()
-    return words, total
+    return filled
 
 
 def _swap(
     guard: ReindexGuard,
     settings: Settings,
     clinic_id: str | None,
-    words: Counter[str],
+    filled: _Filled,
     *,
     stream: Source | None = None,
 ) -> None:
@@ -250,28 +267,33 @@ def _swap(
     rebuild = sql.Identifier(SCHEMA, REBUILD)
     live = sql.Identifier(SCHEMA, PROJECTION)
     with guard.swap() as touched:
-        docs, deleted = load_documents(
-            conn, touched, schema=settings.source_schema, region=settings.default_region
-        )
+        rows = fetch_patients(conn, touched, schema=settings.source_schema)
+        docs, rejected = build_checked(rows.values(), region=settings.default_region)
         if clinic_id is not None:
-            deleted += [d.id for d in docs if d.clinic_id != clinic_id]
             docs = [d for d in docs if d.clinic_id == clinic_id]
-        pg_projection.delete_documents(conn, [d.id for d in docs] + deleted, table=REBUILD)
+        # Touched patients are re-read as they are now: gone, moved to another clinic,
+        # or unindexable now all leave the rebuilt copy.
+        pg_projection.delete_documents(conn, touched, table=REBUILD)
         pg_projection.copy_documents(conn, docs, table=REBUILD)
         term_counts.refresh(conn, table=REBUILD, clinic_id=clinic_id)
         if clinic_id is None:
             _catch_up_owners(conn, touched, docs)
             _rename_into_place(conn, PROJECTION, REBUILD, PROJECTION_INDEX_SUFFIXES)
             _rename_into_place(conn, "contact_owner", OWNERS, ("pkey", "patient"))
-            _replace_dictionary(conn, words)
+            _replace_dictionary(conn, filled.words)
             if stream is not None:
                 stream.mark_rebuilt(conn)
         else:
             conn.execute(sql.SQL("delete from {} where clinic_id = %s").format(live), (clinic_id,))
             conn.execute(sql.SQL("insert into {} select * from {}").format(live, rebuild))
             conn.execute(sql.SQL("drop table {}").format(rebuild))
-            _add_words(conn, words)
+            _add_words(conn, filled.words)
             _refresh_contact_owner(conn, clinic_id)
+        again = set(touched)
+        aside = [(p, r) for p, r in filled.rejected if p not in again] + rejected
+        deadletters.record(
+            conn, [DeadLetter("reindex", "reindex", r, p, "document") for p, r in aside]
+        )
     conn.execute(sql.SQL("analyze {}").format(live))
     conn.commit()
 

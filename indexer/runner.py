@@ -9,8 +9,8 @@ re-reads the current source state of the patients involved.
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import logging
+import os
 import signal
 import threading
 import time
@@ -22,12 +22,13 @@ import psycopg
 from psycopg import sql
 
 from core.database import resolve_database_url
+from core.schema import migrate_or_check
 from core.settings import Settings
-from core.state import INDEXER, IndexerState
+from core.state import INDEXER, IndexerState, iso_time
 from engines.pg_projection import owners_of_contacts
 from indexer import deadletters, metrics
 from indexer.events import Batch, DeadLetter, affected_patients
-from indexer.sync import Sink, SyncStats, sync_patients
+from indexer.sync import DocumentRejected, Sink, SyncStats, sync_patients
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,6 @@ def make_source(url: str, settings: Settings) -> Source:
     from indexer.logical import LogicalSource
 
     return LogicalSource(url, settings)
-
-
-def _iso(ts: float | None) -> str | None:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat() if ts is not None else None
 
 
 def wait_visible(conn: psycopg.Connection[Any], xids: set[int], timeout: float = 30.0) -> None:
@@ -174,8 +171,10 @@ def sync_isolating(
         except Exception as exc:
             if is_outage(exc):
                 raise
-            reason = f"document rejected: {type(exc).__name__}"
-            dead.append(DeadLetter(source, position, reason, pid, "document"))
+            reason = str(exc) if isinstance(exc, DocumentRejected) else type(exc).__name__
+            dead.append(
+                DeadLetter(source, position, f"document rejected: {reason}", pid, "document")
+            )
     return SyncStats(upserted, deleted), dead
 
 
@@ -313,8 +312,8 @@ class Writer:
         value: IndexerState = {
             "source": self.source.kind,
             "position": self.position,
-            "last_batch_at": _iso(self.last_batch_at),
-            "last_source_commit_at": _iso(self.last_commit_ts),
+            "last_batch_at": iso_time(self.last_batch_at),
+            "last_source_commit_at": iso_time(self.last_commit_ts),
             "lag_seconds": round(lag, 3),
             "max_lag_s": self.settings.max_lag_s,
             "stale": lag > self.settings.max_lag_s,
@@ -438,6 +437,15 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
     return previous
+
+
+def start(settings: Settings, *, once: bool = False) -> int:
+    """The indexer's one entry point (`patient-search indexer`, `python -m indexer`):
+    resolve the database, migrate (or check the schema), then run."""
+    url = resolve_database_url(settings)
+    migrate_or_check(url)
+    os.environ["PATIENT_SEARCH_DATABASE_URL"] = url  # children (reindex workers) join it
+    return run(settings.model_copy(update={"database_url": url}), once=once)
 
 
 def run(settings: Settings, *, once: bool = False, stop: threading.Event | None = None) -> int:

@@ -35,6 +35,41 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+# A GIN index entry must fit a third of a page (2,712 bytes at 8 kB): a longer term
+# (an 8 kB "email", a 5 kB name) would fail the whole write, or a reindex's index build.
+MAX_TERM_BYTES = 2000
+
+
+class DocumentRejected(ValueError):
+    """This patient's document cannot be indexed; the reason names the rule, not the value."""
+
+
+def check_indexable(doc: PatientDocument) -> None:
+    for term in pg_projection.stored_terms(doc):
+        if len(term.encode()) > MAX_TERM_BYTES:
+            kind = term.rpartition("\x1f")[2].partition(":")[0]
+            raise DocumentRejected(f"value too large to index ({kind} term)")
+
+
+def build_checked(
+    rows: Iterable[dict[str, Any]], *, region: str
+) -> tuple[list[PatientDocument], list[tuple[str, str]]]:
+    """Documents for bulk loads, and (patient id, reason) for the rows set aside: one bad
+    patient never fails a whole rebuild."""
+    docs: list[PatientDocument] = []
+    rejected: list[tuple[str, str]] = []
+    for row in rows:
+        try:
+            doc = build_document(row, row["contacts"], region=region)
+            check_indexable(doc)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, DocumentRejected) else type(exc).__name__
+            rejected.append((str(row["id"]), f"document rejected: {reason}"))
+            continue
+        docs.append(doc)
+    return docs, rejected
+
+
 @dataclass(frozen=True)
 class SyncStats:
     upserted: int
@@ -55,6 +90,8 @@ def sync_patients(
         return SyncStats(0, 0)
     record_touched(conn, ids)  # first: waits for a rebuild's registration or swap
     docs, deleted = load_documents(conn, ids, schema=schema, region=region)
+    for doc in docs:
+        check_indexable(doc)
     pg_projection.upsert_documents(conn, docs)
     pg_projection.delete_documents(conn, deleted)
     for sink in sinks:

@@ -135,14 +135,6 @@ def is_particle(token: str) -> bool:
     return fold(token) in PARTICLES if isinstance(token, str) else False
 
 
-def is_initial(token: str) -> bool:
-    """True for a single letter, such as "J" or "J." once folded."""
-    if not isinstance(token, str):
-        return False
-    folded = fold(token)
-    return len(folded) == 1 and folded.isalpha()
-
-
 def _apostrophe_parts(text: str | None) -> list[str]:
     """Folded words of a name split at its apostrophes (the parts a plain fold joins)."""
     if not isinstance(text, str) or not any(a in text for a in APOSTROPHES):

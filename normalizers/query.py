@@ -20,6 +20,8 @@ from normalizers.names import name_tokens
 from normalizers.phones import Phone, normalize_phone
 from normalizers.text import ascii_digits, digits_only
 
+# The most the parser ever reads, whatever the caller allows (PATIENT_SEARCH_MAX_QUERY_LENGTH
+# is the operator's limit, at most this).
 MAX_QUERY_CHARS = 512
 _MAX_PHONE_TOKENS = 8
 _MAX_DATE_TOKENS = 5
@@ -96,20 +98,20 @@ def _add(items: list[str], value: str | None) -> None:
         items.append(value)
 
 
-def _truncate(text: str) -> str:
-    """First 512 chars, cut at a space when possible so no half token is searched for."""
+def _truncate(text: str, max_chars: int) -> str:
+    """First `max_chars` chars, cut at a space when possible so no half token is searched for."""
     text = text.strip()
-    if len(text) <= MAX_QUERY_CHARS:
+    if len(text) <= max_chars:
         return text
-    cut = text[:MAX_QUERY_CHARS]
-    if not text[MAX_QUERY_CHARS].isspace():
+    cut = text[:max_chars]
+    if not text[max_chars].isspace():
         head = cut.rsplit(None, 1)
         if len(head) == 2:
             cut = head[0]
     return cut.rstrip()
 
 
-def _prepare(text: str) -> str:
+def _prepare(text: str, max_chars: int) -> str:
     text = unicodedata.normalize("NFKC", text)
     chars: list[str] = []
     for c in text:
@@ -118,7 +120,7 @@ def _prepare(text: str) -> str:
         elif unicodedata.category(c)[0] != "C":  # soft hyphens, joiners, controls vanish
             chars.append(c)
     # NFKC can expand a char up to 18-fold; bound the work whatever comes in.
-    return ascii_digits("".join(chars))[: 2 * MAX_QUERY_CHARS]
+    return ascii_digits("".join(chars))[: 2 * max_chars]
 
 
 def _claim_emails(tokens: list[_Token], emails: list[Email]) -> None:
@@ -330,14 +332,17 @@ def parse_query(
     region: str = "US",
     date_order: str = "MDY",
     today: datetime.date | None = None,
+    max_chars: int = MAX_QUERY_CHARS,
 ) -> ParsedQuery:
-    """Read a search-box string; never raises, and input past 512 chars is ignored."""
+    """Read a search-box string; never raises, and input past `max_chars` is ignored."""
     if not isinstance(text, str):
         text = ""
     if today is None:
         today = datetime.date.today()
-    trimmed = _truncate(text)
-    tokens = [_Token(t, "comma" if t in ",;" else "") for t in _TOKEN.findall(_prepare(trimmed))]
+    max_chars = min(max_chars, MAX_QUERY_CHARS)
+    trimmed = _truncate(text, max_chars)
+    prepared = _prepare(trimmed, max_chars)
+    tokens = [_Token(t, "comma" if t in ",;" else "") for t in _TOKEN.findall(prepared)]
     emails: list[Email] = []
     mrns: list[str] = []
     dates: list[datetime.date] = []

@@ -13,25 +13,10 @@ import psycopg
 
 from core.database import exit_cleanly_on_sigterm, resolve_database_url
 from core.logging import configure_logging
-from core.schema import MIGRATIONS, migrate, schema_version
+from core.schema import migrate, migrate_or_check
 from core.settings import Settings, configure_normalizers, get_settings
 
 log = logging.getLogger("patient_search")
-
-
-def _migrate_or_check(url: str) -> None:
-    """Migrate when allowed; a least-privilege role (the API's) only checks the version."""
-    with psycopg.connect(url) as conn:
-        try:
-            migrate(conn)
-        except psycopg.errors.InsufficientPrivilege:
-            conn.rollback()
-            current = schema_version(conn)
-            if current != MIGRATIONS[-1][0]:
-                raise SystemExit(
-                    f"schema patient_search is at version {current}; run `patient-search migrate`"
-                    " with a role that may create objects"
-                ) from None
 
 
 def _source_hints(conn: psycopg.Connection[Any], settings: Settings) -> None:
@@ -69,19 +54,16 @@ def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_indexer(settings: Settings, args: argparse.Namespace) -> int:
-    from indexer.runner import run
+    from indexer.runner import start
 
-    url = resolve_database_url(settings)
-    _migrate_or_check(url)
-    os.environ["PATIENT_SEARCH_DATABASE_URL"] = url
-    return run(settings.model_copy(update={"database_url": url}), once=args.once)
+    return start(settings, once=args.once)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     url = resolve_database_url(settings)
-    _migrate_or_check(url)
+    migrate_or_check(url)
     # Workers inherit the resolved URL instead of each starting a server.
     os.environ["PATIENT_SEARCH_DATABASE_URL"] = url
     exit_cleanly_on_sigterm()
@@ -110,22 +92,62 @@ def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     from indexer.check import check
+    from indexer.runner import make_sinks
 
     url = resolve_database_url(settings)
-    with psycopg.connect(url) as conn:
-        reports = check(
-            conn,
-            schema=settings.source_schema,
-            region=settings.default_region,
-            clinic_id=args.clinic,
-            repair=args.repair,
-        )
-        _source_hints(conn, settings)
+    sinks = make_sinks(settings, url) if args.repair else []  # repair every engine
+    try:
+        with psycopg.connect(url) as conn:
+            reports = check(
+                conn,
+                schema=settings.source_schema,
+                region=settings.default_region,
+                clinic_id=args.clinic,
+                repair=args.repair,
+                sinks=sinks,
+            )
+            _source_hints(conn, settings)
+    finally:
+        for sink in sinks:
+            sink.close()
     drift = False
     for report in reports:
         print(report)
         drift |= not getattr(report, "ok", True)
     return 1 if drift and not args.repair else 0
+
+
+def cmd_deadletters_list(settings: Settings, args: argparse.Namespace) -> int:
+    from indexer import deadletters
+
+    url = resolve_database_url(settings)
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+        rows = deadletters.pending(conn, include_replayed=args.all)
+    print("id\tcreated_at\tsource\tkind\tposition\tpatient_id\treason")
+    for row in rows:
+        print(row.line())
+    print(f"{len(rows)} dead letter(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_deadletters_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from indexer.replay import replay
+
+    url = resolve_database_url(settings)
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+    done = replay(url, settings, only=args.id or None)
+    print(
+        f"replayed {done.letters} dead letter(s): {done.patients} patient(s) re-synced from the"
+        f" source, {done.still_rejected} still rejected (recorded again)"
+    )
+    if done.without_patient:
+        print(
+            f"{done.without_patient} dead letter(s) name no patient (unreadable events):"
+            " run `patient-search check --repair` to compare every patient with the source"
+        )
+    return 1 if done.still_rejected else 0
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -168,6 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clinic")
     p.add_argument("--repair", action="store_true", help="re-sync drifting patients")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("deadletters", help="what the indexer set aside (ids and reasons only)")
+    letters = p.add_subparsers(dest="deadletters_command", required=True)
+    c = letters.add_parser("list", help="pending dead letters, oldest first")
+    c.add_argument("--all", action="store_true", help="include replayed ones")
+    c.set_defaults(func=cmd_deadletters_list)
+    c = letters.add_parser("replay", help="re-sync the patients they name from the source")
+    c.add_argument("--id", type=int, action="append", help="only this dead letter (repeatable)")
+    c.set_defaults(func=cmd_deadletters_replay)
 
     p = sub.add_parser("demo", help="embedded Postgres, synthetic clinics, indexer, API, page")
     p.add_argument("--host", default="127.0.0.1")

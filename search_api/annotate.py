@@ -81,10 +81,13 @@ def _prefix_length(word: str, typed: str) -> int:
 
 def _name_spans(query: RankQuery, fld: str, text: str) -> list[Span]:
     spans: list[Span] = []
+    # Two typed words may spell one stored word together ("mc donald": McDonald).
+    names = query.names
+    typed_words = [*names, *(names[i] + names[i + 1] for i in range(len(names) - 1))]
     for found in _WORD.finditer(text):
         word = fold(found.group()).replace(" ", "")
         best: tuple[str, str] | None = None
-        for typed in query.names:
+        for typed in typed_words:
             hit = word_match(typed, word, nicknames=fld != "family_name")
             if hit and (best is None or hit[0] == "exact"):
                 best = (hit[0], typed)

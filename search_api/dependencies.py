@@ -44,6 +44,7 @@ class AppState:
         postgres = PostgresEngine(
             pool, observe=observe_engine_query("postgres", settings.slow_query_ms)
         )
+        postgres.words.load()
         router = Router.from_settings(
             settings, postgres, primary, read_state=pool_state_reader(pool) if primary else None
         )

@@ -20,6 +20,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
+from core import state as state_rows
 from core.settings import Settings
 from engines.base import Candidate, CandidateQuery, Engine
 from search_api.breaker import CircuitBreaker
@@ -27,9 +28,9 @@ from search_api.metrics import FALLBACKS
 
 log = logging.getLogger(__name__)
 
-# State rows (patient_search.state): written by the indexer and by indexer.meili_sink.
-INDEXER_STATE = "indexer"
-MEILI_STATE = "meili"
+# State rows (core.state): written by the indexer and by indexer.meili_sink.
+INDEXER_STATE = state_rows.INDEXER.name
+MEILI_STATE = state_rows.MEILI.name
 
 
 @dataclass(frozen=True)
@@ -137,11 +138,7 @@ def pool_state_reader(pool: Any, *, timeout_s: float = 0.2) -> StateReader:
 
     def read() -> dict[str, Mapping[str, Any]]:
         with pool.connection(timeout=timeout_s) as conn:
-            rows = conn.execute(
-                "select key, value from patient_search.state where key = any(%s)",
-                ([INDEXER_STATE, MEILI_STATE],),
-            ).fetchall()
-        return {key: value or {} for key, value in rows}
+            return dict(state_rows.read_many(conn, state_rows.INDEXER, state_rows.MEILI))
 
     return read
 

@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MAX_QUERY_LENGTH = 200
+from core.settings import MAX_PAGE
+from normalizers.query import MAX_QUERY_CHARS
+
 MAX_FIELD_LENGTH = 100
 
 
@@ -25,7 +27,8 @@ class _Strict(BaseModel):
 
 
 class SearchRequest(_Strict):
-    q: str | None = Field(default=None, max_length=MAX_QUERY_LENGTH, description="search box text")
+    # The ceilings here; the configured bounds (MAX_QUERY_LENGTH, MAX_LIMIT) in search_api.service.
+    q: str | None = Field(default=None, max_length=MAX_QUERY_CHARS, description="search box text")
     given: str | None = Field(default=None, max_length=MAX_FIELD_LENGTH)
     family: str | None = Field(default=None, max_length=MAX_FIELD_LENGTH)
     birthdate: str | None = Field(default=None, max_length=40)
@@ -33,8 +36,8 @@ class SearchRequest(_Strict):
     email: str | None = Field(default=None, max_length=254)
     mrn: str | None = Field(default=None, max_length=64)
     include_inactive: bool = False
-    limit: int = Field(default=10, ge=1, le=100)
-    offset: int = Field(default=0, ge=0, le=100)
+    limit: int = Field(default=10, ge=1, le=MAX_PAGE)
+    offset: int = Field(default=0, ge=0, le=MAX_PAGE)
 
     _no_control = field_validator("q", "given", "family", "birthdate", "phone", "email", "mrn")(
         classmethod(lambda cls, v: _reject_control(v))

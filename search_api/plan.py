@@ -18,7 +18,7 @@ from normalizers.emails import normalize_email
 from normalizers.identifiers import normalize_mrn
 from normalizers.names import name_tokens
 from normalizers.phones import Phone, normalize_phone
-from normalizers.query import parse_query
+from normalizers.query import MAX_QUERY_CHARS, ParsedQuery, parse_query
 from search_api.ranking import RankQuery, literal_text
 
 
@@ -118,15 +118,10 @@ def candidate_window(wanted: int) -> int:
     return 50 if wanted <= 50 else 200
 
 
-def build_plan(
-    request: SearchInput,
-    clinic_ids: Sequence[str],
-    *,
-    region: str = "US",
-    date_order: str = "MDY",
-    candidate_limit: int | None = None,
-) -> SearchPlan:
-    parsed = parse_query(request.q or "", region=region, date_order=date_order)
+def _names_and_roles(
+    parsed: ParsedQuery, request: SearchInput
+) -> tuple[list[str], list[str | None]]:
+    """Typed name words in order, each with its role (family, given) when the input says so."""
     names: list[str] = []
     roles: list[str | None] = []
     if parsed.family or parsed.given:
@@ -143,7 +138,14 @@ def build_plan(
         for word in name_tokens(text):
             names.append(word)
             roles.append(role)
+    return names, roles
 
+
+def _rank_query(
+    parsed: ParsedQuery, request: SearchInput, *, region: str, date_order: str
+) -> RankQuery:
+    """The box text's readings plus the structured fields, through the same normalizers."""
+    names, roles = _names_and_roles(parsed, request)
     birth_dates = list(parsed.birth_dates)
     if request.birthdate:
         birth_dates.extend(parse_dates(request.birthdate, order=date_order))
@@ -157,34 +159,37 @@ def build_plan(
     mrns = list(parsed.mrns)
     if request.mrn and (mrn := normalize_mrn(request.mrn)):
         mrns.append(mrn)
-
     e164, nationals = _phones(phones)
-    fragments = _unique(parsed.phone_fragments)
-    rank = RankQuery(
+    return RankQuery(
         names=tuple(names),
         roles=tuple(roles),
         birth_dates=_unique(birth_dates),
         phones=e164,
         phone_nationals=nationals,
-        phone_fragments=fragments,
+        phone_fragments=_unique(parsed.phone_fragments),
         emails=_unique(emails),
         mrns=_unique(mrns),
         literal=literal_text(" ".join(t for t in (request.q, request.given, request.family) if t)),
     )
+
+
+def _candidate_query(
+    rank: RankQuery, request: SearchInput, clinic_ids: Sequence[str], candidate_limit: int | None
+) -> CandidateQuery:
+    """The index terms to fetch candidates by (core.terms), and how many."""
     wanted = request.offset + request.limit
     strong = [
-        *(terms.phone(p) for p in e164),
-        *(terms.national(n) for n in nationals),
+        *(terms.phone(p) for p in rank.phones),
+        *(terms.national(n) for n in rank.phone_nationals),
         *(terms.email(e) for e in rank.emails),
         *(terms.mrn(m) for m in rank.mrns),
     ]
-    weak = [terms.phone_ending(f) for f in fragments]
-    unique_names = _unique(names)
-    candidates = CandidateQuery(
+    unique_names = _unique(rank.names)
+    return CandidateQuery(
         clinic_ids=tuple(clinic_ids),
         include_inactive=request.include_inactive,
         strong_terms=_unique(strong),
-        weak_terms=_unique(weak),
+        weak_terms=_unique(terms.phone_ending(f) for f in rank.phone_fragments),
         names=joined_pairs(tuple(name_token(n) for n in unique_names)),
         dob_terms=tuple(terms.dob(d) for d in rank.birth_dates),
         dob_near_terms=tuple(terms.dob(d) for d in near_dates(rank.birth_dates)),
@@ -192,6 +197,11 @@ def build_plan(
         limit=candidate_limit or candidate_window(wanted),
         enough=wanted,
     )
+
+
+def _shown(parsed: ParsedQuery, request: SearchInput) -> dict[str, Any]:
+    """How the input was read, for the answer's `query`: the box text's parts, and which
+    structured fields were given (names only, never their values)."""
     shown = parsed.to_dict()
     structured = {
         k: v
@@ -207,4 +217,24 @@ def build_plan(
     }
     if structured:
         shown["structured"] = sorted(structured)
-    return SearchPlan(rank=rank, candidates=candidates, parsed=shown)
+    return shown
+
+
+def build_plan(
+    request: SearchInput,
+    clinic_ids: Sequence[str],
+    *,
+    region: str = "US",
+    date_order: str = "MDY",
+    candidate_limit: int | None = None,
+    max_query_length: int = MAX_QUERY_CHARS,
+) -> SearchPlan:
+    parsed = parse_query(
+        request.q or "", region=region, date_order=date_order, max_chars=max_query_length
+    )
+    rank = _rank_query(parsed, request, region=region, date_order=date_order)
+    return SearchPlan(
+        rank=rank,
+        candidates=_candidate_query(rank, request, clinic_ids, candidate_limit),
+        parsed=_shown(parsed, request),
+    )

@@ -195,6 +195,7 @@
 
   function unreachable(retryAfter) {
     state.failures += 1;
+    if (state.results.length) el.status.textContent = 'The list below answers an earlier search; it is not up to date.';
     const wait = retryAfter || Math.min(30, 2 ** Math.min(state.failures, 5));
     retryIn(wait, 'unreachable', (s) =>
       `Patient search is not answering right now. What you typed is kept; trying again in ${s} s.`);
@@ -352,7 +353,11 @@
     // frame, and only while no newer key was pressed.
     requestAnimationFrame(() => {
       if (mine !== state.seq) return;
-      try { performance.measure('ps-keystroke-to-results', 'ps-key'); } catch (e) { /* no keystroke mark */ }
+      try {
+        performance.measure('ps-keystroke-to-results', 'ps-key');
+        performance.clearMarks('ps-key');  // a long day of typing keeps no growing list
+        if (performance.getEntriesByName('ps-keystroke-to-results').length > 500) performance.clearMeasures();
+      } catch (e) { /* a render without a keystroke (retry, checkbox): nothing to measure */ }
     });
     if (state.openWhenReady && n) { state.openWhenReady = false; openDetail(0); }
   }
@@ -384,9 +389,10 @@
     return out;
   }
 
+  // Both records match the query well (the API's calibrated grade): more likely one person.
+  const SURE = new Set(['certain', 'probable']);
   function dupLabel(result, other) {
-    const strong = result.grade === 'certain' && other?.grade === 'certain';
-    return strong ? 'Likely duplicate' : 'Possible duplicate';
+    return SURE.has(result.grade) && SURE.has(other?.grade) ? 'Likely duplicate' : 'Possible duplicate';
   }
 
   function row(result, i, byId) {

@@ -26,10 +26,6 @@ from search_api.ranking import Ranked, RankQuery, count_keys, rank
 log = logging.getLogger(__name__)
 
 
-class EmptyQuery(ValueError):
-    """Nothing searchable in the request."""
-
-
 @dataclass(frozen=True)
 class SearchOutcome:
     results: list[Ranked]
@@ -39,6 +35,18 @@ class SearchOutcome:
     engine_ms: float
     query: dict[str, Any]
     terms: RankQuery  # the query as the ranker read it (the page's highlights use it)
+
+
+class InvalidSearch(ValueError):
+    """A search the service does not run; the message names the field, never its value."""
+
+    code = "invalid_request"
+
+
+class EmptyQuery(InvalidSearch):
+    """Nothing searchable in the request."""
+
+    code = "empty_query"
 
 
 def observe_engine_query(engine: str, slow_ms: float) -> Callable[[str, float], None]:
@@ -56,8 +64,17 @@ def observe_engine_query(engine: str, slow_ms: float) -> Callable[[str, float], 
 
 
 def plan_for(request: SearchInput, clinic_ids: Sequence[str], settings: Settings) -> SearchPlan:
+    """The one place a search's configured bounds are checked (MAX_QUERY_LENGTH, MAX_LIMIT)."""
+    if request.q and len(request.q) > settings.max_query_length:
+        raise InvalidSearch(f"q: at most {settings.max_query_length} characters")
+    if request.limit > settings.max_limit:
+        raise InvalidSearch(f"limit: at most {settings.max_limit}")
     plan = build_plan(
-        request, clinic_ids, region=settings.default_region, date_order=settings.date_order
+        request,
+        clinic_ids,
+        region=settings.default_region,
+        date_order=settings.date_order,
+        max_query_length=settings.max_query_length,
     )
     if plan.empty:
         raise EmptyQuery("the query holds nothing to search for")
@@ -110,17 +127,16 @@ def search_ranked(
     *,
     limit: int = 10,
     settings: Settings,
-    words: WordDictionary | None = None,
+    words: WordDictionary,
 ) -> list[Ranked]:
     """Ranked, graded results for a search-box string on one connection (benchmarks, tests).
 
-    With `words`, name expansion uses that in-process dictionary, as the API does.
+    `words` is a loaded in-process dictionary, as the API holds one.
     """
     plan = plan_for(SearchInput(q=q, limit=limit), clinic_ids, settings)
-    expand = words.expand if words is not None and words.ready else None
     with conn.transaction():
         candidates = find_candidates(
-            conn, plan.candidates, observe=lambda kind, s: None, expand=expand
+            conn, plan.candidates, observe=lambda kind, s: None, expand=words.expand
         )
         counts = term_counts.lookup(conn, count_keys(candidates))
     return rank(plan.rank, candidates, counts)[:limit]
@@ -133,9 +149,9 @@ def search_ids(
     *,
     limit: int = 10,
     settings: Settings,
-    words: WordDictionary | None = None,
+    words: WordDictionary,
 ) -> list[str]:
-    """Ranked patient ids for a search-box string on one connection (benchmarks, tests)."""
+    """Ranked patient ids for a search-box string on one connection (benchmarks)."""
     ranked = search_ranked(conn, q, clinic_ids, limit=limit, settings=settings, words=words)
     return [r.candidate.id for r in ranked]
 

@@ -20,9 +20,18 @@ from psycopg.conninfo import make_conninfo
 
 from core.database import start_embedded
 from core.schema import create_source_tables, migrate
+from core.settings import get_settings
 
 TEMPLATE = "patient_search_test_template"
 pytest_plugins = ["tests.fixtures"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """Each test reads the environment anew: `get_settings` caches one Settings per process."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 import uuid
@@ -108,11 +107,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any) -> Iterator[str]:
+def serve(app: Any, port: int | None = None) -> Iterator[str]:
     """The app under uvicorn in a thread, as `serve` runs it; yields its base URL."""
     import uvicorn
 
-    port = _free_port()
+    port = port or _free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
@@ -335,6 +334,7 @@ def test_keyboard_only_flow(api: str, seeded_db: tuple[str, str]) -> None:
         assert d.find_element(By.ID, "q").get_attribute("value") == ""
         assert options(d) == []
         assert d.find_element(By.ID, "q").get_attribute("aria-expanded") == "false"
+        assert not d.find_element(By.ID, "reading").is_displayed()
     finally:
         d.quit()
 
@@ -370,7 +370,7 @@ def test_duplicate_marks(driver: WebDriver, api: str, seeded_db: tuple[str, str]
     smith = next(r for n, r in by_name.items() if n.startswith("SMITH, John"))
     smyth = next(r for n, r in by_name.items() if n.startswith("SMYTH, Jon"))
     for row, other in ((smith, "SMYTH, Jon"), (smyth, "SMITH, John")):
-        assert "Possible duplicate" in row
+        assert "Possible duplicate" in row or "Likely duplicate" in row  # by the grades
         assert f"May be the same person as {other}" in row
         assert "same date of birth and a similar name" in row
     assert all("duplicate" not in r for n, r in by_name.items() if n.startswith("SMITHERS"))
@@ -425,16 +425,23 @@ def test_degraded_banner_with_a_broken_primary(
 
 def test_unreachable_banner_then_recovery(seeded_db: tuple[str, str], settings: Settings) -> None:
     d = new_driver()
+    port = _free_port()
     try:
-        with serve(create_app(settings, seeded_db[0])) as base:
+        with serve(create_app(settings, seeded_db[0]), port) as base:
             open_signed_in(d, base, seeded_db[1])
             results_for(d, "khan")
         # The API is gone: typing more shows the unreachable banner, and keeps the text.
-        type_query(d, "ahmed khan")
+        d.find_element(By.ID, "q").send_keys(" ahmed")
         banner = d.find_element(By.ID, "banner")
         wait_for(d, lambda d: banner.get_attribute("data-kind") == "unreachable")
         assert "not answering" in banner.text and banner.get_attribute("role") == "alert"
-        assert d.find_element(By.ID, "q").get_attribute("value") == "ahmed khan"
+        assert d.find_element(By.ID, "q").get_attribute("value") == "khan ahmed"
+        assert "earlier search" in d.find_element(By.ID, "status").text
+        # Back again: the page retries by itself and shows the answer to what was typed.
+        with serve(create_app(settings, seeded_db[0]), port):
+            wait_for(d, lambda d: not banner.is_displayed(), timeout=30)
+            assert d.find_element(By.ID, "chips").text.endswith("khan ahmed")
+            assert options(d)[0].text.startswith("KHAN, Ahmed")
     finally:
         d.quit()
 
@@ -517,8 +524,11 @@ def test_accessibility_scan(api: str, seeded_db: tuple[str, str]) -> None:
 
 
 def test_screenshots(api: str, seeded_db: tuple[str, str], settings: Settings) -> None:
-    """PNG screenshots of the main states (`make screenshot` keeps them in docs/screenshots)."""
-    folder = Path(os.environ.get("PATIENT_SEARCH_SCREENSHOTS") or tempfile.mkdtemp())
+    """PNG screenshots of the main states, for `make screenshot` (docs/screenshots); the
+    states themselves are checked by the tests above, so `make test` leaves this out."""
+    if not os.environ.get("PATIENT_SEARCH_SCREENSHOTS"):
+        pytest.skip("screenshots are taken by `make screenshot` (PATIENT_SEARCH_SCREENSHOTS)")
+    folder = Path(os.environ["PATIENT_SEARCH_SCREENSHOTS"])
     folder.mkdir(parents=True, exist_ok=True)
     written = take_screenshots(folder, api, seeded_db, settings)
     for path in written:

@@ -6,6 +6,7 @@ import psycopg
 import pytest
 
 from core.settings import Settings
+from engines.word_dictionary import WordDictionary
 from indexer import reindex as rx
 from search_api.service import search_ranked
 from tests.factories import insert_patient
@@ -34,9 +35,19 @@ def clinic(db_url: str) -> str:
     return db_url
 
 
-def ranked(url: str, q: str) -> list[tuple[str, str]]:
+def _words(url: str) -> list[tuple[str, int]]:
     with psycopg.connect(url) as conn:
-        found = search_ranked(conn, q, ["clinic-a"], settings=Settings(database_url=url))
+        rows = conn.execute("select term, frequency from patient_search.name_dictionary")
+        return [(r[0], r[1]) for r in rows]
+
+
+def ranked(url: str, q: str) -> list[tuple[str, str]]:
+    words = WordDictionary(lambda: _words(url))
+    words.load()
+    with psycopg.connect(url) as conn:
+        found = search_ranked(
+            conn, q, ["clinic-a"], settings=Settings(database_url=url), words=words
+        )
     return [(r.candidate.id, r.grade) for r in found]
 
 

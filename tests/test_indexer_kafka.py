@@ -51,6 +51,21 @@ def _key(row_id: str, *, wrapped: bool = False) -> bytes:
     return json.dumps({"schema": {}, "payload": body} if wrapped else body).encode()
 
 
+def test_hostile_events_become_dead_letters_without_data() -> None:
+    topic = "clinic.public.patients"
+    deep = b'{"op": "c", "after": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    wrong_op = json.dumps({"op": 7, "after": {"id": "p1", "given_name": "Ann"}}).encode()
+    for value, reason in ((deep, "JSON nested too deep"), (wrong_op, "op is not a string")):
+        got = decode_record(topic, 0, 1, _key("p1"), value)
+        assert got.dead is not None and got.dead.reason == reason
+        assert "Ann" not in repr(got.dead)
+    for ts in (1e300, -5, 10**30):
+        body = json.loads(_value("c", "patients", None, {"id": "p1"}))
+        body["source"]["ts_ms"] = body["ts_ms"] = ts
+        got = decode_record(topic, 0, 2, _key("p1"), json.dumps(body).encode())
+        assert got.change is not None and got.change.commit_ts is None
+
+
 @pytest.mark.parametrize("wrapped", [False, True])
 def test_decode_create_update_delete(wrapped: bool) -> None:
     topic = "clinic.public.patients"
@@ -168,6 +183,14 @@ def test_kafka_events_reach_projection_and_bad_ones_dead_letter(
     stream.raw(stream.topics[0], _key("p9"), b"{garbage")
     stream.raw(stream.topics[1], None, b'{"op": "c", "after": {"kind": "phone"}}')
     stream.raw(f"__debezium-heartbeat.{stream.prefix}", b'{"serverName":"x"}', b'{"ts_ms": 1}')
+    # hostile events: deep nesting, an op that is not a string, an absurd commit time
+    deep = b'{"op": "c", "after": {"id": "Ann Lee", "x": ' + b"[" * 100_000 + b"]" * 100_000
+    stream.raw(stream.topics[0], _key("p1"), deep + b"}}")
+    wrong_op = {"op": ["c"], "after": {"id": "p1", "given_name": "Ann"}, "source": {}}
+    stream.raw(stream.topics[0], _key("p1"), json.dumps(wrong_op).encode())
+    absurd = json.loads(_value("u", "patients", None, {"id": "p2"}))
+    absurd["source"]["ts_ms"] = 1e300
+    stream.raw(stream.topics[0], _key("p2"), json.dumps(absurd).encode())
     stream.flush()
     assert run(settings, once=True) == 0
     docs = projection(db_url)
@@ -175,10 +198,14 @@ def test_kafka_events_reach_projection_and_bad_ones_dead_letter(
     assert [p["value"] for p in docs["p1"]["patient"]["phones"]] == ["555-010-2233"]
     with psycopg.connect(db_url) as conn:
         dead = conn.execute(
-            "select source, position, reason from patient_search.dead_letters order by id"
+            "select source, position, reason, patient_id, kind from patient_search.dead_letters "
+            "order by id"
         ).fetchall()
-    assert len(dead) == 2 and all(d[0] == "kafka" for d in dead)
+        everything = str(conn.execute("select * from patient_search.dead_letters").fetchall())
+    assert len(dead) == 4 and all(d[0] == "kafka" and d[4] == "event" for d in dead)
     assert {d[1].rsplit(":", 2)[0] for d in dead} == set(stream.topics)
+    assert {"JSON nested too deep", "op is not a string"} <= {d[2] for d in dead}
+    assert "Ann" not in everything and "phone" not in everything  # no event data kept
 
     # delete p2 (its contact cascades), then a late duplicate create must not resurrect it
     execute(db_url, "delete from patients where id = 'p2'")

@@ -3,7 +3,6 @@
 import pytest
 
 from normalizers.names import (
-    is_initial,
     is_particle,
     name_keys,
     name_tokens,
@@ -101,14 +100,6 @@ def test_compound_spellings_share_a_key() -> None:
 )
 def test_is_particle(token: str, expected: bool) -> None:
     assert is_particle(token) is expected
-
-
-@pytest.mark.parametrize(
-    ("token", "expected"),
-    [("j", True), ("J", True), ("J.", True), ("jo", False), ("", False), ("1", False)],
-)
-def test_is_initial(token: str, expected: bool) -> None:
-    assert is_initial(token) is expected
 
 
 @pytest.mark.parametrize(

@@ -5,17 +5,9 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from normalizers import names
 from normalizers.emails import normalize_email
 from normalizers.identifiers import normalize_mrn
-from normalizers.names import (
-    is_initial,
-    is_particle,
-    name_keys,
-    name_tokens,
-    nickname_group,
-    nickname_table,
-    phonetic_keys,
-)
 from normalizers.phones import normalize_phone
 from normalizers.text import fold
 
@@ -44,36 +36,35 @@ def test_fold_idempotent_on_name_like_text(text: str) -> None:
 @FAST
 @given(st.one_of(any_text, name_text))
 def test_name_tokens_total_and_idempotent(text: str) -> None:
-    tokens = name_tokens(text)
+    tokens = names.name_tokens(text)
     assert all(t and " " not in t and "-" not in t for t in tokens)
-    assert name_tokens(" ".join(tokens)) == tokens
-    assert name_tokens("-".join(tokens)) == tokens
+    assert names.name_tokens(" ".join(tokens)) == tokens
+    assert names.name_tokens("-".join(tokens)) == tokens
 
 
 @FAST
 @given(st.one_of(any_text, name_text))
 def test_name_keys_total(text: str) -> None:
-    keys = name_keys(text)
+    keys = names.name_keys(text)
     assert keys == sorted(set(keys))
-    assert set(name_tokens(text)) <= set(keys)
+    assert set(names.name_tokens(text)) <= set(keys)
 
 
 @FAST
 @given(any_text)
 def test_name_helpers_total(text: str) -> None:
-    is_particle(text)
-    is_initial(text)
-    group = nickname_group(text)
+    names.is_particle(text)
+    group = names.nickname_group(text)
     if fold(text):
         assert fold(text) in group
-    codes = phonetic_keys(text)
+    codes = names.phonetic_keys(text)
     assert all(codes) and len(set(codes)) == len(codes)
 
 
 @FAST
 @given(any_text)
 def test_nickname_table_total(text: str) -> None:
-    nickname_group("bill", nickname_table(text))
+    names.nickname_group("bill", names.nickname_table(text))
 
 
 @FAST

@@ -34,6 +34,7 @@ PATIENTS: list[dict[str, Any]] = [
     dict(id="p4", given="Katherine", family="O'Connell", phones=["555 010 4455"]),
     dict(id="p5", given="Kathy", family="OConnell", phones=["(555) 010-4455"]),
     dict(id="p6", given="Peter", family="Smith", birth_date=dt.date(1985, 3, 14)),
+    dict(id="p7", given="Ronald", family="McDonald", birth_date=dt.date(1970, 1, 2)),
 ]
 
 
@@ -87,6 +88,10 @@ def test_highlights_mark_what_matched(client: TestClient) -> None:
     by_full_phone = results(client, "(555) 010-2233")
     assert marked(by_full_phone["p1"]) == {"phones": ["(555) 010-2233"]}
 
+    assert marked(results(client, "ronald mc donald")["p7"]) == {
+        "given_name": ["Ronald"],
+        "family_name": ["McDonald"],
+    }
     assert marked(results(client, "MRN 00412")["p1"]) == {"mrn": ["00412"]}
     by_email = results(client, "john.smith@example.com")
     assert marked(by_email["p1"]) == {"emails": ["John.Smith@Example.com"]}

@@ -214,3 +214,6 @@ def test_long_input_is_truncated() -> None:
     assert len(parsed.text) <= MAX_QUERY_CHARS
     assert "jones" not in parsed.names
     assert set(parsed.names) == {"smith"}
+    short = parse_query("smith jones", max_chars=8)  # cut at a space: no half word
+    assert short.names == ("smith",)
+    assert parse_query("smith jones", max_chars=10_000).names == ("smith", "jones")

@@ -71,7 +71,7 @@ def test_changes_during_a_rebuild_survive_the_swap(populated: str) -> None:
         before = _projection(conn)
         conn.commit()
         with reindex_guard(populated, {"clinic_id": None}) as guard:
-            words, _ = rx._build(populated, guard.conn, settings, None, progress=False)
+            filled = rx._build(populated, guard.conn, settings, None, progress=False)
             # Readers still see the whole old projection while the rebuild waits for its swap.
             assert _projection(conn) == before
             conn.commit()
@@ -81,7 +81,7 @@ def test_changes_during_a_rebuild_survive_the_swap(populated: str) -> None:
                 conn.execute("delete from patients where id = 'p0002'")
                 insert_patient(conn, "p9999", given="New", family="Patient")
                 sync_patients(conn, ["p0001", "p0002", "p9999"])
-            rx._swap(guard, settings, None, words)
+            rx._swap(guard, settings, None, filled)
         after = _projection(conn)
         touched = conn.execute("select count(*) from patient_search.reindex_touched").fetchone()
         state = conn.execute("select count(*) from patient_search.state where key = 'reindex'")
@@ -107,11 +107,11 @@ def test_clinic_rebuild_keeps_other_clinics_contact_owners(populated: str) -> No
     rx.reindex(populated, settings, progress=False)
     with psycopg.connect(populated) as conn:
         with reindex_guard(populated, {"clinic_id": "clinic-b"}) as guard:
-            words, _ = rx._build(populated, guard.conn, settings, "clinic-b", progress=False)
+            filled = rx._build(populated, guard.conn, settings, "clinic-b", progress=False)
             with conn.transaction():  # the indexer handles a clinic-a patient meanwhile
                 conn.execute("update patients set given_name = 'Renamed' where id = 'p0001'")
                 sync_patients(conn, ["p0001"])
-            rx._swap(guard, settings, "clinic-b", words)
+            rx._swap(guard, settings, "clinic-b", filled)
         owners = conn.execute(
             "select count(*) from patient_search.contact_owner where patient_id = 'p0001'"
         ).fetchone()

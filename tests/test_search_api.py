@@ -444,3 +444,18 @@ def test_unreachable_database_answers_503(tmp_path: Any) -> None:
         assert "Retry-After" in response.headers
         assert c.get("/healthz").status_code == 200
         assert c.get("/readyz").status_code == 503
+
+
+def test_configured_request_bounds_are_enforced(seeded: tuple[str, str, str]) -> None:
+    """MAX_QUERY_LENGTH and MAX_LIMIT are read: lowered, they turn longer requests into a 422."""
+    app = create_app(Settings(pool_min_size=1, max_limit=5, max_query_length=20), seeded[0])
+    with TestClient(app) as client:
+        headers = {"X-API-Key": seeded[1]}
+        for body, field in (({"q": "smith " * 4}, "q"), ({"q": "smith", "limit": 6}, "limit")):
+            response = client.post("/v1/patients/search", json=body, headers=headers)
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["code"] == "invalid_request"
+            assert response.json()["error"]["message"].startswith(f"{field}:")
+        ok = client.post("/v1/patients/search", json={"q": "smith", "limit": 5}, headers=headers)
+        assert ok.status_code == 200
+        assert ok.json()["results"]

@@ -1,13 +1,9 @@
-"""The in-process word dictionary: the same expansions the SQL path gives, refreshed."""
+"""The in-process word dictionary: loaded at start-up, the one prefix and typo expansion path."""
 
 from __future__ import annotations
 
 import time
 
-import psycopg
-
-from engines.base import NameToken
-from engines.pg_search import expand_tokens
 from engines.word_dictionary import WordDictionary
 from search_api.plan import name_token
 
@@ -27,16 +23,9 @@ WORDS = [
 ]
 
 
-def wait_ready(words: WordDictionary) -> None:
-    deadline = time.monotonic() + 5
-    while not words.ready:
-        assert time.monotonic() < deadline, "dictionary never loaded"
-        time.sleep(0.01)
-
-
 def test_completions_by_frequency_and_typos_within_budget() -> None:
     words = WordDictionary(lambda: list(WORDS))
-    wait_ready(words)
+    words.load()
     prefixes, typos = words.expand([name_token("smi"), name_token("sahh"), name_token("loez")])
     assert prefixes["smi"] == {"n:smith", "n:smithers"}
     assert typos["sahh"] == {"n:shah"}  # a swap is one slip
@@ -45,27 +34,29 @@ def test_completions_by_frequency_and_typos_within_budget() -> None:
     assert typos["sancez"] == {"n:sanchez", "n:sanches"}
 
 
-def test_agrees_with_the_sql_expansion(db_url: str) -> None:
-    with psycopg.connect(db_url) as conn:
-        with conn.cursor() as cur:
-            cur.executemany(
-                "insert into patient_search.name_dictionary (term, frequency) values (%s, %s)",
-                WORDS,
-            )
-        tokens: list[NameToken] = [name_token(t) for t in ("smi", "sahh", "loez", "garcai", "lu")]
-        with conn.transaction():
-            sql_prefixes, sql_typos = expand_tokens(conn, tokens)
-    words = WordDictionary(lambda: list(WORDS))
-    wait_ready(words)
-    prefixes, typos = words.expand(tokens)
-    assert prefixes == sql_prefixes
-    assert typos == sql_typos
+def test_a_failed_start_up_load_expands_nothing_then_recovers() -> None:
+    """The database down at start-up: no expansions (never an error), then a background retry."""
+    available = False
+
+    def load() -> list[tuple[str, int]]:
+        if not available:
+            raise OSError("database unavailable")
+        return list(WORDS)
+
+    words = WordDictionary(load)
+    words.load()
+    assert words.expand([name_token("smi")]) == ({"smi": set()}, {"smi": set()})
+    available = True
+    deadline = time.monotonic() + 5
+    while "n:smith" not in words.expand([name_token("smi")])[0]["smi"]:
+        assert time.monotonic() < deadline, "never reloaded"
+        time.sleep(0.01)
 
 
 def test_refreshes_in_the_background() -> None:
     rows = [("smith", 1)]
     words = WordDictionary(lambda: list(rows), max_age_s=0.05)
-    wait_ready(words)
+    words.load()
     rows.append(("smithson", 2))
     time.sleep(0.1)
     words.expand([name_token("smi")])  # notices the age, reloads off the caller's thread

@@ -13,7 +13,7 @@ from search_api.dependencies import Key, State
 from search_api.errors import ApiError
 from search_api.metrics import RESULTS
 from search_api.plan import SearchInput
-from search_api.service import EmptyQuery, lookup_terms, search
+from search_api.service import InvalidSearch, lookup_terms, search
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -34,8 +34,8 @@ def search_patients(
             state.settings,
             counts=state.postgres.term_counts,
         )
-    except EmptyQuery as exc:
-        raise ApiError(422, "empty_query", str(exc)) from exc
+    except InvalidSearch as exc:
+        raise ApiError(422, exc.code, str(exc)) from exc
     RESULTS.labels(endpoint="search").observe(len(outcome.results))
     response.headers["X-Search-Engine"] = outcome.engine
     # Standard Server-Timing: where the time went (engine includes waiting for a connection).
