@@ -149,6 +149,34 @@ def _m10_dead_letters_without_data(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+def _m20_meili_outbox(conn: psycopg.Connection[Any]) -> None:
+    """Patients changed since Meilisearch last took them, in queue order (indexer.meili_sink)."""
+    conn.execute(
+        """
+        create table if not exists patient_search.meili_outbox (
+          seq         bigserial primary key,
+          patient_id  text not null,
+          enqueued_at timestamptz not null default now()
+        )
+        """
+    )
+
+
+def _m60_fhir_cursors(conn: psycopg.Connection[Any]) -> None:
+    """FHIR paging links name a stored search, so no search value ever travels in a URL."""
+    conn.execute(
+        """
+        create table if not exists patient_search.fhir_cursors (
+          token      text primary key,
+          clinics    text[] not null,
+          params     jsonb not null,
+          created_at timestamptz not null default now()
+        );
+        create index if not exists fhir_cursors_created on patient_search.fhir_cursors (created_at);
+        """
+    )
+
+
 # Append new migrations; never edit a released one.
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     (1, "projection, dictionary, api keys, checkpoints, dead letters", _m1_initial),
@@ -157,7 +185,9 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
         "dead letters: kind and patient id, no payload; replay mark",
         _m10_dead_letters_without_data,
     ),
+    (20, "meilisearch outbox", _m20_meili_outbox),
     (40, "per-clinic counts of name words and dates of birth", term_counts.migrate_40),
+    (60, "fhir paging cursors", _m60_fhir_cursors),
 ]
 
 

@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     meili_task_timeout_s: float = Field(default=60.0, gt=0)  # wait for one indexing task
     meili_batch_size: int = Field(default=1000, ge=1)  # documents per add-documents task
 
+    # --- FHIR facade (/fhir) ---
+    fhir_mrn_system: str = Field(
+        default="urn:patient-search:mrn", min_length=1, pattern=r"^\S+$"
+    )  # MRN Identifier.system
+    fhir_base_url: str | None = None  # absolute base of /fhir links; default: from the request
+    fhir_cursor_ttl_s: int = Field(default=3600, ge=60)  # how long a paging link stays valid
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.documents import MatchFields, PatientRecord
+from engines.filters import Filter
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class CandidateQuery:
     name_text: str = ""  # folded words for whole-name similarity
     limit: int = 50  # candidates at most (the re-ranking window)
     enough: int = 50  # stop loosening once this many are found (the page asked for)
+    filters: tuple[Filter, ...] = ()  # conditions every candidate must meet (engines.filters)
 
 
 @dataclass(frozen=True)

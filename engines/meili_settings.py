@@ -15,13 +15,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from core import terms as index_terms
 from core.documents import PatientDocument
 from engines.base import CandidateQuery
+from engines.word_dictionary import Expansions
 
 PRIMARY_KEY = "pk"
 
@@ -49,7 +50,10 @@ SEARCHABLE_ATTRIBUTES = [
     "last4",
     "phon",
 ]
-FILTERABLE_ATTRIBUTES = ["clinic_id", "active", "keys"]
+# `clinic` is a hex digest of the clinic id: Meilisearch lowercases and trims facet values
+# (indexing and filters alike) and cuts them at 468 bytes, so raw ids would let clinic
+# "CLINIC-A" match documents of "clinic-a".
+FILTERABLE_ATTRIBUTES = ["clinic", "active", "keys"]
 DISPLAYED_ATTRIBUTES = [PRIMARY_KEY, "patient", "match"]
 # Exactness before proximity: a patient named exactly as typed beats a near spelling.
 RANKING_RULES = ["words", "typo", "exactness", "proximity", "attribute", "sort"]
@@ -59,10 +63,25 @@ TYPO_OFF_ATTRIBUTES = [*IDENTIFIER_ATTRIBUTES, "phon", "nick"]
 # hyphenated and apostrophe names ("smith-jones", "o'brien") split the same way.
 SEPARATOR_TOKENS = ["-", "'", "\u2019", "\u2018", "\u02bc"]
 MAX_TOTAL_HITS = 1000
+# Most searches one multi-search request holds (see build_passes); Meilisearch runs
+# them one after another and searchCutoffMs bounds each, so each gets a share.
+MAX_PASSES = 6
 
 
-def index_settings(*, search_cutoff_ms: int | None = None) -> dict[str, Any]:
-    """The settings of a patient index, applied before any document is added."""
+def pass_cutoff_ms(budget_ms: int) -> int:
+    """searchCutoffMs per pass: three quarters of the budget shared by MAX_PASSES passes.
+
+    The rest of the budget is the HTTP round trip and the re-ranking; with the
+    default 200 ms budget each pass gets 25 ms and a full request at most 150 ms.
+    """
+    return max(10, int(budget_ms * 0.75) // MAX_PASSES)
+
+
+def index_settings(*, budget_ms: int | None = None) -> dict[str, Any]:
+    """The settings of a patient index, applied before any document is added.
+
+    `budget_ms` is the API's whole search budget (PATIENT_SEARCH_SEARCH_BUDGET_MS).
+    """
     settings: dict[str, Any] = {
         "searchableAttributes": list(SEARCHABLE_ATTRIBUTES),
         "filterableAttributes": list(FILTERABLE_ATTRIBUTES),
@@ -83,8 +102,8 @@ def index_settings(*, search_cutoff_ms: int | None = None) -> dict[str, Any]:
         "stopWords": [],
         "pagination": {"maxTotalHits": MAX_TOTAL_HITS},
     }
-    if search_cutoff_ms:
-        settings["searchCutoffMs"] = int(search_cutoff_ms)
+    if budget_ms:
+        settings["searchCutoffMs"] = pass_cutoff_ms(budget_ms)
     return settings
 
 
@@ -129,12 +148,14 @@ def encode_id(value: str) -> str:
     """Source id -> Meilisearch document id, reversibly.
 
     Ids made only of a-z A-Z 0-9 - _ are kept (readable in the Meilisearch UI);
-    anything else, and anything that could be mistaken for an encoded id, becomes
-    the prefix plus unpadded lower-case base32 of its UTF-8 bytes.
+    anything else, and anything that could be mistaken for an encoded id (the
+    prefix in any case), becomes the prefix plus unpadded lower-case base32 of
+    its UTF-8 bytes. Document ids are compared exactly; clinic scoping never
+    relies on them (see clinic_key).
     """
     if (
         _SAFE_ID.fullmatch(value)
-        and not value.startswith(ENCODED_PREFIX)
+        and value[: len(ENCODED_PREFIX)].lower() != ENCODED_PREFIX
         and len(value) <= MAX_ID_BYTES
     ):
         return value
@@ -154,6 +175,11 @@ def decode_id(key: str) -> str:
     return base64.b32decode(body).decode("utf-8", "surrogatepass")
 
 
+def clinic_key(clinic_id: str) -> str:
+    """The clinic as a case-proof filter value: lowercase hex, the same for index and filter."""
+    return term_key(f"clinic:{clinic_id}")
+
+
 def term_key(term: str) -> str:
     """A typed index term (`n:smith`, `tel:+1555...`) as a filter-safe key.
 
@@ -168,12 +194,22 @@ def term_key(term: str) -> str:
 
 def to_meili(doc: PatientDocument) -> dict[str, Any]:
     """PatientDocument -> Meilisearch document; `patient` and `match` ride along for ranking."""
-    match = doc.match
-    terms = doc.terms
+    return meili_document(doc.id, doc.clinic_id, doc.active, doc.terms, doc.patient, doc.match)
+
+
+def meili_document(
+    patient_id: str,
+    clinic_id: str,
+    active: bool,
+    terms: Sequence[str],
+    patient: Mapping[str, Any],
+    match: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The Meilisearch document from a document's parts (as built, or as the projection holds)."""
     return {
-        PRIMARY_KEY: encode_id(doc.id),
-        "clinic_id": encode_id(doc.clinic_id),
-        "active": bool(doc.active),
+        PRIMARY_KEY: encode_id(patient_id),
+        "clinic": clinic_key(clinic_id),
+        "active": bool(active),
         "family": " ".join(match.get("family") or ()),
         "given": " ".join(match.get("given") or ()),
         "middle": " ".join(match.get("middle") or ()),
@@ -188,7 +224,7 @@ def to_meili(doc: PatientDocument) -> dict[str, Any]:
         "email": list(match.get("emails") or ()),
         "dob": match.get("birth_date"),
         "keys": sorted({term_key(t) for t in terms}),
-        "patient": doc.patient,
+        "patient": patient,
         "match": match,
     }
 
@@ -220,10 +256,10 @@ def _in(attribute: str, values: Iterable[str]) -> str:
 
 
 def clinic_filter(clinic_ids: Sequence[str]) -> str:
-    """`clinic_id IN [...]` from the API key's clinics; never empty, never widened."""
+    """`clinic IN [...]` from the API key's clinics; never empty, never widened."""
     if not clinic_ids:
         raise UnsafeFilterValue("a search needs at least one clinic")
-    return _in("clinic_id", (encode_id(str(c)) for c in clinic_ids))
+    return _in("clinic", (clinic_key(str(c)) for c in clinic_ids))
 
 
 def terms_filter(terms: Iterable[str]) -> str:
@@ -265,14 +301,34 @@ def query_words(words: Iterable[str]) -> str:
     return " ".join(cleaned)
 
 
-def build_passes(query: CandidateQuery, index_uid: str) -> list[Pass]:
-    """The searches that find a CandidateQuery's candidates, strict to loose.
+def _any(conds: Sequence[str]) -> str:
+    """One condition true when any of these is (each already a whole condition)."""
+    return conds[0] if len(conds) == 1 else "(" + " OR ".join(f"({c})" for c in conds) + ")"
+
+
+def _all(conds: Sequence[str]) -> str:
+    return " AND ".join(conds)
+
+
+def build_passes(
+    query: CandidateQuery, index_uid: str, expansions: Expansions | None = None
+) -> list[Pass]:
+    """The searches that find a CandidateQuery's candidates, strict to loose: MAX_PASSES at most.
 
     Exact passes (identifiers, names with their nickname groups, phonetic codes,
     dates) are filters over the document's term keys, so they find the same
     patients as the PostgreSQL passes. Typo and prefix expansion, which
     PostgreSQL gets from its word dictionary, is Meilisearch's own full-text
-    search over the name attributes.
+    search over the name attributes, and, when the caller has the word
+    dictionary, its completions and typo corrections (`expansions`, the very
+    terms PostgreSQL's passes use) widen the loose exact passes: Meilisearch
+    alone gives no typo to short words, counts a first-letter typo double and
+    completes only the last word.
+
+    Meilisearch runs the searches of a multi-search one after another, so the
+    exact passes that an identifier or the typed date narrows to a handful of
+    patients are merged into one ("narrow"); the broad ones stay apart, in
+    order, so that a common name cannot crowd out a stricter match.
     """
     base = base_filter(query)
     common = {
@@ -283,7 +339,7 @@ def build_passes(query: CandidateQuery, index_uid: str) -> list[Pass]:
     passes: list[Pass] = []
 
     def exact(kind: str, conds: list[str]) -> None:
-        passes.append(Pass(kind, {**common, "q": "", "filter": " AND ".join([*base, *conds])}))
+        passes.append(Pass(kind, {**common, "q": "", "filter": _all([*base, *conds])}))
 
     def fulltext(kind: str, words: str, conds: list[str], strategy: str) -> None:
         if not words:
@@ -291,44 +347,88 @@ def build_passes(query: CandidateQuery, index_uid: str) -> list[Pass]:
         body = {
             **common,
             "q": words,
-            "filter": " AND ".join([*base, *conds]),
+            "filter": _all([*base, *conds]),
             "attributesToSearchOn": list(NAME_ATTRIBUTES[:5]),
             "matchingStrategy": strategy,
         }
         passes.append(Pass(kind, body))
 
-    if query.strong_terms:
-        exact("identifier", [terms_filter(query.strong_terms)])
-
-    weak = [terms_filter(query.weak_terms)] if query.weak_terms else []
-    dob = [terms_filter(query.dob_terms)] if query.dob_terms else []
-    dates = [*query.dob_terms, *query.dob_near_terms]
-    names = query.names
-
-    if names:
-        words = query_words(t.text for t in names)
-        named = [terms_filter(t.alternatives) for t in names if t.alternatives]
-        wide_terms = [(*t.alternatives, *t.phonetic) for t in names]
-        wide = [terms_filter(w) for w in wide_terms if w]
-        any_name = [terms_filter([w for ws in wide_terms for w in ws])] if wide else []
-        if dob:
-            exact("name_dob", [*named, *dob, *weak])
-        exact("name", [*named, *weak])
-        if dob:
-            exact("phonetic_dob", [*wide, *dob, *weak])
-            fulltext("fuzzy_dob", words, [*dob, *weak], "all")
-        exact("phonetic", [*wide, *weak])
-        fulltext("fuzzy", words, weak, "all")
-        if dates:
-            exact("dob_any_name", [terms_filter(dates), *any_name])
-            fulltext("fuzzy_dob_any_name", words, [terms_filter(dates)], "frequency")
-        if len(names) > 1:
-            exact("any_name", [*any_name, *weak])
-            fulltext("fuzzy_any_name", words, weak, "frequency")
-    elif dob:
-        exact("dob", [*dob, *weak])
-        if query.dob_near_terms:
-            exact("dob_near", [terms_filter(query.dob_near_terms), *weak])
-    elif weak:
-        exact("phone_ending", weak)
+    if query.names:
+        _name_passes(query, _Conditions.of(query), exact, fulltext, expansions)
+    else:
+        _other_passes(query, _Conditions.of(query), exact)
     return passes
+
+
+@dataclass(frozen=True)
+class _Conditions:
+    """Term-key conditions of a query, each empty when the query lacks that part."""
+
+    ident: list[str]
+    weak: list[str]
+    dob: list[str]
+    dates: list[str]  # the typed date and its near readings
+
+    @classmethod
+    def of(cls, query: CandidateQuery) -> _Conditions:
+        def cond(terms: Sequence[str]) -> list[str]:
+            return [terms_filter(terms)] if terms else []
+
+        return cls(
+            ident=cond(query.strong_terms),
+            weak=cond(query.weak_terms),
+            dob=cond(query.dob_terms),
+            dates=cond([*query.dob_terms, *query.dob_near_terms]),
+        )
+
+
+def _other_passes(query: CandidateQuery, c: _Conditions, exact: Callable[..., None]) -> None:
+    """No name typed: identifiers, the date, a phone ending."""
+    if c.ident:
+        exact("identifier", c.ident)
+    if c.dob:
+        exact("dob", [*c.dob, *c.weak])
+    if query.dob_near_terms:
+        exact("dob_near", [terms_filter(query.dob_near_terms), *c.weak])
+    if c.weak and not c.dob:
+        exact("phone_ending", c.weak)
+
+
+def _name_passes(
+    query: CandidateQuery,
+    c: _Conditions,
+    exact: Callable[..., None],
+    fulltext: Callable[..., None],
+    expansions: Expansions | None,
+) -> None:
+    names = query.names
+    words = query_words(t.text for t in names)
+    named = [terms_filter(t.alternatives) for t in names if t.alternatives]
+    completions, typos = expansions or ({}, {})
+    wide_terms = [
+        (
+            *t.alternatives,
+            *t.phonetic,
+            *sorted(completions.get(t.text, ())),
+            *sorted(typos.get(t.text, ())),
+        )
+        for t in names
+    ]
+    wide = [terms_filter(w) for w in wide_terms if w]
+    any_name = [terms_filter([w for ws in wide_terms for w in ws])] if wide else []
+    narrow = list(c.ident)
+    if c.dob:
+        narrow += [_all([*named, *c.dob, *c.weak]), _all([*wide, *c.dob, *c.weak])]
+    if c.dates and any_name:
+        narrow.append(_all([*c.dates, *any_name]))
+    if narrow:
+        exact("narrow", [_any(narrow)])
+    exact("name", [*named, *c.weak])
+    if c.dob:
+        fulltext("fuzzy_dob", words, [*c.dob, *c.weak], "all")
+    exact("phonetic", [*wide, *c.weak])
+    fulltext("fuzzy", words, c.weak, "all")
+    if c.dates:
+        fulltext("fuzzy_any_name", words, c.dates, "frequency")
+    elif len(names) > 1:
+        fulltext("fuzzy_any_name", words, c.weak, "frequency")

@@ -41,6 +41,12 @@ def scope_terms(clinic_id: str, terms: Iterable[str]) -> list[str]:
     return [f"{clinic_id}\x1f{t}" for t in terms]
 
 
+def unscope_terms(clinic_id: str, stored: Iterable[str]) -> list[str]:
+    """Inverse of scope_terms: the document's own terms from a projection row."""
+    lead = f"{clinic_id}\x1f"
+    return [t[len(lead) :] for t in stored if t.startswith(lead)]
+
+
 def doc_json(doc: PatientDocument) -> dict[str, Any]:
     return {"patient": doc.patient, "match": doc.match, "contact_ids": doc.contact_ids}
 

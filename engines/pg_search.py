@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from core import term_counts, terms
 from engines.base import Candidate, CandidateQuery, NameToken
+from engines.filters import NAME_FIELDS, Filter, folded_words
 from engines.pg_projection import scope_terms
 from engines.word_dictionary import Expansions, WordDictionary
 
@@ -182,6 +183,7 @@ class CandidateSearch:
         self.base: list[sql.Composable] = [sql.SQL("clinic_id = any({})").format(self.clinics)]
         if not query.include_inactive:
             self.base.append(sql.SQL("active"))
+        self.base.extend(filter_condition(f) for f in query.filters)
         self.weak = [self.overlaps(query.weak_terms)] if query.weak_terms else []
         self.dates = [
             (kind, self.overlaps(terms))
@@ -271,6 +273,8 @@ class CandidateSearch:
             self.run_pass(date_kind, [date, *self.weak])
         if not self.dates and self.weak:
             self.run_pass("phone_ending", self.weak)
+        if not self.dates and not self.weak and not self.query.strong_terms and self.query.filters:
+            self.run_pass("filter", [])  # the filters alone (already in the base conditions)
 
     # -- the pieces every pass uses --------------------------------------------
 
@@ -319,3 +323,51 @@ class CandidateSearch:
         for row in fetched:
             if row[0] not in self.found:
                 self.found[row[0]] = _candidate(row)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _patient_field(name: str) -> sql.Composable:
+    return sql.SQL("(doc #>> {})").format(sql.Literal(["patient", name]))
+
+
+def filter_condition(f: Filter) -> sql.Composable:
+    """SQL for one filter: exact, or looser than engines.filters.accepts (re-checked there)."""
+    if f.field == "birth_date":
+        low, high = f.values
+        inside = sql.SQL(" and ").join(
+            [
+                sql.SQL("birth_date >= {}").format(low) if low else sql.SQL("true"),
+                sql.SQL("birth_date < {}").format(high) if high else sql.SQL("true"),
+            ]
+        )
+        negate = sql.SQL("not ") if f.op == "not_range" else sql.SQL("")
+        return sql.SQL("(birth_date is not null and {}({}))").format(negate, inside)
+    if f.field in NAME_FIELDS and f.op == "exact":
+        parts = [_patient_field(p) for p in NAME_FIELDS[f.field]]
+        if f.field == "name":
+            given, middle, family = parts
+            parts.append(sql.SQL("concat_ws(' ', {}, {})").format(given, family))
+            parts.append(sql.SQL("concat_ws(' ', {}, {}, {})").format(given, middle, family))
+        values = list(f.values)
+        return sql.SQL("({})").format(
+            sql.SQL(" or ").join(sql.SQL("{} = any({})").format(p, values) for p in parts)
+        )
+    if f.field in NAME_FIELDS:  # contains: the trigram index answers LIKE on name_text
+        likes = [f"%{_like_escape(folded_words(v))}%" for v in f.values]
+        return sql.SQL("({})").format(
+            sql.SQL(" or ").join(sql.SQL("name_text like {}").format(v) for v in likes)
+        )
+    if f.field == "active":
+        return sql.SQL("active = any({})").format(list(f.values))
+    if f.field == "id":
+        return sql.SQL("id = any({})").format(list(f.values))
+    column = _patient_field(f.field)
+    if f.op == "prefix":
+        likes = [f"{_like_escape(str(v).lower())}%" for v in f.values]
+        return sql.SQL("lower({}) like any({})").format(column, likes)
+    if f.op == "not_in":
+        return sql.SQL("coalesce({}, '') <> all({})").format(column, list(f.values))
+    return sql.SQL("{} = any({})").format(column, list(f.values))

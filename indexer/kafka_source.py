@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 from kafka import KafkaConsumer
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -31,8 +32,9 @@ _ASSIGN_WAIT_S = 60.0
 class KafkaSource:
     kind = "kafka"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, url: str | None = None) -> None:
         self.settings = settings
+        self.url = url
         self.drained = False
         self.ignored = 0
         self._consumer: KafkaConsumer | None = None
@@ -67,7 +69,61 @@ class KafkaSource:
         return self._consumer
 
     def needs_initial_sync(self) -> bool:
-        return False  # Debezium's snapshot ('r' events) is the initial load
+        """A gap in the stream means re-checking everyone, said in the log.
+
+        Debezium's snapshot ('r' events) is the initial load of a new, complete
+        topic. But a committed offset older than the partition's first retained
+        record skipped what retention deleted, and a new consumer group on a
+        projection that already holds patients would start wherever
+        auto_offset_reset says, missing or replaying an unknown stretch.
+        """
+        partitions = self._partitions()
+        if not partitions:
+            return False
+        first = self.consumer.beginning_offsets(partitions)
+        ends = self.consumer.end_offsets(partitions)
+        for tp in partitions:
+            committed = self.consumer.committed(tp)
+            if committed is not None and committed < first.get(tp, 0):
+                log.warning(
+                    "committed offset fell out of retention; re-checking every patient",
+                    extra={"topic": tp.topic, "partition": tp.partition},
+                )
+                return True
+            if committed is None and ends.get(tp, 0) > 0 and self._projection_has_rows():
+                log.warning(
+                    "new consumer group on an existing projection; re-checking every patient",
+                    extra={"group": self.settings.kafka_group_id},
+                )
+                return True
+        return False
+
+    def _partitions(self) -> list[TopicPartition]:
+        return [
+            TopicPartition(topic, p)
+            for topic in self.settings.topics
+            for p in self.consumer.partitions_for_topic(topic) or ()
+        ]
+
+    def _projection_has_rows(self) -> bool:
+        if self.url is None:
+            return False
+        with psycopg.connect(self.url) as conn:
+            return conn.execute(
+                "select exists (select 1 from patient_search.patients)"
+            ).fetchone() == (True,)
+
+    def keepalive(self) -> None:
+        """Long work between polls (a truncate's resync): poll with our partitions paused,
+        so the group does not evict us and hand the batch (and its truncate) to a replay."""
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return
+        self.consumer.pause(*assigned)
+        try:
+            self.consumer.poll(timeout_ms=200)  # 0 may return before the group is polled
+        finally:
+            self.consumer.resume(*assigned)
 
     def mark_synced(self) -> None:
         return None
@@ -132,11 +188,7 @@ class KafkaSource:
         assigned = self.consumer.assignment()
         if not assigned:
             return time.monotonic() - self._opened_at > _ASSIGN_WAIT_S
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in self.settings.topics
-            for p in self.consumer.partitions_for_topic(topic) or ()
-        ]
+        partitions = self._partitions()
         ends = self.consumer.end_offsets(partitions)
         for tp in partitions:
             done = self.consumer.position(tp) if tp in assigned else self.consumer.committed(tp)

@@ -178,6 +178,9 @@ class LogicalSource:
         finally:
             self.close()
 
+    def keepalive(self) -> None:
+        return None  # the slot waits for us as long as it takes
+
     def mark_rebuilt(self, conn: psycopg.Connection[Any]) -> None:
         """In the swap of a full reindex: its projection is the initial sync."""
         conn.execute(

@@ -43,7 +43,7 @@ from core.state import ReindexGuard, ReindexState, reindex_guard
 from engines import pg_projection
 from indexer import deadletters
 from indexer.events import DeadLetter
-from indexer.runner import Source, make_source
+from indexer.runner import Source, drain, make_source
 from indexer.source import count_patients, fetch_patients, stream_patients
 from indexer.sync import build_checked
 
@@ -65,6 +65,8 @@ def reindex(
     with reindex_guard(url, registration, on_release=_drop_rebuild_tables) as guard:
         filled = _build(url, guard.conn, settings, clinic_id, progress)
         _swap(guard, settings, clinic_id, filled, stream=stream)
+    if stream is not None and stream.kind == "logical":
+        _catch_up_stream(url, settings)
     log.info(
         "reindex finished",
         extra={
@@ -89,6 +91,24 @@ def _prepare_stream(url: str, settings: Settings) -> Source | None:
         )
         return None
     return stream
+
+
+def _catch_up_stream(url: str, settings: Settings) -> None:
+    """Read the slot up to now unless an indexer is already doing it (see runner.drain)."""
+    from indexer.logical import SlotBusy
+
+    started = time.monotonic()
+    try:
+        drain(url, settings)
+    except SlotBusy:
+        return
+    except (psycopg.Error, RuntimeError, ConnectionError) as exc:
+        log.warning(
+            "change stream not caught up; the indexer will read it at start",
+            extra={"error": type(exc).__name__},
+        )
+        return
+    log.info("change stream caught up", extra={"seconds": _since(started)})
 
 
 def _drop_rebuild_tables(conn: psycopg.Connection[Any]) -> None:

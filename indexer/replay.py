@@ -34,7 +34,7 @@ def replay(url: str, settings: Settings, only: list[int] | None = None) -> Repla
         ids = sorted({r.patient_id for r in by_patient if r.patient_id})
         conn.commit()
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # see sync_with_owners
-        sinks = make_sinks(settings, url)
+        sinks = make_sinks(settings, conn)  # the Meilisearch outbox, in these transactions
         rejected: set[str] = set()
         try:
             for start in range(0, len(ids), _CHUNK):

@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import FrameType
 from typing import Any, Protocol
 
@@ -68,6 +68,7 @@ class Source(Protocol):
     def needs_initial_sync(self) -> bool: ...
     def mark_synced(self) -> None: ...
     def prepare_for_rebuild(self) -> None: ...
+    def keepalive(self) -> None: ...
     def mark_rebuilt(self, conn: psycopg.Connection[Any]) -> None: ...
     def record_checkpoint(self, conn: Any, batch: Batch) -> None: ...
     def batches(self, batch_size: int) -> Iterator[Batch]: ...
@@ -80,7 +81,7 @@ def make_source(url: str, settings: Settings) -> Source:
     if settings.kafka_bootstrap_servers:
         from indexer.kafka_source import KafkaSource
 
-        return KafkaSource(settings)
+        return KafkaSource(settings, url)
     from indexer.logical import LogicalSource
 
     return LogicalSource(url, settings)
@@ -178,24 +179,41 @@ def sync_isolating(
     return SyncStats(upserted, deleted), dead
 
 
-def make_sinks(settings: Settings, url: str) -> list[Sink]:
-    """Engines beside the projection that every batch must also reach (Meilisearch)."""
+def make_sinks(settings: Settings, conn: psycopg.Connection[Any]) -> list[Sink]:
+    """Beside the projection, in the batch's own transaction: the Meilisearch outbox.
+
+    Never Meilisearch itself: its outages must not hold the projection back
+    (indexer.meili_sink drains the outbox on a thread of its own).
+    """
     if not settings.meili_url:
         return []
-    from indexer.meili_sink import MeiliSink
+    from indexer.meili_sink import OutboxSink
 
-    sink = MeiliSink.from_settings(settings, url)
-    sink.ensure_index()
-    return [sink]
+    return [OutboxSink(conn)]
+
+
+def start_drainer(settings: Settings, url: str) -> Any:
+    """The Meilisearch outbox drainer thread, when Meilisearch is configured."""
+    if not settings.meili_url:
+        return None
+    from indexer.meili_sink import MeiliDrainer
+
+    drainer = MeiliDrainer.from_settings(settings, url)
+    drainer.start()
+    return drainer
 
 
 def resync_all(
-    conn: psycopg.Connection[Any], settings: Settings, sinks: Sequence[Sink] = ()
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    sinks: Sequence[Sink] = (),
+    keepalive: Callable[[], object] = lambda: None,
 ) -> int:
     """Re-check every patient in the projection and in the source (initial load, truncate).
 
     Keyset pages over each primary key, one committed transaction per page:
     memory stays flat and the work survives a crash part-way (it is redone).
+    `keepalive` runs between pages (a Kafka consumer must poll within its interval).
     """
     total = 0
     tables = [sql.Identifier("patient_search", "patients")]
@@ -217,6 +235,7 @@ def resync_all(
                 deadletters.record(conn, dead)
             last = ids[-1]
             total += len(ids)
+            keepalive()
     return total
 
 
@@ -253,7 +272,7 @@ class Writer:
             self._write_state(self._lag(batch))
         if affected.full_resync:
             log.info("truncate seen; re-checking every patient", extra={"source": self.source.kind})
-            resync_all(self.conn, self.settings, self.sinks)
+            resync_all(self.conn, self.settings, self.sinks, self.source.keepalive)
         now = time.time()
         for ts in batch.commit_ts:
             metrics.SEARCHABLE_LAG.observe(max(0.0, now - ts))
@@ -370,12 +389,7 @@ def _consume(
     backoff: _Backoff,
 ) -> None:
     source.open(stop, wait=not once)
-    sinks = make_sinks(settings, url)
-    try:
-        _consume_with(source, url, settings, stop, once, backoff, sinks)
-    finally:
-        for sink in sinks:
-            sink.close()
+    _consume_with(source, url, settings, stop, once, backoff)
 
 
 def _consume_with(
@@ -385,13 +399,13 @@ def _consume_with(
     stop: threading.Event,
     once: bool,
     backoff: _Backoff,
-    sinks: Sequence[Sink],
 ) -> None:
     with psycopg.connect(url, application_name="patient-search-indexer") as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # see sync_with_owners
+        sinks = make_sinks(settings, conn)
         if source.needs_initial_sync():
             started = time.monotonic()
-            count = resync_all(conn, settings, sinks)
+            count = resync_all(conn, settings, sinks, source.keepalive)
             source.mark_synced()
             log.info(
                 "initial sync done",
@@ -439,6 +453,21 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
     return previous
 
 
+def drain(url: str, settings: Settings) -> None:
+    """Write what the stream holds up to now, then return (no signals, no metrics server).
+
+    After a full reindex: the slot was made before its snapshot and holds the WAL
+    of the rebuild itself; reading through it here leaves an indexer started
+    next with nothing but new changes. Raises SlotBusy when an indexer holds the
+    slot (it is streaming already).
+    """
+    source = make_source(url, settings)
+    try:
+        _consume(source, url, settings, threading.Event(), True, _Backoff(1.0))
+    finally:
+        source.close()
+
+
 def start(settings: Settings, *, once: bool = False) -> int:
     """The indexer's one entry point (`patient-search indexer`, `python -m indexer`):
     resolve the database, migrate (or check the schema), then run."""
@@ -456,12 +485,16 @@ def run(settings: Settings, *, once: bool = False, stop: threading.Event | None 
     previous = _install_signals(stop)
     metrics.serve(settings.indexer_metrics_port)
     backoff = _Backoff(settings.indexer_retry_max_s)
+    drainer = None
     try:
         url = resolve_database_url(settings)
+        drainer = None if once else start_drainer(settings, url)
         while not stop.is_set():
             source = make_source(url, settings)
             try:
                 _consume(source, url, settings, stop, once, backoff)
+                if once:
+                    _flush_outbox(settings, url)
                 return 0
             except SlotBusy as exc:
                 log.error(str(exc))
@@ -478,5 +511,21 @@ def run(settings: Settings, *, once: bool = False, stop: threading.Event | None 
                 source.close()
         return 0
     finally:
+        if drainer is not None:
+            drainer.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _flush_outbox(settings: Settings, url: str) -> None:
+    """--once: hand the queued changes to Meilisearch too, if it takes them in time."""
+    if not settings.meili_url:
+        return
+    from indexer.meili_sink import MeiliDrainer
+
+    drainer = MeiliDrainer.from_settings(settings, url)
+    try:
+        if not drainer.flush(settings.meili_task_timeout_s):
+            log.warning("meilisearch did not take every queued change; the outbox keeps them")
+    finally:
+        drainer.stop()

@@ -59,6 +59,21 @@ def cmd_indexer(settings: Settings, args: argparse.Namespace) -> int:
     return start(settings, once=args.once)
 
 
+def cmd_meili_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """Least-privilege Meilisearch keys for the API and the indexer, from the master key."""
+    from engines.meili import ensure_keys, make_client
+
+    if not settings.meili_url:
+        raise SystemExit("set PATIENT_SEARCH_MEILI_URL")
+    master = os.environ.get(args.master_key_env)
+    if not master:
+        raise SystemExit(f"set {args.master_key_env} to the Meilisearch master key")
+    keys = ensure_keys(make_client(settings.meili_url, master, 10.0), settings.meili_index)
+    print(f"MEILI_API_KEY={keys['api']}")
+    print(f"MEILI_INDEXER_KEY={keys['indexer']}")
+    return 0
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -95,9 +110,10 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     from indexer.runner import make_sinks
 
     url = resolve_database_url(settings)
-    sinks = make_sinks(settings, url) if args.repair else []  # repair every engine
+    sinks: list[Any] = []
     try:
         with psycopg.connect(url) as conn:
+            sinks = make_sinks(settings, conn) if args.repair else []  # repair every engine
             reports = check(
                 conn,
                 schema=settings.source_schema,
@@ -185,6 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--clinic", action="append", required=True, help="clinic id (repeatable)")
     c.add_argument("--name", help="who the key is for")
     c.set_defaults(func=cmd_apikey_create)
+
+    p = sub.add_parser("meili", help="Meilisearch administration")
+    meili = p.add_subparsers(dest="meili_command", required=True)
+    m = meili.add_parser(
+        "keys", help="create (or show) the API's and the indexer's least-privilege keys"
+    )
+    m.add_argument(
+        "--master-key-env",
+        default="MEILI_MASTER_KEY",
+        help="environment variable holding the master key (never pass it as an argument)",
+    )
+    m.set_defaults(func=cmd_meili_keys)
 
     p = sub.add_parser("check", help="compare source and projection per clinic")
     p.add_argument("--clinic")

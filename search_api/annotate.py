@@ -12,13 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import combinations
 from typing import Any
 
 import phonenumbers
 
-from normalizers.names import nickname_match
-from normalizers.phones import normalize_phone
+from normalizers.names import nickname_group
+from normalizers.phones import Phone, normalize_phone
 from normalizers.text import fold
 from search_api.ranking import Ranked, RankQuery, word_match
 
@@ -43,19 +44,23 @@ class Span:
         return out
 
 
+@lru_cache(maxsize=65536)
+def _phone(value: str, region: str) -> Phone:
+    return normalize_phone(value, region)
+
+
+@lru_cache(maxsize=65536)
 def format_phone(value: str, region: str) -> str:
     """National format for the clinic's region, international for other countries;
     the value as typed when it is not a number libphonenumber can lay out."""
-    phone = normalize_phone(value, region)
+    phone = _phone(value, region)
     if not phone.e164:
         return value
     try:
         number = phonenumbers.parse(phone.e164, None)
     except phonenumbers.NumberParseException:
         return value
-    home = phonenumbers.region_code_for_number(number) == region or (
-        number.country_code == phonenumbers.country_code_for_region(region)
-    )
+    home = number.country_code == phonenumbers.country_code_for_region(region)
     style = (
         phonenumbers.PhoneNumberFormat.NATIONAL
         if home
@@ -71,6 +76,7 @@ def formatted_phones(patient: Mapping[str, Any], region: str) -> list[str]:
     return [format_phone(str(p.get("value") or ""), region) for p in patient.get("phones") or ()]
 
 
+@lru_cache(maxsize=65536)
 def _prefix_length(word: str, typed: str) -> int:
     """How many displayed characters spell the typed prefix (accents fold away)."""
     for n in range(1, len(word) + 1):
@@ -79,13 +85,18 @@ def _prefix_length(word: str, typed: str) -> int:
     return len(word)
 
 
+@lru_cache(maxsize=65536)
+def _folded(word: str) -> str:
+    return fold(word).replace(" ", "")
+
+
 def _name_spans(query: RankQuery, fld: str, text: str) -> list[Span]:
     spans: list[Span] = []
     # Two typed words may spell one stored word together ("mc donald": McDonald).
     names = query.names
     typed_words = [*names, *(names[i] + names[i + 1] for i in range(len(names) - 1))]
     for found in _WORD.finditer(text):
-        word = fold(found.group()).replace(" ", "")
+        word = _folded(found.group())
         best: tuple[str, str] | None = None
         for typed in typed_words:
             hit = word_match(typed, word, nicknames=fld != "family_name")
@@ -111,7 +122,7 @@ def _phone_spans(
 ) -> list[Span]:
     spans: list[Span] = []
     for i, entry in enumerate(patient.get("phones") or ()):
-        phone = normalize_phone(str(entry.get("value") or ""), region)
+        phone = _phone(str(entry.get("value") or ""), region)
         text = shown[i] if i < len(shown) else ""
         if phone.e164 in query.phones or phone.national in query.phone_nationals:
             spans.append(Span("phones", 0, len(text), i))
@@ -157,12 +168,18 @@ def highlights(
 # --- possible duplicates among the results of one page --------------------------------
 
 
+@lru_cache(maxsize=65536)
+def _nicknames(word: str) -> frozenset[str]:
+    """The nickname group of a folded name word, itself included."""
+    return frozenset({word, *nickname_group(word)})
+
+
 def _word_near(x: str, y: str, *, nicknames: bool) -> bool:
     if x == y:
         return True
     if min(len(x), len(y)) == 1:
         return x[0] == y[0]  # an initial
-    if nicknames and nickname_match(x, y):
+    if nicknames and _nicknames(x) & _nicknames(y):
         return True
     for typed, stored in ((x, y), (y, x)):
         if len(typed) >= 3 and word_match(typed, stored, nicknames=False):
@@ -188,15 +205,15 @@ def names_near(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 def duplicate_reason(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
     """Why two records (their `match` parts) look like one person, or None."""
-    if not names_near(a, b):
-        return None
     if a.get("birth_date") and a.get("birth_date") == b.get("birth_date"):
-        return "same date of birth and a similar name"
-    phones_a = set(a.get("phones") or ()) | set(a.get("national") or ())
-    phones_b = set(b.get("phones") or ()) | set(b.get("national") or ())
-    if phones_a & phones_b:
-        return "same phone and a similar name"
-    return None
+        why = "same date of birth and a similar name"
+    elif (set(a.get("phones") or ()) | set(a.get("national") or ())) & (
+        set(b.get("phones") or ()) | set(b.get("national") or ())
+    ):
+        why = "same phone and a similar name"
+    else:
+        return None  # cheap test first: most pairs on a page share neither
+    return why if names_near(a, b) else None
 
 
 def duplicate_marks(

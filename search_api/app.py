@@ -15,12 +15,13 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from core.settings import Settings
+from search_api import fhir
 from search_api.dependencies import AppState
 from search_api.errors import install_error_handlers
 from search_api.metrics import measure_requests
 from search_api.routes import ops, page, patients
 
-ROUTERS: tuple[APIRouter, ...] = (patients.router, ops.router, page.router)
+ROUTERS: tuple[APIRouter, ...] = (patients.router, ops.router, page.router, fhir.router)
 
 
 @asynccontextmanager
@@ -44,6 +45,7 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
         "dates of birth, MRNs. Every request needs an X-API-Key scoped to clinics.",
     )
     install_error_handlers(app)
+    fhir.answer_errors_as_outcomes(app)
     app.middleware("http")(measure_requests)
     for router in ROUTERS:
         app.include_router(router)

@@ -7,7 +7,6 @@ A route declares `state: State` and `key: Key` in its signature; routers added l
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -49,24 +48,15 @@ class AppState:
             settings, postgres, primary, read_state=pool_state_reader(pool) if primary else None
         )
         if primary is not None:
-            _verify_in_background(primary)
+            # The same typo and prefix expansions as PostgreSQL (see engines.meili).
+            primary.expand = postgres.words.expand
+            # The primary serves once its settings are verified; it re-checks them itself.
+            primary.verify_in_background(force=True)
         return cls(settings=settings, pool=pool, postgres=postgres, router=router)
 
     def close(self) -> None:
         self.router.close()
         self.pool.close()
-
-
-def _verify_in_background(primary: Any) -> None:
-    """The primary serves only once its index settings are verified; never block start-up."""
-
-    def verify() -> None:
-        try:
-            primary.verify_settings()
-        except Exception as exc:
-            log.warning("primary engine not verifiable yet", extra={"error": type(exc).__name__})
-
-    threading.Thread(target=verify, name="primary-verify", daemon=True).start()
 
 
 def app_state(request: Request) -> AppState:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,10 +26,33 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+# An error answer in another shape (the FHIR facade answers OperationOutcome resources):
+# (status, code, message, headers) -> response, chosen by the request path's prefix.
+ErrorFormat = Callable[[int, str, str, dict[str, str] | None], JSONResponse]
+
+
+def use_error_format(app: FastAPI, path_prefix: str, render: ErrorFormat) -> None:
+    """Every error under `path_prefix` is answered by `render` instead of {"error": ...}."""
+    formats: dict[str, ErrorFormat] = getattr(app.state, "error_formats", {})
+    formats[path_prefix] = render
+    app.state.error_formats = formats
+
+
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    request: Request | None = None,
 ) -> JSONResponse:
     ERRORS.labels(code=code).inc()
+    if request is not None:
+        formats: dict[str, ErrorFormat] = getattr(request.app.state, "error_formats", {})
+        for prefix, render in formats.items():
+            path = request.url.path
+            if path == prefix or path.startswith(prefix + "/"):
+                return render(status, code, message, headers)
     return JSONResponse(
         {"error": {"code": code, "message": message}}, status_code=status, headers=headers
     )
@@ -57,32 +81,41 @@ _STATUS_CODES = {
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, exc.headers, request=request)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "invalid_request", _validation_message(exc))
+        return error_response(422, "invalid_request", _validation_message(exc), request=request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code
-        return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        return error_response(exc.status_code, code, message, headers, request=request)
 
     @app.exception_handler(PoolTimeout)
     async def _busy(request: Request, exc: PoolTimeout) -> JSONResponse:
         return error_response(
-            503, "busy", "the database is busy; retry shortly", {"Retry-After": "1"}
+            503,
+            "busy",
+            "the database is busy; retry shortly",
+            {"Retry-After": "1"},
+            request=request,
         )
 
     @app.exception_handler(OperationalError)
     async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:
         log.error("database error", extra={"error": type(exc).__name__})
         return error_response(
-            503, "unavailable", "the database is unavailable; retry shortly", {"Retry-After": "2"}
+            503,
+            "unavailable",
+            "the database is unavailable; retry shortly",
+            {"Retry-After": "2"},
+            request=request,
         )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error", extra={"error": type(exc).__name__})
-        return error_response(500, "internal", "internal error")
+        return error_response(500, "internal", "internal error", request=request)

@@ -20,17 +20,20 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from core import state as state_rows
 from core.settings import Settings
+from core.state import INDEXER, MEILI, read_many
 from engines.base import Candidate, CandidateQuery, Engine
+from engines.meili import classify_error
 from search_api.breaker import CircuitBreaker
 from search_api.metrics import FALLBACKS
 
 log = logging.getLogger(__name__)
 
 # State rows (core.state): written by the indexer and by indexer.meili_sink.
-INDEXER_STATE = state_rows.INDEXER.name
-MEILI_STATE = state_rows.MEILI.name
+INDEXER_STATE = INDEXER.name
+MEILI_STATE = MEILI.name
+# Not a state row: the oldest change still queued for Meilisearch (patient_search.meili_outbox).
+OUTBOX = "meili_outbox"
 
 
 @dataclass(frozen=True)
@@ -58,31 +61,29 @@ def _ts(value: Any) -> float | None:
 
 
 def primary_lag_s(
-    indexer: Mapping[str, Any] | None, meili: Mapping[str, Any] | None, now: float
+    indexer: Mapping[str, Any] | None,
+    meili: Mapping[str, Any] | None,
+    now: float,
+    outbox: Mapping[str, Any] | None = None,
 ) -> float:
-    """How far the Meilisearch index is behind the indexer's checkpoint, in seconds.
+    """How far the Meilisearch index is behind the projection, in seconds.
 
     - no indexer row: nothing to be behind (0);
-    - no meili row: the sink never wrote, the index may be empty or foreign (inf);
-    - failing_since: writes have failed since then; the projection went on or
-      stopped with it, either way the index is at best that old;
-    - else the indexer's last batch time minus the sink's last write time.
+    - no meili row, or no successful write yet: the index may be empty or
+      foreign (inf);
+    - the oldest change still queued in the outbox: the index lacks it since then;
+    - failing_since: writes have failed since then.
     """
     if not indexer:
         return 0.0
-    if not meili:
+    if not meili or not meili.get("last_write_at"):
         return float("inf")
     lag = 0.0
-    failing = _ts(meili.get("failing_since"))
-    if failing is not None:
-        lag = max(lag, now - failing)
-    last_batch = _ts(indexer.get("last_batch_at"))
-    last_write = _ts(meili.get("last_write_at"))
-    if last_batch is not None:
-        if last_write is None:
-            return float("inf")
-        lag = max(lag, last_batch - last_write)
-    return max(lag, 0.0)
+    for since in (meili.get("failing_since"), (outbox or {}).get("oldest_at")):
+        started = _ts(since)
+        if started is not None:
+            lag = max(lag, now - started)
+    return lag
 
 
 StateReader = Callable[[], Mapping[str, Mapping[str, Any]]]
@@ -118,7 +119,9 @@ class LagProbe:
         if now - self._checked_at >= self.ttl_s and self._lock.acquire(blocking=False):
             try:
                 rows = self._read()
-                self._lag = primary_lag_s(rows.get(INDEXER_STATE), rows.get(MEILI_STATE), now)
+                self._lag = primary_lag_s(
+                    rows.get(INDEXER_STATE), rows.get(MEILI_STATE), now, rows.get(OUTBOX)
+                )
             except Exception as exc:
                 log.warning(
                     "state not readable for the lag check", extra={"error": type(exc).__name__}
@@ -134,35 +137,21 @@ class LagProbe:
 
 
 def pool_state_reader(pool: Any, *, timeout_s: float = 0.2) -> StateReader:
-    """State rows through the API's psycopg pool (a ConnectionPool)."""
+    """State rows and the outbox's oldest entry through the API's psycopg pool."""
 
     def read() -> dict[str, Mapping[str, Any]]:
         with pool.connection(timeout=timeout_s) as conn:
-            return dict(state_rows.read_many(conn, state_rows.INDEXER, state_rows.MEILI))
+            found: dict[str, Mapping[str, Any]] = dict(read_many(conn, INDEXER, MEILI))
+            oldest = conn.execute(
+                "select enqueued_at from patient_search.meili_outbox order by seq limit 1"
+            ).fetchone()
+        found[OUTBOX] = {"oldest_at": oldest[0].isoformat() if oldest else None}
+        return found
 
     return read
 
 
 # -- router ---------------------------------------------------------------------
-
-
-def _reason(exc: BaseException) -> str:
-    """A fixed, low-cardinality label for a primary failure."""
-    from meilisearch.errors import (
-        MeilisearchApiError,
-        MeilisearchCommunicationError,
-        MeilisearchTimeoutError,
-    )
-
-    if isinstance(exc, MeilisearchTimeoutError | TimeoutError):
-        return "timeout"
-    if isinstance(exc, MeilisearchCommunicationError | ConnectionError):
-        return "connection"
-    if isinstance(exc, MeilisearchApiError):
-        return "http_error"
-    if type(exc).__name__ == "MeiliNotReady":
-        return "not_ready"
-    return "error"
 
 
 class Router:
@@ -211,7 +200,8 @@ class Router:
 
     def candidates(self, query: CandidateQuery) -> Answer:
         primary = self.primary
-        if primary is None or self._pool is None:
+        # Filters are pushed into PostgreSQL's index query; the primary has no such query.
+        if primary is None or self._pool is None or query.filters:
             return Answer(self.fallback.candidates(query), self.fallback.name, False)
         if self.lag is not None and self.lag.lagging():
             return self._fallback(query, "lag")
@@ -226,7 +216,7 @@ class Router:
             return self._fallback(query, "timeout")
         except Exception as exc:  # any failure of the primary means: ask the fallback
             self.breaker.record_failure()
-            return self._fallback(query, _reason(exc))
+            return self._fallback(query, classify_error(exc).reason)
         self.breaker.record_success()
         return Answer(found, primary.name, False)
 

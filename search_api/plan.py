@@ -13,6 +13,7 @@ from typing import Any
 
 from core import terms
 from engines.base import CandidateQuery, NameToken
+from engines.filters import Filter
 from normalizers.dates import parse_dates
 from normalizers.emails import normalize_email
 from normalizers.identifiers import normalize_mrn
@@ -29,6 +30,7 @@ class SearchInput:
     q: str | None = None
     given: str | None = None
     family: str | None = None
+    name: str | None = None  # name words of any part (FHIR `name`); the search box uses q
     birthdate: str | None = None
     phone: str | None = None
     email: str | None = None
@@ -36,6 +38,11 @@ class SearchInput:
     include_inactive: bool = False
     limit: int = 10
     offset: int = 0
+    # FHIR search semantics (search_api.fhir); the search box leaves them at their defaults.
+    filters: tuple[Filter, ...] = ()  # conditions every result must meet
+    match_all: bool = False  # every criterion given must agree with the record, not just rank it
+    sort: tuple[str, ...] = ()  # family, given, birthdate, _score; "-" before a key: descending
+    exhaustive: bool = False  # one fixed candidate window for every page, so pages never overlap
 
 
 @dataclass(frozen=True)
@@ -113,9 +120,12 @@ def _phones(phones: Sequence[Phone]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return _unique(p.e164 for p in phones), _unique(p.national for p in phones)
 
 
+MAX_WINDOW = 200
+
+
 def candidate_window(wanted: int) -> int:
     """Candidates to re-rank: a fixed window, so paging inside it never reshuffles results."""
-    return 50 if wanted <= 50 else 200
+    return 50 if wanted <= 50 else MAX_WINDOW
 
 
 def _names_and_roles(
@@ -134,10 +144,15 @@ def _names_and_roles(
     else:
         names.extend(parsed.names)
         roles.extend([None] * len(parsed.names))
-    for role, text in (("given", request.given), ("family", request.family)):
+    typed: tuple[tuple[str | None, str | None], ...] = (
+        ("given", request.given),
+        ("family", request.family),
+        (None, request.name),
+    )
+    for role_of_text, text in typed:
         for word in name_tokens(text):
             names.append(word)
-            roles.append(role)
+            roles.append(role_of_text)
     return names, roles
 
 
@@ -169,7 +184,9 @@ def _rank_query(
         phone_fragments=_unique(parsed.phone_fragments),
         emails=_unique(emails),
         mrns=_unique(mrns),
-        literal=literal_text(" ".join(t for t in (request.q, request.given, request.family) if t)),
+        literal=literal_text(
+            " ".join(t for t in (request.q, request.given, request.family, request.name) if t)
+        ),
     )
 
 
@@ -194,8 +211,9 @@ def _candidate_query(
         dob_terms=tuple(terms.dob(d) for d in rank.birth_dates),
         dob_near_terms=tuple(terms.dob(d) for d in near_dates(rank.birth_dates)),
         name_text=" ".join(unique_names),
-        limit=candidate_limit or candidate_window(wanted),
-        enough=wanted,
+        limit=MAX_WINDOW if request.exhaustive else candidate_limit or candidate_window(wanted),
+        enough=MAX_WINDOW if request.exhaustive else wanted,
+        filters=request.filters,
     )
 
 
@@ -208,6 +226,7 @@ def _shown(parsed: ParsedQuery, request: SearchInput) -> dict[str, Any]:
         for k, v in (
             ("given", request.given),
             ("family", request.family),
+            ("name", request.name),
             ("birthdate", request.birthdate),
             ("phone", request.phone),
             ("email", request.email),

@@ -74,6 +74,7 @@ class Ranked:
     sort_key: tuple[Any, ...]
     weight: float = 0.0  # evidence, log2 likelihood ratio (see evidence)
     probability: float = 0.0  # share of the evidence this result holds (see grade_results)
+    anchored: bool = False  # an identifier or the exact date of birth agrees
     grade: Grade = "possible"  # see grade_results
 
 
@@ -353,6 +354,7 @@ def rank_one(
             candidate.id,
         ),
         weight=round(weight, 3),
+        anchored=bool(ids_exact) or date_kind == "exact",
     )
 
 
@@ -553,9 +555,15 @@ def grade_of(probability: float) -> Grade:
 
 
 def grade_results(ranked: Sequence[Ranked]) -> list[Ranked]:
-    """The results with their grade: what the search page marks and FHIR $match reports."""
+    """The results with their grade: what the search page marks and FHIR $match reports.
+
+    A name alone, however rare, is never certain: certain also needs an identifier or
+    the exact date of birth to agree (what a front desk or an MPI would link on)."""
     probabilities = match_probabilities([r.weight for r in ranked])
-    return [
-        replace(r, probability=round(p, 4), grade=grade_of(p))
-        for r, p in zip(ranked, probabilities, strict=True)
-    ]
+    graded = []
+    for r, p in zip(ranked, probabilities, strict=True):
+        grade = grade_of(p)
+        if grade == "certain" and not r.anchored:
+            grade = "probable"
+        graded.append(replace(r, probability=round(p, 4), grade=grade))
+    return graded

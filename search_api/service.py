@@ -13,6 +13,7 @@ import psycopg
 from core import term_counts, terms
 from core.settings import Settings
 from engines.base import Candidate
+from engines.filters import accepts
 from engines.pg_search import find_candidates
 from engines.word_dictionary import WordDictionary
 from normalizers.dates import parse_dates
@@ -21,7 +22,7 @@ from normalizers.phones import normalize_phone
 from search_api.failover import Router
 from search_api.metrics import ENGINE_QUERY_SECONDS
 from search_api.plan import SearchInput, SearchPlan, build_plan
-from search_api.ranking import Ranked, RankQuery, count_keys, rank
+from search_api.ranking import Ranked, RankQuery, count_keys, match_date, match_names, rank
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class SearchOutcome:
     engine_ms: float
     query: dict[str, Any]
     terms: RankQuery  # the query as the ranker read it (the page's highlights use it)
+    total: int = 0  # results in the candidate window, every page included
+    complete: bool = True  # the window held every candidate the engine found (total is exact)
 
 
 class InvalidSearch(ValueError):
@@ -76,7 +79,7 @@ def plan_for(request: SearchInput, clinic_ids: Sequence[str], settings: Settings
         date_order=settings.date_order,
         max_query_length=settings.max_query_length,
     )
-    if plan.empty:
+    if plan.empty and not request.filters:
         raise EmptyQuery("the query holds nothing to search for")
     return plan
 
@@ -95,6 +98,89 @@ def read_counts(reader: CountReader | None, candidates: Sequence[Candidate]) -> 
         return {}
 
 
+def agrees(query: RankQuery, result: Ranked) -> bool:
+    """Every kind of criterion given agrees with the record (FHIR's AND of parameters).
+
+    Agreement is the ranker's: a typo, nickname or completion of a name word counts,
+    a word left unmatched or a family name found among given names does not.
+    """
+    match = result.candidate.match
+    if query.names:
+        names = match_names(query, match)
+        if names.kind in (None, "partial") or names.swapped:
+            return False
+    if query.birth_dates and match_date(query, match.get("birth_date"))[0] != "exact":
+        return False
+    wanted = {
+        "phone": bool(query.phones or query.phone_nationals or query.phone_fragments),
+        "email": bool(query.emails),
+        "mrn": bool(query.mrns),
+    }
+    return all(field in result.matched for field, asked in wanted.items() if asked)
+
+
+def unscored(candidates: Sequence[Candidate]) -> list[Ranked]:
+    """Filter-only queries rank nothing: each result meets every condition (score 1),
+    ordered by name and id."""
+    results = [
+        Ranked(
+            candidate=c,
+            score=1.0,
+            match="exact",
+            matched=(),
+            sort_key=(
+                (c.patient.get("family_name") or "").casefold(),
+                (c.patient.get("given_name") or "").casefold(),
+                c.id,
+            ),
+        )
+        for c in candidates
+    ]
+    return sorted(results, key=lambda r: r.sort_key)
+
+
+_SORT_FIELDS = {"family": "family_name", "given": "given_name", "birthdate": "birth_date"}
+
+
+def sort_results(results: list[Ranked], keys: Sequence[str]) -> list[Ranked]:
+    """Stable multi-key sort (`_sort`); records without the value come last either way."""
+    for key in reversed(keys):
+        descending = key.startswith("-")
+        name = key.lstrip("-")
+        if name == "_score":
+            results = sorted(results, key=lambda r: r.score, reverse=descending)
+            continue
+        field = _SORT_FIELDS[name]
+        present = [r for r in results if _stored(r, field)]
+        missing = [r for r in results if not _stored(r, field)]
+        present.sort(key=lambda r: str(_stored(r, field)).casefold(), reverse=descending)
+        results = present + missing
+    return results
+
+
+def _stored(result: Ranked, field: str) -> Any:
+    record: Mapping[str, Any] = result.candidate.patient
+    return record.get(field)
+
+
+def select(
+    request: SearchInput,
+    plan: SearchPlan,
+    candidates: Sequence[Candidate],
+    counts: Mapping[str, int] | None = None,
+) -> list[Ranked]:
+    """Rank, keep what meets the request's filters (and criteria, with match_all), sort."""
+    ranked = unscored(candidates) if plan.empty else rank(plan.rank, candidates, counts)
+    if request.filters or request.match_all:
+        ranked = [
+            r
+            for r in ranked
+            if accepts(request.filters, r.candidate.patient)
+            and (not request.match_all or agrees(plan.rank, r))
+        ]
+    return sort_results(ranked, request.sort) if request.sort else ranked
+
+
 def search(
     router: Router,
     request: SearchInput,
@@ -107,7 +193,7 @@ def search(
     asked = time.perf_counter()
     answer = router.candidates(plan.candidates)
     engine_ms = (time.perf_counter() - asked) * 1000
-    ranked = rank(plan.rank, answer.candidates, read_counts(counts, answer.candidates))
+    ranked = select(request, plan, answer.candidates, read_counts(counts, answer.candidates))
     page = ranked[request.offset : request.offset + request.limit]
     return SearchOutcome(
         results=page,
@@ -116,6 +202,8 @@ def search(
         took_ms=round((time.perf_counter() - started) * 1000, 2),
         engine_ms=round(engine_ms, 2),
         query=plan.parsed,
+        total=len(ranked),
+        complete=len(answer.candidates) < plan.candidates.limit,
         terms=plan.rank,
     )
 

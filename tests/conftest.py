@@ -23,7 +23,7 @@ from core.schema import create_source_tables, migrate
 from core.settings import get_settings
 
 TEMPLATE = "patient_search_test_template"
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.kafka_broker"]
 
 
 @pytest.fixture(autouse=True)

@@ -1,12 +1,16 @@
-"""Writing source rows in tests: the clinic's tables, as a clinic system would."""
+"""Source rows in tests, written as a clinic system would, and the projection read back."""
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
+import random
 from typing import Any
 
 import psycopg
+
+from indexer.sync import load_documents
 
 _contact_ids = itertools.count(1)
 
@@ -46,3 +50,129 @@ def insert_patient(
                 ),
             )
     return id
+
+
+def projection(db_url: str) -> dict[str, dict[str, Any]]:
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "select id, clinic_id, active, terms, doc->'patient' from patient_search.patients"
+        ).fetchall()
+    return {r[0]: {"clinic_id": r[1], "active": r[2], "terms": r[3], "patient": r[4]} for r in rows}
+
+
+def execute(db_url: str, *statements: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        for stmt in statements:
+            conn.execute(stmt)  # type: ignore[arg-type]
+
+
+def assert_projection_matches_source(db_url: str) -> int:
+    """Projection == documents rebuilt from the source: no lost, stale or resurrected patient."""
+    with psycopg.connect(db_url) as conn:
+        ids = [r[0] for r in conn.execute("select id from patients order by id")]
+        docs, missing = load_documents(conn, ids, schema="public", region="US")
+        assert not missing
+        expected = {d.id: json.loads(json.dumps(d.patient)) for d in docs}
+        rows = conn.execute("select id, doc->'patient' from patient_search.patients").fetchall()
+        actual = {r[0]: r[1] for r in rows}
+        assert set(actual) - set(expected) == set(), "resurrected or never deleted"
+        assert set(expected) - set(actual) == set(), "lost"
+        stale = [i for i in expected if expected[i] != actual[i]]
+        assert stale == [], f"{len(stale)} stale: {[(expected[i], actual[i]) for i in stale[:2]]}"
+        owners = conn.execute(
+            "select count(*) from patient_search.contact_owner o "
+            "left join patient_contacts c on c.id = o.contact_id and c.patient_id = o.patient_id "
+            "where c.id is null"
+        ).fetchone()
+        assert owners is not None and owners[0] == 0, "contact_owner out of date"
+    return len(expected)
+
+
+class Workload:
+    """Random mixed changes on both tables, replayable from a seed.
+
+    Yields (sql, params) transactions and keeps enough state to produce valid
+    statements; also reports each change as a Debezium-shaped event for the
+    Kafka tests (key columns only plus a name, enough for the indexer).
+    """
+
+    def __init__(self, seed: int, patients: int = 300) -> None:
+        self.rng = random.Random(seed)
+        self.pool = [f"p{i:04d}" for i in range(patients)]
+        self.live: set[str] = set()
+        self.contacts: dict[str, str] = {}  # contact id -> patient id
+        self.next_contact = 0
+        self.events: list[tuple[str, str, dict[str, Any] | None, dict[str, Any] | None]] = []
+
+    def step(self) -> list[tuple[str, tuple[Any, ...]]]:
+        rng = self.rng
+        pid = rng.choice(self.pool)
+        roll = rng.random()
+        if pid not in self.live:
+            self.live.add(pid)
+            clinic = f"c{rng.randrange(3)}"
+            given = rng.choice(["Ann", "Bob", "Jon", "Maria", "José", "Li"])
+            self.events.append(("patients", "c", None, {"id": pid}))
+            return [
+                (
+                    "insert into patients (id, clinic_id, given_name, family_name, birth_date) "
+                    "values (%s, %s, %s, %s, %s)",
+                    (pid, clinic, given, rng.choice(["Smith", "Garcia", "Ng"]), "1980-01-02"),
+                )
+            ]
+        mine = [c for c, p in self.contacts.items() if p == pid]
+        if roll < 0.08:
+            self.live.discard(pid)
+            for c in mine:
+                del self.contacts[c]
+                self.events.append(("patient_contacts", "d", {"id": c}, None))
+            self.events.append(("patients", "d", {"id": pid}, None))
+            return [("delete from patients where id = %s", (pid,))]
+        if roll < 0.40:
+            self.events.append(("patients", "u", None, {"id": pid}))
+            return [
+                (
+                    "update patients set given_name = %s, active = %s, updated_at = now() "
+                    "where id = %s",
+                    (rng.choice(["Anne", "Robert", "Jonathan", "Mary"]), rng.random() > 0.2, pid),
+                )
+            ]
+        if roll < 0.65 or not mine:
+            cid = f"k{self.next_contact:05d}"
+            self.next_contact += 1
+            self.contacts[cid] = pid
+            self.events.append(("patient_contacts", "c", None, {"id": cid, "patient_id": pid}))
+            return [
+                (
+                    "insert into patient_contacts (id, patient_id, kind, value) "
+                    "values (%s, %s, %s, %s)",
+                    (cid, pid, "phone", f"555-01{rng.randrange(100):02d}-{rng.randrange(10000)}"),
+                )
+            ]
+        cid = rng.choice(mine)
+        if roll < 0.80:
+            del self.contacts[cid]
+            self.events.append(("patient_contacts", "d", {"id": cid}, None))
+            return [("delete from patient_contacts where id = %s", (cid,))]
+        if roll < 0.90 and len(self.live) > 1:
+            other = rng.choice(sorted(self.live - {pid}))
+            self.contacts[cid] = other
+            self.events.append(("patient_contacts", "u", None, {"id": cid, "patient_id": other}))
+            return [("update patient_contacts set patient_id = %s where id = %s", (other, cid))]
+        self.events.append(("patient_contacts", "u", None, {"id": cid, "patient_id": pid}))
+        return [
+            (
+                "update patient_contacts set value = %s where id = %s",
+                (f"+1 555 01{rng.randrange(100):02d} {rng.randrange(10000)}", cid),
+            )
+        ]
+
+    def apply(self, conn: psycopg.Connection[Any], changes: int, per_tx: int = 1) -> None:
+        """Run `changes` statements against the source, `per_tx` per transaction."""
+        done = 0
+        while done < changes:
+            with conn.transaction():
+                for _ in range(per_tx):
+                    for stmt, params in self.step():
+                        conn.execute(stmt, params)  # type: ignore[arg-type]
+                    done += 1

@@ -4,13 +4,21 @@
   the test database (embedded server only: roles are cluster-wide); `connect_as`
   opens a connection as one of them.
 - `indexer_settings`: Settings for an indexer on the test database (its own slot).
+- `dead_url`: an http URL of a local port where nothing listens (a server that is down).
+- `ErrorServer`: a local HTTP server answering every request with one error status and
+  recording what it was sent (method, path, Authorization, JSON body): for checking the
+  requests a real client builds, never for answering them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +88,73 @@ def make_indexer_settings(db_url: str, **overrides: Any) -> Settings:
 def indexer_settings(db_url: str) -> Callable[..., Settings]:
     """`indexer_settings(**overrides)`: Settings for an indexer on this test's database."""
     return lambda **overrides: make_indexer_settings(db_url, **overrides)
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """PATIENT_SEARCH_* variables for an indexer subprocess with these settings."""
+    names = (
+        "database_url",
+        "slot_name",
+        "indexer_metrics_port",
+        "batch_size",
+        "batch_timeout_ms",
+        "indexer_heartbeat_s",
+        "kafka_bootstrap_servers",
+        "kafka_topics",
+        "kafka_group_id",
+        "kafka_max_poll_interval_ms",
+        "kafka_session_timeout_ms",
+        "kafka_heartbeat_interval_ms",
+        "indexer_retry_max_s",
+    )
+    out = {}
+    for name in names:
+        value = getattr(settings, name)
+        if value is not None:
+            out[f"PATIENT_SEARCH_{name.upper()}"] = str(value)
+    return out
+
+
+@pytest.fixture
+def dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+class ErrorServer:
+    def __init__(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+        self.seen: list[dict[str, Any]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                server.seen.append(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "auth": self.headers.get("Authorization"),
+                        "body": json.loads(raw) if raw else None,
+                    }
+                )
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -71,7 +71,7 @@ def test_ports(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert "8000:8000" in services["api"]["ports"]
     assert "8000" in services["api"]["command"]
-    assert "7700:7700" in services["meilisearch"]["ports"]
+    assert "ports" not in services["meilisearch"]  # reached on the compose network only
     indexer_port = _env(services["indexer"])["PATIENT_SEARCH_INDEXER_METRICS_PORT"]
     assert f"{indexer_port}:{indexer_port}" in services["indexer"]["ports"]
 
@@ -132,10 +132,13 @@ def test_api_role_reads_the_projection_only(roles: str) -> None:
         api.execute("select count(*) from patient_search.patients").fetchone()
         api.execute("select count(*) from patient_search.api_keys").fetchone()
         api.execute("select value from patient_search.state").fetchall()
+        # The Meilisearch lag check reads the outbox's oldest entry.
+        api.execute("select min(enqueued_at) from patient_search.meili_outbox").fetchone()
         for stmt in (
             "select * from public.patients",
             "insert into patient_search.api_keys (key_hash, clinics) values ('x', '{a}')",
             "delete from patient_search.patients",
+            "delete from patient_search.meili_outbox",
             "select * from patient_search.dead_letters",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -159,3 +162,40 @@ def test_indexer_and_debezium_read_the_source(roles: str) -> None:
         pubs = {r[0] for r in conn.execute("select pubname from pg_publication").fetchall()}
     assert flags == {"patient_search_indexer": True, "debezium": True, "patient_search_api": False}
     assert CONNECTOR["publication.name"] in pubs
+
+
+def test_meilisearch_keys_are_least_privilege(compose: dict[str, Any]) -> None:
+    """The master key reaches only Meilisearch and the key tool; API and indexer have
+    their own keys, and neither waits for Meilisearch to be healthy."""
+    services = compose["services"]
+    for name, service in services.items():
+        if name not in ("meilisearch", "meili-keys"):
+            assert "MEILI_MASTER_KEY" not in json.dumps(service), name
+    assert _env(services["api"])["PATIENT_SEARCH_MEILI_API_KEY"].startswith("${MEILI_API_KEY")
+    indexer_key = _env(services["indexer"])["PATIENT_SEARCH_MEILI_API_KEY"]
+    assert indexer_key.startswith("${MEILI_INDEXER_KEY")
+    for name in ("api", "indexer"):
+        assert "meilisearch" not in (services[name].get("depends_on") or {}), name
+    tool = services["meili-keys"]
+    assert tool["entrypoint"] == ["patient-search", "meili", "keys"]
+    assert tool["profiles"] == ["tools"]
+
+
+def test_key_actions_are_the_fewest_that_work() -> None:
+    from engines.meili import key_specs
+
+    specs = key_specs("patients")
+    api, indexer = specs["api"], specs["indexer"]
+    assert set(api["actions"]) == {"search", "settings.get", "version"}
+    assert api["indexes"] == ["patients"]
+    # The rebuild creates, swaps and deletes patients__rebuild: a uid pattern covers it.
+    assert indexer["indexes"] == ["patients*"]
+    assert {"indexes.create", "indexes.get", "indexes.swap", "indexes.delete"} <= set(
+        indexer["actions"]
+    )
+    assert {"documents.add", "documents.delete", "settings.update", "tasks.get"} <= set(
+        indexer["actions"]
+    )
+    for spec in specs.values():
+        assert "*" not in spec["actions"]
+        assert not any(a.startswith("keys.") for a in spec["actions"])

@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -34,6 +33,7 @@ from search_api.metrics import FALLBACKS
 from search_api.plan import SearchInput
 from search_api.service import search
 from tests.factories import insert_patient
+from tests.fixtures import ErrorServer
 
 BUDGET_MS = 200
 MARGIN_S = 0.25  # thread hand-off and the fallback's own time, on a loaded 2-core CI machine
@@ -65,14 +65,6 @@ def _engine(url: str) -> MeiliEngine:
 
 def _fallbacks(reason: str) -> float:
     return FALLBACKS.labels(reason=reason)._value.get()
-
-
-@pytest.fixture
-def dead_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 class SilentServer:
@@ -117,36 +109,11 @@ def silent() -> Iterator[SilentServer]:
     server.close()
 
 
-class _Error500(BaseHTTPRequestHandler):
-    requests = 0
-
-    def _answer(self) -> None:
-        type(self).requests += 1
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        body = b"internal error"
-        self.send_response(500)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def error_500() -> Iterator[str]:
-    _Error500.requests = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Error500)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def error_500() -> Iterator[ErrorServer]:
+    server = ErrorServer(500, b"internal error")
+    yield server
+    server.close()
 
 
 def _timed(router: Router) -> tuple[Any, float]:
@@ -196,31 +163,31 @@ def test_accepts_and_never_answers(silent: SilentServer) -> None:
         router.close()
 
 
-def test_http_500(error_500: str) -> None:
+def test_http_500(error_500: ErrorServer) -> None:
     fallback = FakeFallback()
     router = Router(
-        fallback, _engine(error_500), budget_ms=BUDGET_MS, breaker=CircuitBreaker(3, 30)
+        fallback, _engine(error_500.url), budget_ms=BUDGET_MS, breaker=CircuitBreaker(3, 30)
     )
     try:
-        _assert_fallback_then_open(router, fallback, "http_error")
-        assert _Error500.requests == 3
+        _assert_fallback_then_open(router, fallback, "server_error")
+        assert len(error_500.seen) == 3
     finally:
         router.close()
 
 
-def test_breaker_half_opens_after_reset_and_retries_the_real_fault(error_500: str) -> None:
+def test_breaker_half_opens_after_reset_and_retries_the_real_fault(error_500: ErrorServer) -> None:
     router = Router(
-        FakeFallback(), _engine(error_500), budget_ms=BUDGET_MS, breaker=CircuitBreaker(1, 0.2)
+        FakeFallback(), _engine(error_500.url), budget_ms=BUDGET_MS, breaker=CircuitBreaker(1, 0.2)
     )
     try:
         assert router.candidates(QUERY).degraded
         assert router.breaker.state == OPEN
         router.candidates(QUERY)
-        assert _Error500.requests == 1
+        assert len(error_500.seen) == 1
         time.sleep(0.25)
         assert router.breaker.state == HALF_OPEN
         assert router.candidates(QUERY).degraded  # the trial goes to the server and fails
-        assert _Error500.requests == 2
+        assert len(error_500.seen) == 2
         assert router.breaker.state == OPEN
     finally:
         router.close()
@@ -331,14 +298,21 @@ def _iso(ts: float) -> str:
 
 def test_primary_lag() -> None:
     now = 1_000_000.0
+    written = {"last_write_at": _iso(now - 500)}
     assert primary_lag_s(None, None, now) == 0.0
     assert primary_lag_s({"last_batch_at": _iso(now)}, None, now) == float("inf")
     indexer = {"last_batch_at": _iso(now - 5)}
-    assert primary_lag_s(indexer, {"last_write_at": _iso(now - 5)}, now) == 0.0
-    assert primary_lag_s(indexer, {"last_write_at": _iso(now - 65)}, now) == pytest.approx(60)
-    failing = {"last_write_at": _iso(now - 5), "failing_since": _iso(now - 40)}
+    # Nothing queued: current, however long ago the last write was.
+    assert primary_lag_s(indexer, written, now, {"oldest_at": None}) == 0.0
+    # The oldest change still queued in the outbox says how far behind the index is.
+    queued = {"oldest_at": _iso(now - 60)}
+    assert primary_lag_s(indexer, written, now, queued) == pytest.approx(60)
+    failing = {**written, "failing_since": _iso(now - 40)}
     assert primary_lag_s(indexer, failing, now) == pytest.approx(40)
+    assert primary_lag_s(indexer, failing, now, queued) == pytest.approx(60)
+    # Never written successfully: the index cannot be trusted.
     assert primary_lag_s(indexer, {"index": "patients"}, now) == float("inf")
+    assert primary_lag_s(indexer, {"failing_since": _iso(now - 1)}, now) == float("inf")
 
 
 def test_lag_probe_reads_once_per_ttl() -> None:
@@ -348,7 +322,11 @@ def test_lag_probe_reads_once_per_ttl() -> None:
 
     def read() -> dict[str, dict[str, Any]]:
         reads.append(clock.now)
-        return {"indexer": {"last_batch_at": _iso(clock.now)}, "meili": {"last_write_at": _iso(0)}}
+        return {
+            "indexer": {"last_batch_at": _iso(clock.now)},
+            "meili": {"last_write_at": _iso(0)},
+            "meili_outbox": {"oldest_at": _iso(clock.now - 31)},
+        }
 
     probe = LagProbe(read, 30, ttl_s=1.0, clock=clock)
     assert probe.lagging() and probe.lagging()
@@ -428,8 +406,8 @@ def test_unverified_engine_falls_back_without_waiting(dead_url: str) -> None:
 def test_sink_outage_is_retryable_and_marks_the_index_lagging(
     db_url: str, pool: ConnectionPool, dead_url: str
 ) -> None:
-    """A down Meilisearch: the sink raises a ConnectionError (the indexer retries, dead-letters
-    nothing), records since when it fails, and the router's lag check then skips the primary."""
+    """A down Meilisearch: the sink raises MeiliUnavailable (a ConnectionError: retried,
+    nothing dead-lettered), records since when it fails, and the lag check skips the primary."""
     with psycopg.connect(db_url) as conn:
         insert_patient(conn, "p1", given="John", family="Smith")
         conn.commit()
@@ -445,9 +423,11 @@ def test_sink_outage_is_retryable_and_marks_the_index_lagging(
         with pytest.raises(MeiliUnavailable) as err:
             sink.write(docs, [])
         assert isinstance(err.value, ConnectionError)
+        assert err.value.failure.reason == "connection"
         rows = pool_state_reader(pool)()
         assert rows["meili"]["failing_since"] is not None
         assert "last_write_at" not in rows["meili"]
+        assert rows["meili_outbox"] == {"oldest_at": None}
         probe = LagProbe(pool_state_reader(pool), max_lag_s=30)
         assert probe.lagging()  # never written: the index cannot be trusted
     finally:

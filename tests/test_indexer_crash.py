@@ -11,12 +11,9 @@ import threading
 import time
 
 import psycopg
-from test_indexer_support import (
-    Workload,
-    assert_projection_matches_source,
-    env_for,
-    indexer_settings,
-)
+
+from tests.factories import Workload, assert_projection_matches_source
+from tests.fixtures import env_for, make_indexer_settings
 
 CHANGES = 3000
 
@@ -30,8 +27,24 @@ def start_indexer(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     )
 
 
+def wait_until_streaming(db_url: str, slot_name: str, timeout_s: float = 60.0) -> None:
+    """Until the indexer holds its slot and has written to the projection."""
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "select exists (select from pg_replication_slots where slot_name = %s), "
+                "exists (select from patient_search.patients)",
+                (slot_name,),
+            ).fetchone()
+            if row is not None and all(row):
+                return
+            time.sleep(0.1)
+    raise AssertionError("the indexer did not start streaming")
+
+
 def test_kill_9_during_stream_then_restart_converges(db_url: str) -> None:
-    settings = indexer_settings(db_url, batch_size=40, indexer_retry_max_s=1.0)
+    settings = make_indexer_settings(db_url, batch_size=40, indexer_retry_max_s=1.0)
     env = env_for(settings)
     work = Workload(seed=4)
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -55,6 +68,8 @@ def test_kill_9_during_stream_then_restart_converges(db_url: str) -> None:
     try:
         while not done.is_set() or kills < 4:
             proc = start_indexer(env)
+            if kills == 0:  # the first one gets going, however slow the machine is to start it
+                wait_until_streaming(db_url, settings.slot_name)
             time.sleep(rng.uniform(0.4, 1.6))
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
@@ -77,7 +92,7 @@ def test_kill_9_during_stream_then_restart_converges(db_url: str) -> None:
 
 
 def test_sigterm_finishes_batch_and_exits_zero(db_url: str) -> None:
-    settings = indexer_settings(db_url, batch_size=20)
+    settings = make_indexer_settings(db_url, batch_size=20)
     proc = start_indexer(env_for(settings))
     with psycopg.connect(db_url, autocommit=True) as conn:
         Workload(seed=9).apply(conn, 500, per_tx=10)

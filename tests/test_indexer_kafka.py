@@ -15,21 +15,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from test_indexer_support import (
-    Workload,
-    assert_projection_matches_source,
-    env_for,
-    execute,
-    indexer_settings,
-    projection,
-)
 
 from core.settings import Settings
 from indexer.debezium import UNAVAILABLE, decode_record
 from indexer.runner import run
-from tests.kafka_broker import kafka_bootstrap
-
-__all__ = ["kafka_bootstrap"]  # the fixture, re-exported for pytest
+from tests.factories import Workload, assert_projection_matches_source, execute, projection
+from tests.fixtures import env_for, make_indexer_settings
 
 # ---------------------------------------------------------------- pure decoding
 
@@ -133,7 +124,7 @@ class Stream:
 
     def settings(self, db_url: str, bootstrap: str, **extra: Any) -> Settings:
         topics = [*self.topics, f"__debezium-heartbeat.{self.prefix}"]
-        return indexer_settings(
+        return make_indexer_settings(
             db_url,
             kafka_bootstrap_servers=bootstrap,
             kafka_topics=",".join(topics),
@@ -291,3 +282,63 @@ def test_kafka_kill_9_with_duplicates_and_reordering(db_url: str, kafka_bootstra
             "select count(distinct position), count(*) from patient_search.dead_letters"
         ).fetchone()
     assert row is not None and row[0] == malformed and row[1] == malformed
+
+
+@pytest.mark.kafka
+def test_a_slow_truncate_resync_keeps_the_group_and_runs_once(
+    db_url: str, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resync longer than max_poll_interval_ms must not get the consumer evicted (the
+    truncate would then be replayed, resynced again, and so on)."""
+    from indexer import runner
+
+    stream = Stream(kafka_bootstrap)
+    settings = stream.settings(db_url, kafka_bootstrap)  # max poll interval 5 s
+    execute(
+        db_url,
+        "insert into patients (id, clinic_id, given_name) "
+        "select 'p' || g, 'c1', 'Ann' from generate_series(1, 40) g",
+    )
+    stream.raw(stream.topics[0], None, _value("t", "patients", None, None))
+    stream.flush()
+    sync = runner.sync_isolating
+    resyncs: list[int] = []
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.8)  # 8 pages: about 7 s, longer than the 5 s poll interval
+        return sync(*args, **kwargs)
+
+    real_resync = runner.resync_all
+
+    def counted(*args: Any, **kwargs: Any) -> int:
+        resyncs.append(1)
+        return real_resync(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_RESYNC_CHUNK", 5)
+    monkeypatch.setattr(runner, "sync_isolating", slow)
+    monkeypatch.setattr(runner, "resync_all", counted)
+    assert run(settings, once=True) == 0
+    assert resyncs == [1]
+    assert len(projection(db_url)) == 40
+    monkeypatch.setattr(runner, "sync_isolating", sync)
+    assert run(settings, once=True) == 0  # the truncate's offset was committed
+    assert resyncs == [1]
+
+
+@pytest.mark.kafka
+def test_a_new_consumer_group_on_an_existing_projection_resyncs_and_says_so(
+    db_url: str, kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = Stream(kafka_bootstrap)
+    settings = stream.settings(db_url, kafka_bootstrap)
+    execute(db_url, "insert into patients (id, clinic_id, given_name) values ('p1', 'c1', 'Al')")
+    stream.send("patients", "c", None, {"id": "p1"})
+    stream.flush()
+    assert run(settings, once=True) == 0
+    # A patient the stream never carried (its event is lost to the new group).
+    execute(db_url, "insert into patients (id, clinic_id, given_name) values ('p2', 'c1', 'Bo')")
+    other = settings.model_copy(update={"kafka_group_id": f"{settings.kafka_group_id}-new"})
+    with caplog.at_level("WARNING", logger="indexer.kafka_source"):
+        assert run(other, once=True) == 0
+    assert set(projection(db_url)) == {"p1", "p2"}
+    assert any("new consumer group" in r.getMessage() for r in caplog.records)

@@ -7,14 +7,15 @@ import time
 
 import psycopg
 import pytest
-from test_indexer_support import execute, indexer_settings, projection
 
 from indexer.check import check
 from indexer.runner import run
+from tests.factories import execute, projection
+from tests.fixtures import make_indexer_settings
 
 
 def test_inserts_updates_deletes_on_both_tables(db_url: str) -> None:
-    settings = indexer_settings(db_url)
+    settings = make_indexer_settings(db_url)
     assert run(settings, once=True) == 0  # creates publication and slot
     execute(
         db_url,
@@ -81,7 +82,7 @@ def test_initial_sync_and_truncate(db_url: str) -> None:
         "insert into patients (id, clinic_id, given_name) "
         "select 'p' || g, 'c' || (g % 3), 'Name' || g from generate_series(1, 2500) g",
     )
-    settings = indexer_settings(db_url)
+    settings = make_indexer_settings(db_url)
     assert run(settings, once=True) == 0
     assert len(projection(db_url)) == 2500  # initial load on slot creation
     execute(
@@ -94,7 +95,7 @@ def test_initial_sync_and_truncate(db_url: str) -> None:
 
 
 def test_deleted_patient_never_resurrected(db_url: str) -> None:
-    settings = indexer_settings(db_url, batch_size=2)
+    settings = make_indexer_settings(db_url, batch_size=2)
     assert run(settings, once=True) == 0
     execute(
         db_url,
@@ -126,7 +127,7 @@ def test_deleted_patient_never_resurrected(db_url: str) -> None:
 
 
 def test_second_indexer_cannot_take_the_slot(db_url: str) -> None:
-    settings = indexer_settings(db_url)
+    settings = make_indexer_settings(db_url)
     assert run(settings, once=True) == 0
     stop = threading.Event()
     first = threading.Thread(target=run, args=(settings,), kwargs={"stop": stop})
@@ -141,7 +142,7 @@ def test_second_indexer_cannot_take_the_slot(db_url: str) -> None:
 
 
 def test_heartbeat_advances_slot_on_quiet_database(db_url: str) -> None:
-    settings = indexer_settings(db_url)
+    settings = make_indexer_settings(db_url)
     assert run(settings, once=True) == 0
     with psycopg.connect(db_url, autocommit=True) as conn:
         before = conn.execute(
@@ -178,7 +179,7 @@ def test_check_reports_and_repairs_drift(db_url: str) -> None:
         "insert into patients (id, clinic_id, given_name) values "
         "('a', 'c1', 'Ann'), ('b', 'c1', 'Bob'), ('c', 'c2', 'Cy')",
     )
-    settings = indexer_settings(db_url)
+    settings = make_indexer_settings(db_url)
     assert run(settings, once=True) == 0
     with psycopg.connect(db_url) as conn:
         reports = check(conn, schema="public", region="US")

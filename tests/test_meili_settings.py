@@ -16,11 +16,13 @@ from engines.meili_settings import (
     ENCODED_PREFIX,
     FILTERABLE_ATTRIBUTES,
     IDENTIFIER_ATTRIBUTES,
+    MAX_PASSES,
     SEARCHABLE_ATTRIBUTES,
     InvalidDocumentId,
     UnsafeFilterValue,
     build_passes,
     clinic_filter,
+    clinic_key,
     decode_id,
     encode_id,
     index_settings,
@@ -71,8 +73,16 @@ def test_ids_needing_encoding(value: str) -> None:
 
 
 def test_distinct_ids_get_distinct_keys() -> None:
-    values = ["p1", "b32_p1", encode_id("p 1"), "p 1", "P1"]
+    values = ["p1", "b32_p1", "B32_p1", "b32_P1", encode_id("p 1"), "p 1", "P1"]
     assert len({encode_id(v) for v in values}) == len(values)
+
+
+@pytest.mark.parametrize("value", ["B32_abc", "b32_ABC", "B32_"])
+def test_prefix_in_any_case_is_encoded(value: str) -> None:
+    """A raw id that merely looks like an encoded one, in any case, is encoded too."""
+    key = encode_id(value)
+    assert key != value and key.startswith(ENCODED_PREFIX)
+    assert decode_id(key) == value
 
 
 def test_too_long_id_is_rejected() -> None:
@@ -129,11 +139,11 @@ INJECTIONS = [
 def test_clinic_filter_never_widens(clinic: str) -> None:
     expr = clinic_filter([clinic, "clinic-b"])
     literals = _unquote_all(expr)
-    assert sorted(literals) == sorted({encode_id(clinic), "clinic-b"})
+    assert sorted(literals) == sorted({clinic_key(clinic), clinic_key("clinic-b")})
     assert all(SAFE.fullmatch(v) for v in literals)
     # Nothing but the one IN condition: no operator outside the quotes.
     outside = re.sub(r'"[^"]*"', '""', expr)
-    assert re.fullmatch(r'clinic_id IN \[""(, "")*\]', outside)
+    assert re.fullmatch(r'clinic IN \[""(, "")*\]', outside)
 
 
 def test_clinic_filter_needs_a_clinic() -> None:
@@ -143,16 +153,40 @@ def test_clinic_filter_needs_a_clinic() -> None:
 
 @given(st.lists(st.text(), min_size=1, max_size=5))
 def test_clinic_filter_round_trips_every_clinic(clinics: list[str]) -> None:
-    clinics = [c for c in clinics if len(c.encode("utf-8", "surrogatepass")) < 250] or ["c"]
     literals = _unquote_all(clinic_filter(clinics))
-    assert sorted(decode_id(v) for v in literals) == sorted(set(clinics))
+    assert sorted(literals) == sorted({clinic_key(c) for c in clinics})
+
+
+def _meili_facet_value(value: str) -> str:
+    """What Meilisearch compares for a facet string (milli normalize_facet: trim, lowercase),
+    cut at its 468-byte facet key limit."""
+    return value.strip().lower().encode()[:468].decode("utf-8", "ignore")
+
+
+@given(st.text(min_size=1), st.text(min_size=1))
+def test_clinic_keys_are_case_proof(a: str, b: str) -> None:
+    """Two clinics whose ids differ only in case, spaces or beyond 468 bytes never share a
+    key once Meilisearch normalizes it: each key is already its own normal form."""
+    for clinic in (a, b):
+        key = clinic_key(clinic)
+        assert _meili_facet_value(key) == key
+    if a != b:
+        assert clinic_key(a) != clinic_key(b)
+
+
+def test_clinics_differing_only_in_case() -> None:
+    assert clinic_key("CLINIC-A") != clinic_key("clinic-a")
+    assert clinic_key("x" * 500 + "1") != clinic_key("x" * 500 + "2")
+    doc = to_meili(_doc(clinic_id="CLINIC-A"))
+    assert doc["clinic"] == clinic_key("CLINIC-A")
+    assert _unquote_all(clinic_filter(["clinic-a"])) != [doc["clinic"]]
 
 
 # -- settings -------------------------------------------------------------------
 
 
 def test_settings_shape() -> None:
-    s = index_settings(search_cutoff_ms=150)
+    s = index_settings(budget_ms=200)
     assert s["searchableAttributes"][:2] == ["family", "given"]
     assert s["searchableAttributes"][-1] == "phon"
     rules = s["rankingRules"]
@@ -161,11 +195,14 @@ def test_settings_shape() -> None:
     assert typo["disableOnNumbers"] is True
     assert set(IDENTIFIER_ATTRIBUTES) <= set(typo["disableOnAttributes"])
     assert set(typo["disableOnAttributes"]) <= set(SEARCHABLE_ATTRIBUTES)
-    assert {"clinic_id", "active"} <= set(s["filterableAttributes"])
+    assert {"clinic", "active", "keys"} == set(s["filterableAttributes"])
     assert {"-", "'"} <= set(s["separatorTokens"])
     assert s["pagination"]["maxTotalHits"] >= 100  # Settings.max_limit default
     assert s["synonyms"] == {}  # nicknames come from the normalizers, not a second list
-    assert s["searchCutoffMs"] == 150
+    # Meilisearch runs a multi-search's passes one after another, each up to the cutoff:
+    # together they must fit the budget with room for the round trip.
+    assert s["searchCutoffMs"] == 25
+    assert s["searchCutoffMs"] * MAX_PASSES <= 0.75 * 200
 
 
 def test_settings_mismatches() -> None:
@@ -208,7 +245,7 @@ def test_document_shape() -> None:
     doc = _doc()
     m = to_meili(doc)
     assert decode_id(m["pk"]) == "p/1 ü"
-    assert decode_id(m["clinic_id"]) == 'clinic "a"'
+    assert m["clinic"] == clinic_key('clinic "a"') and "clinic_id" not in m
     assert m["active"] is True
     assert m["patient"] == doc.patient and m["match"] == doc.match
     assert m["dob"] == "1985-03-14"
@@ -250,9 +287,10 @@ def test_every_pass_is_clinic_filtered() -> None:
         limit=20,
     )
     passes = build_passes(q, "patients")
-    assert passes[0].kind == "identifier"
+    assert passes[0].kind == "narrow"  # identifier and date-narrowed passes, merged
     kinds = [p.kind for p in passes]
-    assert kinds.index("name_dob") < kinds.index("name") < kinds.index("fuzzy")
+    assert kinds == ["narrow", "name", "fuzzy_dob", "phonetic", "fuzzy", "fuzzy_any_name"]
+    assert len(passes) <= MAX_PASSES
     cf = clinic_filter(q.clinic_ids)
     for p in passes:
         assert p.body["indexUid"] == "patients"
@@ -281,3 +319,57 @@ def test_fulltext_passes_search_names_only() -> None:
 def test_query_words_have_no_operators() -> None:
     assert query_words(['"smith', "-jones", "o'brien", "a-b"]) == "smith jones o'brien a-b"
     assert query_words(["", '""', "--"]) == ""
+
+
+_TERM_SETS = {
+    "strong_terms": ("mrn:00412",),
+    "weak_terms": ("t4:2233",),
+    "dob_terms": ("dob:1985-03-14",),
+    "dob_near_terms": ("dob:1985-04-13",),
+}
+
+
+@pytest.mark.parametrize("names", [(), ("jon",), ("jon", "smyth"), ("a", "b", "c", "d")])
+@pytest.mark.parametrize("present", range(16))
+def test_passes_fit_the_budget(names: tuple[str, ...], present: int) -> None:
+    """Whatever the query holds, at most MAX_PASSES searches, each filter well formed."""
+    fields = {k: v for i, (k, v) in enumerate(_TERM_SETS.items()) if present >> i & 1}
+    q = CandidateQuery(clinic_ids=("c",), names=tuple(name_token(n) for n in names), **fields)  # type: ignore[arg-type]
+    passes = build_passes(q, "patients")
+    assert len(passes) <= MAX_PASSES
+    assert len({p.kind for p in passes}) == len(passes)
+    for p in passes:
+        outside = re.sub(r'"[^"]*"', '""', p.body["filter"])
+        assert outside.count("(") == outside.count(")")
+        assert outside.startswith('clinic IN [""]')
+
+
+def test_narrow_pass_holds_every_strict_condition() -> None:
+    q = _query(
+        strong_terms=("mrn:00412",),
+        names=(name_token("jon"),),
+        dob_terms=("dob:1985-03-14",),
+    )
+    narrow = build_passes(q, "patients")[0].body["filter"]
+    outside = re.sub(r'"[^"]*"', '""', narrow)
+    # identifier OR (name AND date) OR (sound AND date) OR (date AND any name)
+    assert outside.count(" OR ") == 3
+    assert term_key("mrn:00412") in _unquote_all(narrow)
+    assert term_key("dob:1985-03-14") in _unquote_all(narrow)
+
+
+def test_dictionary_expansions_widen_the_loose_passes() -> None:
+    """ "jo smith": Meilisearch completes only the last word; the dictionary's completions
+    of "jo" (the terms PostgreSQL's passes use) make the first one count as typed."""
+    q = CandidateQuery(clinic_ids=("c",), names=(name_token("jo"), name_token("smith")))
+    expansions = ({"jo": {"n:john", "n:joseph"}, "smith": set()}, {"jo": set(), "smith": set()})
+    plain = {p.kind: p.body["filter"] for p in build_passes(q, "patients")}
+    wide = {p.kind: p.body["filter"] for p in build_passes(q, "patients", expansions)}
+    assert plain.keys() == wide.keys()  # no extra pass: the same budget
+    assert term_key("n:john") in _unquote_all(wide["phonetic"])
+    assert term_key("n:john") not in _unquote_all(plain["phonetic"])
+    assert term_key("n:john") not in _unquote_all(wide["name"])  # the exact pass stays exact
+    typo = ({"smyht": set()}, {"smyht": {"n:smith", "n:smyth"}})
+    q = CandidateQuery(clinic_ids=("c",), names=(name_token("smyht"),))
+    phonetic = {p.kind: p for p in build_passes(q, "patients", typo)}["phonetic"]
+    assert term_key("n:smith") in _unquote_all(phonetic.body["filter"])

@@ -243,3 +243,10 @@ def test_swapped_day_and_month_only_count_in_the_same_year() -> None:
     plan = build_plan(SearchInput(q="ann lee 1985-04-03"), ["c"])
     assert match_date(plan.rank, "1985-03-04") == ("near", 0.6)
     assert match_date(plan.rank, "1960-03-04")[0] == "mismatch"
+
+
+def test_a_name_alone_is_never_certain() -> None:
+    only = [candidate("only", "Ezekiel", "Quartermaine", "1985-03-14")]
+    plan = build_plan(SearchInput(q="ezekiel quartermaine"), ["c"])
+    (result,) = rank(plan.rank, only, counts(5000, n_ezekiel=1, n_quartermaine=1))
+    assert result.probability >= 0.99 and result.grade == "probable"

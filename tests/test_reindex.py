@@ -13,6 +13,7 @@ from indexer import reindex as rx
 from indexer import runner
 from indexer.sync import sync_patients
 from tests.factories import insert_patient
+from tests.fixtures import make_indexer_settings
 
 
 def _projection(conn: psycopg.Connection) -> dict[str, dict]:
@@ -125,9 +126,7 @@ def test_the_indexer_after_a_full_reindex_streams_without_redoing_it(
 ) -> None:
     """migrate, reindex, indexer: one build. Changes made while the reindex ran (after its
     snapshot, no indexer running) and after it are streamed, not found by a second pass."""
-    from tests.test_indexer_support import indexer_settings
-
-    settings = indexer_settings(populated, reindex_workers=2)
+    settings = make_indexer_settings(populated, reindex_workers=2)
     fill = rx._fill
 
     def fill_then_change(job: Any, advance: Any) -> Any:
@@ -140,6 +139,14 @@ def test_the_indexer_after_a_full_reindex_streams_without_redoing_it(
     monkeypatch.setattr(rx, "_fill", fill_then_change)
     assert rx.reindex(populated, settings, progress=False) == 300
     with psycopg.connect(populated) as conn:
+        # The reindex read its own stream up to now: the indexer starts with nothing behind.
+        assert _projection(conn)["p0001"]["given_name"] == "During"
+        pending = conn.execute(
+            "select count(*) from pg_logical_slot_peek_binary_changes(%s, NULL, NULL, "
+            "'proto_version', '1', 'publication_names', %s)",
+            (settings.slot_name, settings.publication_name),
+        ).fetchone()
+        assert pending == (0,)
         insert_patient(conn, "p9999", given="After", family="Reindex")
     resyncs: list[int] = []
     monkeypatch.setattr(runner, "resync_all", lambda *a, **k: resyncs.append(1) or 0)
@@ -156,9 +163,7 @@ def test_the_indexer_after_a_full_reindex_streams_without_redoing_it(
 def test_a_failed_reindex_leaves_the_indexer_its_initial_sync(
     populated: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.test_indexer_support import indexer_settings
-
-    settings = indexer_settings(populated, reindex_workers=1)
+    settings = make_indexer_settings(populated, reindex_workers=1)
 
     def broken(*args: Any) -> Any:
         raise RuntimeError("disk full")

@@ -42,6 +42,11 @@ def readyz(state: State) -> JSONResponse:
             {"status": "unavailable", "checks": {"database": type(exc).__name__}},
             status_code=503,
         )
+    if state.router.lag is not None:
+        # Reported, never decisive: while the primary lags, PostgreSQL answers (degraded).
+        primary_lag = state.router.lag.lag_s()
+        checks["primary_lag_seconds"] = round(primary_lag, 3) if primary_lag < 1e12 else None
+        checks["primary"] = "lagging" if state.router.lag.lagging() else "current"
     if indexer:
         # Lag as the indexer reported it, or the silence since, if it stopped reporting.
         reported = float((indexer[0] or {}).get("lag_seconds") or 0.0)
