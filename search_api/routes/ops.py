@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from core import state as state_rows
 from core.schema import MIGRATIONS
 from search_api.dependencies import State
 
@@ -32,10 +33,7 @@ def readyz(state: State) -> JSONResponse:
             ).fetchone()
             checks["schema_version"] = version[0] if version else None
             ready &= bool(version and version[0] == MIGRATIONS[-1][0])
-            indexer = conn.execute(
-                "select value, extract(epoch from now() - updated_at) "
-                "from patient_search.state where key = 'indexer'"
-            ).fetchone()
+            indexer = state_rows.INDEXER.get_with_age(conn)
         checks["database"] = "ok"
     except Exception as exc:
         return JSONResponse(
