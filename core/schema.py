@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from core import term_counts
+
 SCHEMA = "patient_search"
 PROJECTION = "patients"
 _LOCK_KEY = 7_345_001  # advisory lock serialising migrations across processes
@@ -387,6 +389,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     (30, "name words per clinic, counted in patients", _m30_name_words),
     (31, "drop the global name dictionary", _m31_drop_global_dictionary),
     (32, "name keys: a B-tree of name words by clinic, for completions", _m32_name_keys),
+    (40, "per-clinic counts of name words and dates of birth", term_counts.migrate_40),
     (
         50,
         "key scopes and lifecycle, audit trail, rate limits, lookup lockout",

@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from core import terms
+from core import term_counts, terms
 from core.documents import PatientDocument
 from core.schema import PROJECTION, SCHEMA
 
@@ -88,8 +88,12 @@ def upsert_documents(
     )
     ids = [d.id for d in docs]
     before = stored_words(conn, ids, table=table)
+    live = table == PROJECTION
+    old = _lock_counted_terms(conn, [d.id for d in docs]) if live else []
     with conn.cursor() as cur:
         cur.executemany(query, [_row(d) for d in docs])
+    if live:
+        _count_terms(conn, old, [(d.clinic_id, stored_terms(d)) for d in docs])
     _remember_contacts(conn, docs)
     if table == PROJECTION:
         # From what the table holds before and after, so a write that a guard skipped
@@ -107,17 +111,18 @@ def delete_documents(
     wanted = sorted(set(ids))
     if not wanted:
         return
-    gone = stored_words(conn, wanted, table=table) if table == PROJECTION else Counter()
-    deleted = conn.execute(
-        sql.SQL("delete from {} where id = any(%s) returning clinic_id").format(
+    words_gone = stored_words(conn, wanted, table=table) if table == PROJECTION else Counter()
+    gone = conn.execute(
+        sql.SQL("delete from {} where id = any(%s) returning clinic_id, terms").format(
             sql.Identifier(SCHEMA, table)
         ),
         (wanted,),
     ).fetchall()
-    if table == PROJECTION:  # contact_owner and the words mirror the live projection
-        adjust_words(conn, Counter({k: -n for k, n in gone.items()}))
+    if table == PROJECTION:  # contact_owner, words and term counts mirror the projection
+        adjust_words(conn, Counter({k: -n for k, n in words_gone.items()}))
         conn.execute("delete from patient_search.name_keys where id = any(%s)", (wanted,))
-        notify_changed(conn, {r[0] for r in deleted})
+        notify_changed(conn, {r[0] for r in gone})
+        _count_terms(conn, [(r[0], r[1]) for r in gone], [])
         conn.execute(
             "delete from patient_search.contact_owner where patient_id = any(%s)", (wanted,)
         )
@@ -133,6 +138,32 @@ def copy_documents(
         with cur.copy(copy_sql) as copy:
             for doc in docs:
                 copy.write_row(_row(doc))
+
+
+def _lock_counted_terms(
+    conn: psycopg.Connection[Any], ids: list[str]
+) -> list[tuple[str, list[str]]]:
+    """The documents as they are before an upsert, locked until it commits."""
+    rows = conn.execute(
+        "select clinic_id, terms from patient_search.patients where id = any(%s) "
+        "order by id for update",
+        (sorted(set(ids)),),
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def _count_terms(
+    conn: psycopg.Connection[Any],
+    before: Sequence[tuple[str, list[str]]],
+    after: Sequence[tuple[str, list[str]]],
+) -> None:
+    """Per-clinic counts of name words and dates follow every live write (core.term_counts)."""
+    delta: Counter[str] = Counter()
+    for clinic_id, stored in before:
+        delta.update(term_counts.document_delta(clinic_id, stored, -1))
+    for clinic_id, stored in after:
+        delta.update(term_counts.document_delta(clinic_id, stored, 1))
+    term_counts.apply_delta(conn, delta)
 
 
 def _remember_contacts(conn: psycopg.Connection[Any], docs: Sequence[PatientDocument]) -> None:

@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 from tqdm import tqdm
 
+from core import term_counts
 from core.documents import PatientDocument
 from core.schema import (
     PROJECTION,
@@ -292,6 +293,7 @@ def _swap(
         # or unindexable now all leave the rebuilt copy.
         pg_projection.delete_documents(conn, touched, table=REBUILD)
         pg_projection.copy_documents(conn, docs, table=REBUILD)
+        term_counts.refresh(conn, table=REBUILD, clinic_id=clinic_id)
         if clinic_id is None:
             _catch_up_owners(conn, touched, docs)
             # Built beside the live tables; readers wait only for the renames.

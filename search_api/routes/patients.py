@@ -66,7 +66,13 @@ def search_patients(
         access.returned(r["id"] for r in json.loads(slot.hit)["results"])
         return _json(slot.hit, response, **{"X-Cache": "hit"})
     try:
-        outcome = search(state.router, request, access.clinics, state.settings)
+        outcome = search(
+            state.router,
+            request,
+            access.clinics,
+            state.settings,
+            counts=state.postgres.term_counts,
+        )
     except InvalidSearch as exc:
         raise ApiError(422, exc.code, str(exc)) from exc
     access.returned(r.candidate.id for r in outcome.results)
@@ -79,6 +85,7 @@ def search_patients(
                 score=r.score,
                 match=r.match,
                 matched=list(r.matched),
+                grade=r.grade,
                 patient=r.candidate.patient,
                 **extra,
             )
