@@ -109,10 +109,11 @@ class RapidfuzzBaseline:
         return [ids[i] for _text, _score, i in found]
 
 
-def _load_words(dsn: str) -> list[tuple[str, int]]:
+def _load_words(dsn: str) -> list[tuple[str, str, int]]:
+    from engines.pg_search import words_of
+
     with psycopg.connect(dsn) as conn:
-        rows = conn.execute("select term, frequency from patient_search.name_dictionary")
-        return [(r[0], r[1]) for r in rows]
+        return words_of(conn)
 
 
 def ours(settings: Any) -> Search | None:

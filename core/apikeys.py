@@ -127,9 +127,20 @@ def create_key(
     return key
 
 
+def plausible_key(key: str) -> bool:
+    """Shaped like a key we issue: our prefix, URL-safe characters, a sane length."""
+    body = key[len(PREFIX) :]
+    return (
+        key.startswith(PREFIX)
+        and 0 < len(body) <= 100
+        and body.isascii()
+        and (body.replace("-", "").replace("_", "").isalnum())
+    )
+
+
 def find_key(conn: psycopg.Connection[Any], key: str) -> ApiKey | None:
     """The live key (not revoked, not expired) with this secret, or None."""
-    if not key.startswith(PREFIX) or len(key) > 200:
+    if not plausible_key(key):
         return None
     row = conn.execute(
         "select id, name, clinics, scopes, require_user, expires_at"

@@ -114,7 +114,7 @@ def open_pool(url: str, settings: Settings, *, name: str = "api") -> ConnectionP
     pool = ConnectionPool(
         url,
         min_size=settings.pool_min_size,
-        max_size=max(settings.pool_max_size, settings.pool_min_size),
+        max_size=settings.pool_size,
         timeout=settings.pool_timeout_s,
         kwargs=_connect_kwargs(settings),
         name=name,

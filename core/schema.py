@@ -317,6 +317,66 @@ def _m60_fhir_cursors(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+def _m30_name_words(conn: psycopg.Connection[Any]) -> None:
+    """The word dictionary per clinic, counted in patients (issue 9, item 6).
+
+    Completions and typo corrections then come from the caller's clinics only,
+    and a word leaves a clinic with its last patient. Filled from the projection.
+    """
+    conn.execute(
+        """
+        create table if not exists patient_search.name_words (
+          clinic_id text not null,
+          term      text collate "C" not null,
+          patients  integer not null,
+          primary key (clinic_id, term)
+        )
+        """
+    )
+    conn.execute(
+        """
+        insert into patient_search.name_words (clinic_id, term, patients)
+        select p.clinic_id, substr(t, length(p.clinic_id) + 4), count(*)
+        from patient_search.patients p cross join lateral unnest(p.terms) t
+        where left(t, length(p.clinic_id) + 3) = p.clinic_id || E'\\x1fn:'
+        group by 1, 2
+        on conflict do nothing
+        """
+    )
+
+
+def _m31_drop_global_dictionary(conn: psycopg.Connection[Any]) -> None:
+    """name_dictionary had no clinic (an oracle of other clinics' names): name_words replaces it."""
+    conn.execute("drop table if exists patient_search.name_dictionary")
+
+
+def _m32_name_keys(conn: psycopg.Connection[Any]) -> None:
+    """Name words by clinic in a B-tree, one row per patient and word (issue 11): an
+    as-you-type completion reads a page of patients per word instead of whole GIN posting
+    lists. Filled from the projection; kept by the projection writes and reindex."""
+    conn.execute(
+        """
+        create table if not exists patient_search.name_keys (
+          clinic_id text not null,
+          term      text collate "C" not null,
+          id        text not null
+        )
+        """
+    )
+    conn.execute(
+        """
+        insert into patient_search.name_keys (clinic_id, term, id)
+        select p.clinic_id, substr(t, length(p.clinic_id) + 4), p.id
+        from patient_search.patients p cross join lateral unnest(p.terms) t
+        where left(t, length(p.clinic_id) + 3) = p.clinic_id || E'\\x1fn:'
+        """
+    )
+    conn.execute(
+        "alter table patient_search.name_keys add primary key (clinic_id, term, id);"
+        "create index if not exists name_keys_id on patient_search.name_keys (id)"
+    )
+
+
 # Append new migrations; never edit a released one.
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     (1, "projection, dictionary, api keys, checkpoints, dead letters", _m1_initial),
@@ -326,6 +386,9 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
         _m10_dead_letters_without_data,
     ),
     (20, "meilisearch outbox", _m20_meili_outbox),
+    (30, "name words per clinic, counted in patients", _m30_name_words),
+    (31, "drop the global name dictionary", _m31_drop_global_dictionary),
+    (32, "name keys: a B-tree of name words by clinic, for completions", _m32_name_keys),
     (40, "per-clinic counts of name words and dates of birth", term_counts.migrate_40),
     (
         50,

@@ -28,9 +28,10 @@ class Settings(BaseSettings):
 
     # Connection pool of the API.
     pool_min_size: int = Field(default=2, ge=1)
-    pool_max_size: int = Field(default=10, ge=1)
+    pool_max_size: int = Field(default=0, ge=0)  # 0: sized from the cores and workers
     pool_timeout_s: float = Field(default=2.0, gt=0)
     statement_timeout_ms: int = Field(default=2000, ge=0)
+    search_timeout_ms: int = Field(default=1000, ge=1)  # one deadline for all of a search
 
     # Normalization.
     default_region: str = "US"
@@ -67,9 +68,15 @@ class Settings(BaseSettings):
     # at most the ceilings (MAX_PAGE, normalizers.query.MAX_QUERY_CHARS).
     max_limit: int = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE)
     max_query_length: int = Field(default=200, ge=1, le=MAX_QUERY_CHARS)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Answer cache (search_api.cache): invalidated by the indexer's notifications.
+    cache_enabled: bool = True
+    cache_search_ttl_s: float = Field(default=10.0, gt=0)
+    cache_patient_ttl_s: float = Field(default=60.0, gt=0)
+    cache_max_entries: int = Field(default=20_000, ge=1)
     slow_query_ms: float = Field(default=100.0, ge=0)
     log_level: str = "INFO"
-    workers: int = Field(default=1, ge=1)
+    workers: int = Field(default=0, ge=0)  # 0: one per core available to the process
 
     @field_validator("date_order")
     @classmethod
@@ -88,6 +95,18 @@ class Settings(BaseSettings):
     @classmethod
     def _workers(cls, value: int) -> int:
         return value or (os.cpu_count() or 1)
+
+    @field_validator("workers")
+    @classmethod
+    def _serve_workers(cls, value: int) -> int:
+        return value or available_cores()
+
+    @property
+    def pool_size(self) -> int:
+        """Connections per API worker: all workers together keep about four per core busy,
+        which saturates the database without queueing inside it; never below the minimum."""
+        auto = -(-4 * available_cores() // self.workers)
+        return max(self.pool_max_size or auto, self.pool_min_size)
 
     @property
     def topics(self) -> list[str]:
@@ -144,6 +163,14 @@ class Settings(BaseSettings):
         if value not in {"reject", "serve"}:
             raise ValueError("AUDIT_ON_FAILURE must be reject or serve")
         return value
+
+
+def available_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @lru_cache(maxsize=1)

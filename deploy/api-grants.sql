@@ -6,7 +6,8 @@
 grant usage on schema patient_search to patient_search_api;
 grant select on
   patient_search.patients,
-  patient_search.name_dictionary,
+  patient_search.name_words,
+  patient_search.name_keys,
   patient_search.api_keys,
   patient_search.state,
   patient_search.meili_outbox,

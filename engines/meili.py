@@ -43,7 +43,7 @@ from engines.meili_settings import (
     index_settings,
     settings_mismatches,
 )
-from engines.word_dictionary import Expansions
+from engines.word_dictionary import TermExpansions
 
 log = logging.getLogger(__name__)
 
@@ -231,9 +231,9 @@ class MeiliEngine:
         self._verified = False
         self._last_attempt = float("-inf")
         self._lock = threading.Lock()
-        # The API's word dictionary (PostgresEngine.words.expand): the same completions
+        # The API's word dictionary (PostgresEngine.words.expand_terms): the same completions
         # and typo corrections as PostgreSQL, so both engines find the same patients.
-        self.expand: Callable[[Sequence[NameToken]], Expansions] | None = None
+        self.expand: Callable[[Sequence[NameToken], Sequence[str]], TermExpansions] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MeiliEngine:
@@ -307,7 +307,9 @@ class MeiliEngine:
             self.verify_in_background()  # re-checked periodically, not only once
         if not self.ready:
             raise MeiliNotReady("meilisearch index settings not verified")
-        expansions = self.expand(query.names) if self.expand and query.names else None
+        expansions = (
+            self.expand(query.names, query.clinic_ids) if self.expand and query.names else None
+        )
         passes = build_passes(query, self.index_uid, expansions)
         if not passes:
             return []

@@ -22,7 +22,7 @@ from typing import Any
 from core import terms as index_terms
 from core.documents import PatientDocument
 from engines.base import CandidateQuery
-from engines.word_dictionary import Expansions
+from engines.word_dictionary import TermExpansions
 
 PRIMARY_KEY = "pk"
 
@@ -311,7 +311,7 @@ def _all(conds: Sequence[str]) -> str:
 
 
 def build_passes(
-    query: CandidateQuery, index_uid: str, expansions: Expansions | None = None
+    query: CandidateQuery, index_uid: str, expansions: TermExpansions | None = None
 ) -> list[Pass]:
     """The searches that find a CandidateQuery's candidates, strict to loose: MAX_PASSES at most.
 
@@ -399,7 +399,7 @@ def _name_passes(
     c: _Conditions,
     exact: Callable[..., None],
     fulltext: Callable[..., None],
-    expansions: Expansions | None,
+    expansions: TermExpansions | None,
 ) -> None:
     names = query.names
     words = query_words(t.text for t in names)

@@ -37,8 +37,11 @@ def stored_terms(doc: PatientDocument) -> list[str]:
     return scope_terms(doc.clinic_id, doc.terms)
 
 
+SCOPE = "\x1f"  # between a clinic and a term in a stored term
+
+
 def scope_terms(clinic_id: str, terms: Iterable[str]) -> list[str]:
-    return [f"{clinic_id}\x1f{t}" for t in terms]
+    return [f"{clinic_id}{SCOPE}{t}" for t in terms]
 
 
 def unscope_terms(clinic_id: str, stored: Iterable[str]) -> list[str]:
@@ -83,6 +86,8 @@ def upsert_documents(
         vals=sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)),
         updates=updates,
     )
+    ids = [d.id for d in docs]
+    before = stored_words(conn, ids, table=table)
     live = table == PROJECTION
     old = _lock_counted_terms(conn, [d.id for d in docs]) if live else []
     with conn.cursor() as cur:
@@ -90,7 +95,14 @@ def upsert_documents(
     if live:
         _count_terms(conn, old, [(d.clinic_id, stored_terms(d)) for d in docs])
     _remember_contacts(conn, docs)
-    add_dictionary_terms(conn, docs)
+    if table == PROJECTION:
+        # From what the table holds before and after, so a write that a guard skipped
+        # changes no count.
+        after = stored_words(conn, ids, table=table)
+        after.subtract(before)
+        adjust_words(conn, after)
+        refresh_name_keys(conn, ids)
+        notify_changed(conn, {d.clinic_id for d in docs} | {c for c, _ in before})
 
 
 def delete_documents(
@@ -99,13 +111,17 @@ def delete_documents(
     wanted = sorted(set(ids))
     if not wanted:
         return
+    words_gone = stored_words(conn, wanted, table=table) if table == PROJECTION else Counter()
     gone = conn.execute(
         sql.SQL("delete from {} where id = any(%s) returning clinic_id, terms").format(
             sql.Identifier(SCHEMA, table)
         ),
         (wanted,),
     ).fetchall()
-    if table == PROJECTION:  # contact_owner and term counts mirror the live projection
+    if table == PROJECTION:  # contact_owner, words and term counts mirror the projection
+        adjust_words(conn, Counter({k: -n for k, n in words_gone.items()}))
+        conn.execute("delete from patient_search.name_keys where id = any(%s)", (wanted,))
+        notify_changed(conn, {r[0] for r in gone})
         _count_terms(conn, [(r[0], r[1]) for r in gone], [])
         conn.execute(
             "delete from patient_search.contact_owner where patient_id = any(%s)", (wanted,)
@@ -174,16 +190,108 @@ def owners_of_contacts(conn: psycopg.Connection[Any], contact_ids: Iterable[str]
     return {r[0] for r in rows}
 
 
-def dictionary_words(docs: Iterable[PatientDocument]) -> set[str]:
-    return {w for d in docs for w in terms.values(d.terms, terms.NAME)}
+# Projection changes are announced on this channel, one notification per clinic
+# (ALL_CLINICS for a full rebuild), so answer caches can drop what they hold.
+CHANNEL = "patient_search_changes"
+ALL_CLINICS = "*"
 
 
-def add_dictionary_terms(conn: psycopg.Connection[Any], docs: Sequence[PatientDocument]) -> None:
-    """New name words become reachable by prefix and typo expansion at once."""
-    words = sorted(dictionary_words(docs))
-    if words:
-        conn.execute(
-            "insert into patient_search.name_dictionary (term) select unnest(%s::text[]) "
-            "on conflict (term) do nothing",
-            (words,),
-        )
+def notify_changed(conn: psycopg.Connection[Any], clinics: Iterable[str]) -> None:
+    """In the writer's transaction: listeners hear of it when (and only if) it commits."""
+    wanted = sorted(set(clinics))
+    if wanted:
+        conn.execute("select pg_notify(%s, c) from unnest(%s::text[]) c", (CHANNEL, wanted))
+
+
+def stored_words(
+    conn: psycopg.Connection[Any], ids: Sequence[str], *, table: str = PROJECTION
+) -> Counter[tuple[str, str]]:
+    """(clinic, name word) -> patients among `ids` whose stored document holds it."""
+    rows = conn.execute(
+        sql.SQL("select clinic_id, terms from {} where id = any(%s)").format(
+            sql.Identifier(SCHEMA, table)
+        ),
+        (list(ids),),
+    ).fetchall()
+    counts: Counter[tuple[str, str]] = Counter()
+    for clinic, stored in rows:
+        lead = scope_terms(clinic, [terms.name("")])[0]
+        counts.update((clinic, t[len(lead) :]) for t in stored if t.startswith(lead))
+    return counts
+
+
+def adjust_words(conn: psycopg.Connection[Any], delta: Counter[tuple[str, str]]) -> None:
+    """Apply per-clinic word counts; a word leaves its clinic with its last patient."""
+    changed = sorted((k, n) for k, n in delta.items() if n)
+    if not changed:
+        return
+    clinics = [c for (c, _), _ in changed]
+    words = [w for (_, w), _ in changed]
+    conn.execute(
+        "insert into patient_search.name_words (clinic_id, term, patients) "
+        "select * from unnest(%s::text[], %s::text[], %s::int[]) "
+        "on conflict (clinic_id, term) do update "
+        "set patients = name_words.patients + excluded.patients",
+        (clinics, words, [n for _, n in changed]),
+    )
+    conn.execute(
+        "delete from patient_search.name_words w "
+        "using unnest(%s::text[], %s::text[]) d(clinic_id, term) "
+        "where w.clinic_id = d.clinic_id and w.term = d.term and w.patients <= 0",
+        (clinics, words),
+    )
+
+
+def refresh_name_keys(conn: psycopg.Connection[Any], ids: Sequence[str]) -> None:
+    """The name keys of these patients, as their stored documents now hold them."""
+    conn.execute("delete from patient_search.name_keys where id = any(%s)", (list(ids),))
+    conn.execute(
+        sql.SQL(
+            "insert into patient_search.name_keys (clinic_id, term, id) "
+            "select p.clinic_id, substr(t, length(p.clinic_id) + 4), p.id "
+            "from {} p cross join lateral unnest(p.terms) t "
+            "where p.id = any(%s) and left(t, length(p.clinic_id) + 3) = p.clinic_id || %s"
+        ).format(sql.Identifier(SCHEMA, PROJECTION)),
+        (list(ids), SCOPE + terms.name("")),
+    )
+
+
+def fill_name_keys(
+    conn: psycopg.Connection[Any],
+    *,
+    source: str = PROJECTION,
+    target: str = "name_keys",
+    clinic_id: str | None = None,
+) -> None:
+    """Name keys of every patient of `source` (or one clinic's) into `target`."""
+    conn.execute(
+        sql.SQL(
+            "insert into {} (clinic_id, term, id) "
+            "select p.clinic_id, substr(t, length(p.clinic_id) + 4), p.id "
+            "from {} p cross join lateral unnest(p.terms) t "
+            "where left(t, length(p.clinic_id) + 3) = p.clinic_id || %s{}"
+        ).format(
+            sql.Identifier(SCHEMA, target),
+            sql.Identifier(SCHEMA, source),
+            sql.SQL(" and p.clinic_id = {}").format(clinic_id) if clinic_id else sql.SQL(""),
+        ),
+        (SCOPE + terms.name(""),),
+    )
+
+
+def count_words(
+    conn: psycopg.Connection[Any], *, keys: str = "name_keys", clinic_id: str | None = None
+) -> None:
+    """Recount the words of one clinic (or all) from a name keys table: patients per word."""
+    only: sql.Composable = sql.SQL("")
+    if clinic_id is None:
+        conn.execute("delete from patient_search.name_words")
+    else:
+        conn.execute("delete from patient_search.name_words where clinic_id = %s", (clinic_id,))
+        only = sql.SQL(" where clinic_id = {}").format(clinic_id)
+    conn.execute(
+        sql.SQL(
+            "insert into patient_search.name_words (clinic_id, term, patients) "
+            "select clinic_id, term, count(*) from {}{} group by 1, 2"
+        ).format(sql.Identifier(SCHEMA, keys), only)
+    )

@@ -12,19 +12,36 @@ term is scoped to the caller's clinics inside the query.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
+from prometheus_client import Counter
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from core import term_counts, terms
 from engines.base import Candidate, CandidateQuery, NameToken
 from engines.filters import NAME_FIELDS, Filter, folded_words
-from engines.pg_projection import scope_terms
+from engines.pg_projection import SCOPE, scope_terms
 from engines.word_dictionary import Expansions, WordDictionary
+
+log = logging.getLogger(__name__)
+# Time a whole search may take in the database (all its passes together).
+DEFAULT_SEARCH_TIMEOUT_MS = 1000
+SEARCH_DEADLINES = Counter(
+    "patient_search_search_deadlines_total",
+    "Searches cut short by their deadline (answered with what the stricter passes found)",
+)
+
+
+class DeadlineReached(Exception):
+    """The search's time is up before its next pass."""
+
+
+NAME_LEAD = terms.name("")  # "n:": name keys hold name words only
 
 Observer = Callable[[str, float], None]
 
@@ -37,16 +54,31 @@ DOB_ALONE_ROWS = 5
 class PostgresEngine:
     name = "postgres"
 
-    def __init__(self, pool: ConnectionPool, *, observe: Observer | None = None) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        observe: Observer | None = None,
+        search_timeout_ms: int = DEFAULT_SEARCH_TIMEOUT_MS,
+    ) -> None:
         self.pool = pool
         self._observe = observe or (lambda kind, seconds: None)
         self.words = WordDictionary(lambda: load_words(pool))
+        self.search_timeout_ms = search_timeout_ms
 
     # -- reads ---------------------------------------------------------------
 
     def candidates(self, query: CandidateQuery) -> list[Candidate]:
         with self.pool.connection() as conn:
-            return find_candidates(conn, query, observe=self._observe, expand=self.words.expand)
+            if not self.words.loaded:  # the first search of this process loads it
+                self.words.load_now(lambda: words_of(conn))
+            return find_candidates(
+                conn,
+                query,
+                observe=self._observe,
+                expand=self.words.expand,
+                timeout_ms=self.search_timeout_ms,
+            )
 
     def term_counts(self, keys: Sequence[str]) -> dict[str, int]:
         """Per-clinic counts of name words and dates, for evidence weights (core.term_counts)."""
@@ -83,10 +115,15 @@ class PostgresEngine:
         return [_candidate(r) for r in rows]
 
 
-def load_words(pool: ConnectionPool) -> list[tuple[str, int]]:
+def load_words(pool: ConnectionPool) -> list[tuple[str, str, int]]:
     with pool.connection() as conn:
-        rows = conn.execute("select term, frequency from patient_search.name_dictionary").fetchall()
-    return [(r[0], r[1]) for r in rows]
+        return words_of(conn)
+
+
+def words_of(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
+    """Every clinic's name words with their patient counts (table name_words)."""
+    rows = conn.execute("select clinic_id, term, patients from patient_search.name_words")
+    return [(r[0], r[1], r[2]) for r in rows]
 
 
 def _candidate(row: tuple[Any, ...]) -> Candidate:
@@ -94,36 +131,50 @@ def _candidate(row: tuple[Any, ...]) -> Candidate:
     return Candidate(id=row[0], patient=doc["patient"], match=doc["match"])
 
 
-# Prefix completions and typo corrections per typed word (engines.word_dictionary).
-Expander = Callable[[Sequence[NameToken]], Expansions]
+Expander = Callable[[Sequence[NameToken], Sequence[str]], Expansions]
 Scoper = Callable[[Iterable[str]], list[str]]
-# A name level: its name, the terms that count per typed word, and an order (or none).
+# A name level: its name, the clinic-scoped terms that count per typed word, and an order.
 Level = tuple[str, list[tuple[str, ...]], sql.Composable | None]
 
 
-def _name_levels(expand: Expander, names: Sequence[NameToken], scoped: Scoper) -> Iterator[Level]:
-    """Per name word, the terms that count at each level, strict to loose, with an order.
+def no_expansion(tokens: Sequence[NameToken], clinics: Sequence[str]) -> Expansions:
+    return {t.text: set() for t in tokens}, {t.text: set() for t in tokens}
+
+
+def _scoped_words(pairs: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """(clinic, word) pairs from one clinic's dictionary: that clinic's term only."""
+    return tuple(
+        sorted(t for clinic, word in pairs for t in scope_terms(clinic, [terms.name(word)]))
+    )
+
+
+def _name_levels(
+    expand: Callable[[Sequence[NameToken]], Expansions],
+    names: Sequence[NameToken],
+    scoped: Scoper,
+) -> Iterator[Level]:
+    """Per name word, the scoped terms that count at each level, strict to loose, with an order.
 
     exact: the word and its nickname group; completed: plus prefix completions;
     close: plus typo corrections and the phonetic code. The dictionary is only
-    asked when the exact level did not find enough. Only the close level mixes
-    near and far matches, so only it is ordered.
+    asked when the exact level did not find enough, and each clinic's
+    expansions are scoped to that clinic alone. Only the close level mixes near
+    and far matches, so only it is ordered.
     """
-    exact = [t.alternatives for t in names]
+    exact = [tuple(scoped(t.alternatives)) for t in names]
     yield "exact", exact, None
     prefixes, fuzzy = expand(names)
-    completed = [(*t.alternatives, *prefixes[t.text]) for t in names]
+    completed = [(*e, *_scoped_words(prefixes[t.text])) for e, t in zip(exact, names, strict=True)]
     yield "completed", completed, None
-    typos = [tuple(fuzzy[t.text]) for t in names]
-    close = [(*c, *t.phonetic, *f) for c, t, f in zip(completed, names, typos, strict=True)]
-    yield "close", close, _closeness(exact, completed, typos, scoped)
+    typos = [_scoped_words(fuzzy[t.text]) for t in names]
+    close = [(*c, *scoped(t.phonetic), *f) for c, t, f in zip(completed, names, typos, strict=True)]
+    yield "close", close, _closeness(exact, completed, typos)
 
 
 def _closeness(
     exact: list[tuple[str, ...]],
     completed: list[tuple[str, ...]],
     typos: list[tuple[str, ...]],
-    scoped: Scoper,
 ) -> sql.Composable:
     """Rows matching more words more closely first: exact 3, completed 2, typo 1.
 
@@ -134,7 +185,7 @@ def _closeness(
         sql.SQL(
             "(case when terms && {}::text[] then 3 when terms && {}::text[] then 2 "
             "when terms && {}::text[] then 1 else 0 end)"
-        ).format(scoped(e), scoped(c), scoped(f) or [""])
+        ).format(list(e), list(c), list(f) or [""])
         for e, c, f in zip(exact, completed, typos, strict=True)
     ]
     return sql.SQL("{} desc, id").format(sql.SQL(" + ").join(parts))
@@ -145,7 +196,8 @@ def find_candidates(
     query: CandidateQuery,
     *,
     observe: Observer,
-    expand: Expander,
+    expand: Expander | None = None,
+    timeout_ms: int = DEFAULT_SEARCH_TIMEOUT_MS,
 ) -> list[Candidate]:
     """Candidates for the re-ranker, from the strictest pass that finds enough.
 
@@ -154,7 +206,7 @@ def find_candidates(
     even when a common name matches thousands. Their order is still
     deterministic for the same projection, which keeps pagination stable.
     """
-    return CandidateSearch(conn, query, observe=observe, expand=expand).run()
+    return CandidateSearch(conn, query, observe=observe, expand=expand, timeout_ms=timeout_ms).run()
 
 
 class CandidateSearch:
@@ -172,13 +224,17 @@ class CandidateSearch:
         query: CandidateQuery,
         *,
         observe: Observer,
-        expand: Expander,
+        expand: Expander | None = None,
+        timeout_ms: int = DEFAULT_SEARCH_TIMEOUT_MS,
     ) -> None:
         self.conn = conn
         self.query = query
         self.observe = observe
-        self.expand = expand
+        self.timeout_ms = timeout_ms
+        # One deadline for the whole search, however many passes it takes.
+        self.deadline = time.monotonic() + timeout_ms / 1000
         self.clinics = sorted(set(query.clinic_ids))
+        widen = expand or no_expansion
         self.found: dict[str, Candidate] = {}
         self.base: list[sql.Composable] = [sql.SQL("clinic_id = any({})").format(self.clinics)]
         if not query.include_inactive:
@@ -193,14 +249,25 @@ class CandidateSearch:
         # Name levels reached so far, pulled lazily from the ladder: the dictionary
         # is asked only if the exact level did not find enough.
         self.levels: list[Level] = []
-        self.ladder = _name_levels(self.expand, query.names, self.scoped)
+        self.ladder = _name_levels(
+            lambda tokens: widen(tokens, self.clinics), query.names, self.scoped
+        )
 
     def run(self) -> list[Candidate]:
         # Every pass must go through the terms index: with LIMIT and skewed name
         # frequencies the planner otherwise bets on a sequential scan and can lose
         # by seconds (measured at 1M patients).
-        self.conn.execute("set local enable_seqscan = off")
-        self.conn.execute("set local enable_indexscan = off")
+        self.conn.execute("set local enable_seqscan = off; set local enable_indexscan = off")
+        try:
+            self.passes()
+        except (DeadlineReached, psycopg.errors.QueryCanceled):
+            # What the strict passes found is still worth answering; the looser ones
+            # would only have ranked below it.
+            SEARCH_DEADLINES.inc()
+            log.warning("search deadline reached", extra={"found": len(self.found)})
+        return list(self.found.values())
+
+    def passes(self) -> None:
         if self.query.strong_terms:
             self.run_pass("identifier", [self.overlaps(self.query.strong_terms)])
         if self.query.names:
@@ -210,7 +277,6 @@ class CandidateSearch:
             self.last_resorts()
         else:
             self.without_name()
-        return list(self.found.values())
 
     # -- passes, in the order `run` tries them ---------------------------------
 
@@ -225,7 +291,7 @@ class CandidateSearch:
         for level, words, order in self.ladder:
             self.levels.append((level, words, order))
             for date_kind, date in self.dates:
-                conds = [*(self.overlaps(w) for w in words), date, *self.weak]
+                conds = [*(self.holds(w) for w in words), date, *self.weak]
                 self.run_pass(f"{level}_{date_kind}", conds, order=order)
                 if len(self.found) > before:
                     break
@@ -250,7 +316,37 @@ class CandidateSearch:
             if i == len(self.levels):
                 self.levels.append(next(self.ladder))
             level, words, order = self.levels[i]
-            self.run_pass(level, [*(self.overlaps(w) for w in words), *self.weak], order=order)
+            if level == "completed" and len(words) == 1 and not self.weak:
+                self.completions_pass(words[0])
+            else:
+                self.run_pass(level, [*(self.holds(w) for w in words), *self.weak], order=order)
+
+    def completions_pass(self, scoped: Sequence[str]) -> None:
+        """One typed word and its completions (as-you-type): read a few patients per word
+        from the B-tree of name keys, most frequent words first, instead of overlapping
+        every completion's posting list in the GIN index (a 2-letter prefix matched a
+        tenth of a clinic there). Reads O(page) entries whatever the population."""
+        pairs = [t.split(SCOPE, 1) for t in scoped]
+        words = [(c, w[len(NAME_LEAD) :]) for c, w in pairs if w.startswith(NAME_LEAD)]
+        if not words:
+            return
+        each = max(2, -(-self.query.limit // len(words)))
+        active = sql.SQL("") if self.query.include_inactive else sql.SQL("where p.active")
+        stmt = sql.SQL(
+            "set local enable_indexscan = on; "
+            "select p.id, p.doc from unnest({}::text[], {}::text[]) w(clinic_id, term) "
+            "cross join lateral (select k.id from patient_search.name_keys k "
+            "  where k.clinic_id = w.clinic_id and k.term = w.term limit {}) k "
+            "join patient_search.patients p on p.id = k.id {} limit {}; "
+            "set local enable_indexscan = off"
+        ).format(
+            [c for c, _ in words],
+            [w for _, w in words],
+            sql.Literal(each),
+            active,
+            sql.Literal(self.query.limit),
+        )
+        self.execute("completed", stmt, statements_before=1)
 
     def last_resorts(self) -> None:
         """When the levels did not fill the page: any one word, closest first (a name
@@ -286,12 +382,18 @@ class CandidateSearch:
         wanted = sorted(set(terms))
         return [t for c in self.clinics for t in scope_terms(c, wanted)]
 
-    def overlaps(self, terms: Sequence[str]) -> sql.Composable:
-        return sql.SQL("terms && {}::text[]").format(self.scoped(terms))
+    def overlaps(self, wanted: Sequence[str]) -> sql.Composable:
+        """Any of these terms, in any of the caller's clinics."""
+        return self.holds(self.scoped(wanted))
+
+    @staticmethod
+    def holds(scoped: Iterable[str]) -> sql.Composable:
+        """Any of these terms, already scoped to their clinics."""
+        return sql.SQL("terms && {}::text[]").format(sorted(set(scoped)))
 
     def any_word(self) -> sql.Composable:
         """Any term of any typed word, at every level reached so far."""
-        return self.overlaps([t for _, words, _ in self.levels for terms in words for t in terms])
+        return self.holds(t for _, words, _ in self.levels for scoped in words for t in scoped)
 
     def run_pass(
         self,
@@ -317,8 +419,22 @@ class CandidateSearch:
                 "select id, doc from (select id, doc, terms, name_text "
                 "from patient_search.patients where {} limit {}) p order by {} limit {}"
             ).format(where, sql.Literal(ORDERED_PASS_CAP), order, sql.Literal(limit))
+        self.execute(kind, stmt)
+
+    def execute(self, kind: str, stmt: sql.Composable, *, statements_before: int = 0) -> None:
+        """Run a pass within what is left of the search's time; keep the rows not yet found."""
+        if len(self.found) >= self.query.limit:
+            return
+        left_ms = int((self.deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            raise DeadlineReached
         started = time.perf_counter()
-        fetched = self.conn.execute(stmt).fetchall()
+        cur = self.conn.execute(
+            sql.SQL("set local statement_timeout = {}; ").format(sql.Literal(left_ms)) + stmt
+        )
+        for _ in range(1 + statements_before):
+            cur.nextset()
+        fetched = cur.fetchall()
         self.observe(kind, time.perf_counter() - started)
         for row in fetched:
             if row[0] not in self.found:

@@ -2,12 +2,16 @@
 
 Expanding a typed word against the dictionary in SQL cost 2-5 ms of database
 time per name search at 1M patients, the largest share of a search's database
-work. The dictionary is small (one row per distinct name word), changes only
-when a new word is indexed, and a word that is a few seconds late only delays
-prefix or typo matches of that new word, never an exact match. So each process
-loads a copy at start-up (`load`) and refreshes it in the background every
-`max_age_s`. This is the only expansion path; until a first load succeeds (the
-database was down at start-up), names match exactly, by nickname and by sound.
+work. The dictionary is small (one row per clinic and distinct name word, table
+`name_words`), changes only when a word comes or goes, and a word that is a few
+seconds late only delays prefix or typo matches of that word, never an exact
+match. So each process keeps a copy and refreshes it in the background every
+`max_age_s`.
+
+Words are kept per clinic with their patient counts: a clinic's completions and
+corrections come from its own patients only, so another clinic's frequent names
+never push this clinic's patient out of reach, and no expansion tells one
+clinic which names another clinic holds.
 """
 
 from __future__ import annotations
@@ -28,20 +32,36 @@ from normalizers.names import typo_budget
 
 log = logging.getLogger(__name__)
 
-Loader = Callable[[], list[tuple[str, int]]]
-Expansions = tuple[dict[str, set[str]], dict[str, set[str]]]
+Loader = Callable[[], list[tuple[str, str, int]]]  # (clinic, word, patients)
+# Per typed word, the (clinic, dictionary word) pairs it may stand for: (completions, typos).
+Expansions = tuple[dict[str, set[tuple[str, str]]], dict[str, set[tuple[str, str]]]]
+# The same as name terms (`n:word`), for an engine that filters clinics itself (Meilisearch).
+TermExpansions = tuple[dict[str, set[str]], dict[str, set[str]]]
 
 PREFIX_LIMIT = 25
 TYPO_LIMIT = 8
 
 
 class _Snapshot:
+    """One clinic's words."""
+
     def __init__(self, rows: list[tuple[str, int]]) -> None:
         self.words = sorted(word for word, _ in rows)
         self.frequency = dict(rows)
         self.by_initial_length: dict[tuple[str, int], list[str]] = {}
         for word in self.words:
             self.by_initial_length.setdefault((word[:1], len(word)), []).append(word)
+        # Typed words repeat (as-you-type, common names): expansions are kept per snapshot.
+        self._seen: dict[tuple[str, bool], list[str]] = {}
+
+    def expansions(self, token: str, *, typos: bool) -> list[str]:
+        key = (token, typos)
+        hit = self._seen.get(key)
+        if hit is None:
+            if len(self._seen) > 50_000:
+                self._seen.clear()
+            hit = self._seen[key] = self.typos(token) if typos else self.completions(token)
+        return hit
 
     def completions(self, token: str) -> list[str]:
         start = bisect.bisect_left(self.words, token)
@@ -78,32 +98,69 @@ class WordDictionary:
     def __init__(self, load: Loader, *, max_age_s: float = 30.0) -> None:
         self._load = load
         self._max_age_s = max_age_s
-        self._snapshot = _Snapshot([])
+        self._snapshot: dict[str, _Snapshot] | None = None
         self._loaded_at = 0.0
         self._refreshing = threading.Lock()
 
-    def load(self) -> None:
-        """Load now, on the caller's thread (start-up). A failure is logged and the empty
-        copy kept; the next expansion retries in the background."""
-        with self._refreshing:
-            self._reload_logged()
+    def expand(self, tokens: Sequence[NameToken], clinics: Sequence[str]) -> Expansions:
+        """Per typed word, its completions and near spellings in each of `clinics`.
 
-    def expand(self, tokens: Sequence[NameToken]) -> Expansions:
-        """Per typed word: (dictionary completions, typo corrections) as name terms."""
-        snapshot = self._current()
-        prefixes: dict[str, set[str]] = {t.text: set() for t in tokens}
-        typos: dict[str, set[str]] = {t.text: set() for t in tokens}
-        for t in tokens:
-            if t.prefix and t.text:
-                prefixes[t.text].update(terms.name(w) for w in snapshot.completions(t.text))
-            if len(t.text) >= 3:
-                typos[t.text].update(terms.name(w) for w in snapshot.typos(t.text))
+        Until the first load has finished, nothing is expanded (exact and phonetic
+        matches still work); the load starts at the first call.
+        """
+        snapshots = self._current()
+        prefixes: dict[str, set[tuple[str, str]]] = {t.text: set() for t in tokens}
+        typos: dict[str, set[tuple[str, str]]] = {t.text: set() for t in tokens}
+        for clinic in clinics:
+            snapshot = snapshots.get(clinic)
+            if snapshot is None:
+                continue
+            for t in tokens:
+                if t.prefix and t.text:
+                    found = snapshot.expansions(t.text, typos=False)
+                    prefixes[t.text].update((clinic, w) for w in found)
+                if len(t.text) >= 3:
+                    found = snapshot.expansions(t.text, typos=True)
+                    typos[t.text].update((clinic, w) for w in found)
         return prefixes, typos
 
-    def _current(self) -> _Snapshot:
+    def expand_terms(self, tokens: Sequence[NameToken], clinics: Sequence[str]) -> TermExpansions:
+        """`expand` as name terms, still drawn from the clinics asked only."""
+        prefixes, typos = self.expand(tokens, clinics)
+        return (
+            {t: {terms.name(w) for _, w in pairs} for t, pairs in prefixes.items()},
+            {t: {terms.name(w) for _, w in pairs} for t, pairs in typos.items()},
+        )
+
+    @property
+    def ready(self) -> bool:
+        """Loaded at least once (starts loading in the background when not)."""
+        if self._snapshot is None:
+            self._refresh_in_background()
+        return self._snapshot is not None
+
+    def load(self) -> None:
+        """Load now, on the caller's thread (start-up). A failure is logged; the first
+        search loads it then."""
+        try:
+            self._reload()
+        except Exception as exc:
+            log.warning("word dictionary not loaded", extra={"error": type(exc).__name__})
+
+    @property
+    def loaded(self) -> bool:
+        return self._snapshot is not None
+
+    def load_now(self, load: Loader | None = None) -> WordDictionary:
+        """Load on the caller's thread (first search, benchmarks, tests), with `load`
+        instead of the usual loader when given (a connection the caller holds)."""
+        self._reload(load)
+        return self
+
+    def _current(self) -> dict[str, _Snapshot]:
         if time.monotonic() - self._loaded_at > self._max_age_s:
             self._refresh_in_background()
-        return self._snapshot
+        return self._snapshot or {}
 
     def _refresh_in_background(self) -> None:
         """Never on the caller's thread: the caller may be holding a pooled connection."""
@@ -112,21 +169,20 @@ class WordDictionary:
 
     def _reload_and_release(self) -> None:
         try:
-            self._reload_logged()
-        finally:
-            self._refreshing.release()
-
-    def _reload_logged(self) -> None:
-        try:
             self._reload()
         except Exception as exc:  # keep serving the previous copy
             log.warning("word dictionary refresh failed", extra={"error": type(exc).__name__})
+        finally:
+            self._refreshing.release()
 
-    def _reload(self) -> None:
+    def _reload(self, load: Loader | None = None) -> None:
         started = time.monotonic()
-        self._snapshot = _Snapshot(self._load())
+        per_clinic: dict[str, list[tuple[str, int]]] = {}
+        for clinic, word, patients in (load or self._load)():
+            per_clinic.setdefault(clinic, []).append((word, patients))
+        self._snapshot = {clinic: _Snapshot(rows) for clinic, rows in per_clinic.items()}
         self._loaded_at = time.monotonic()
         log.debug(
             "word dictionary loaded",
-            extra={"words": len(self._snapshot.words), "ms": (time.monotonic() - started) * 1e3},
+            extra={"clinics": len(per_clinic), "ms": (time.monotonic() - started) * 1e3},
         )

@@ -18,7 +18,6 @@ import logging
 import multiprocessing as mp
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ log = logging.getLogger(__name__)
 
 REBUILD = "patients_rebuild"
 OWNERS = "contact_owner_rebuild"
+NAME_KEYS = "name_keys_rebuild"
 
 
 def reindex(
@@ -115,6 +115,7 @@ def _drop_rebuild_tables(conn: psycopg.Connection[Any]) -> None:
     """Leftovers of an aborted rebuild (after a swap there is nothing left to drop)."""
     conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
     conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, OWNERS)))
+    conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, NAME_KEYS)))
 
 
 def _build(
@@ -213,14 +214,12 @@ def _init_worker(queue: Any) -> None:
 
 @dataclass
 class _Filled:
-    """What a fill produced: dictionary words, documents written, patients set aside."""
+    """What a fill produced: documents written, patients set aside."""
 
-    words: Counter[str] = field(default_factory=Counter)
     total: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, other: _Filled) -> None:
-        self.words.update(other.words)
         self.total += other.total
         self.rejected += other.rejected
 
@@ -267,7 +266,6 @@ def _fill_partition(
                 pg_projection.copy_documents(writer, docs, table=REBUILD)
                 if job.clinic_id is None:
                     _copy_owners(writer, docs)
-            filled.words.update(pg_projection.dictionary_words(docs))
             filled.total += len(docs)
             filled.rejected += rejected
             report(len(rows))
@@ -298,17 +296,24 @@ def _swap(
         term_counts.refresh(conn, table=REBUILD, clinic_id=clinic_id)
         if clinic_id is None:
             _catch_up_owners(conn, touched, docs)
+            # Built beside the live tables; readers wait only for the renames.
+            _build_name_keys(conn)
+            pg_projection.count_words(conn, keys=NAME_KEYS)
             _rename_into_place(conn, PROJECTION, REBUILD, PROJECTION_INDEX_SUFFIXES)
             _rename_into_place(conn, "contact_owner", OWNERS, ("pkey", "patient"))
-            _replace_dictionary(conn, filled.words)
+            _rename_into_place(conn, "name_keys", NAME_KEYS, ("pkey", "id"))
+            pg_projection.notify_changed(conn, [pg_projection.ALL_CLINICS])
             if stream is not None:
                 stream.mark_rebuilt(conn)
         else:
             conn.execute(sql.SQL("delete from {} where clinic_id = %s").format(live), (clinic_id,))
             conn.execute(sql.SQL("insert into {} select * from {}").format(live, rebuild))
             conn.execute(sql.SQL("drop table {}").format(rebuild))
-            _add_words(conn, filled.words)
             _refresh_contact_owner(conn, clinic_id)
+            conn.execute("delete from patient_search.name_keys where clinic_id = %s", (clinic_id,))
+            pg_projection.fill_name_keys(conn, clinic_id=clinic_id)
+            pg_projection.count_words(conn, clinic_id=clinic_id)
+            pg_projection.notify_changed(conn, [clinic_id])
         again = set(touched)
         aside = [(p, r) for p, r in filled.rejected if p not in again] + rejected
         deadletters.record(
@@ -316,6 +321,20 @@ def _swap(
         )
     conn.execute(sql.SQL("analyze {}").format(live))
     conn.commit()
+
+
+def _build_name_keys(conn: psycopg.Connection[Any]) -> None:
+    """The rebuilt projection's name keys, in a table of their own, indexed."""
+    keys = sql.Identifier(SCHEMA, NAME_KEYS)
+    conn.execute(sql.SQL("drop table if exists {}").format(keys))
+    conn.execute(
+        sql.SQL("create table {} (like patient_search.name_keys including defaults)").format(keys)
+    )
+    pg_projection.fill_name_keys(conn, source=REBUILD, target=NAME_KEYS)
+    conn.execute(sql.SQL("alter table {} add primary key (clinic_id, term, id)").format(keys))
+    conn.execute(
+        sql.SQL("create index {} on {} (id)").format(sql.Identifier(f"{NAME_KEYS}_id"), keys)
+    )
 
 
 def _rename_into_place(
@@ -394,27 +413,6 @@ def _catch_up_owners(
                 "on conflict (contact_id) do update set patient_id = excluded.patient_id",
                 pairs,
             )
-
-
-def _replace_dictionary(conn: psycopg.Connection[Any], words: Counter[str]) -> None:
-    conn.execute("delete from patient_search.name_dictionary")
-    _add_words(conn, words)
-
-
-def _add_words(conn: psycopg.Connection[Any], words: Counter[str]) -> None:
-    conn.execute(
-        "create temp table if not exists dictionary_load (term text, frequency int) on commit drop"
-    )
-    with conn.cursor() as cur, cur.copy("copy dictionary_load (term, frequency) from stdin") as cp:
-        for term, freq in words.items():
-            cp.write_row((term, freq))
-    conn.execute(
-        """
-        insert into patient_search.name_dictionary (term, frequency)
-        select term, frequency from dictionary_load
-        on conflict (term) do update set frequency = excluded.frequency
-        """
-    )
 
 
 def _refresh_contact_owner(conn: psycopg.Connection[Any], clinic_id: str) -> None:

@@ -80,14 +80,17 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     url = resolve_database_url(settings)
     migrate_or_check(url)
-    # Workers inherit the resolved URL instead of each starting a server.
+    # Workers inherit the resolved URL instead of each starting a server, and the
+    # worker count, so each sizes its connection pool to its share of the cores.
     os.environ["PATIENT_SEARCH_DATABASE_URL"] = url
+    workers = args.workers or settings.workers
+    os.environ["PATIENT_SEARCH_WORKERS"] = str(workers)
     exit_cleanly_on_sigterm()
     uvicorn.run(
         "search_api.asgi:app",
         host=args.host,
         port=args.port,
-        workers=args.workers or settings.workers,
+        workers=workers,
         log_config=None,
         access_log=False,
     )

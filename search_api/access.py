@@ -54,7 +54,7 @@ import psycopg
 from fastapi import FastAPI, Header, Request, Response
 from psycopg_pool import ConnectionPool
 
-from core.apikeys import NOTIFY_CHANNEL, ApiKey, find_key, hash_key
+from core.apikeys import NOTIFY_CHANNEL, ApiKey, find_key, hash_key, plausible_key
 from core.audit import AuditRecord, AuditUnavailable, AuditWriter
 from core.settings import Settings
 from search_api.errors import ApiError
@@ -138,6 +138,8 @@ class KeyCache:
         self._entries.clear()
 
     def get(self, presented: str) -> ApiKey | None:
+        if not plausible_key(presented):  # refused before the cache or the database sees it
+            return None
         digest = hash_key(presented)
         now = time.monotonic()
         ttl = self.ttl_s if self._listening.is_set() else 1.0
@@ -222,7 +224,7 @@ def _autocommit_pool(url: str, settings: Settings) -> ConnectionPool:
     pool = ConnectionPool(
         url,
         min_size=1,
-        max_size=settings.pool_max_size,
+        max_size=settings.pool_size,
         timeout=settings.pool_timeout_s,
         kwargs={
             "autocommit": True,

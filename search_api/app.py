@@ -18,8 +18,8 @@ from core.settings import Settings
 from search_api import fhir
 from search_api.access import install_access
 from search_api.dependencies import AppState
+from search_api.edge import Edge
 from search_api.errors import install_error_handlers
-from search_api.metrics import measure_requests
 from search_api.routes import audit, ops, page, patients
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -53,7 +53,8 @@ def create_app(settings: Settings, database_url: str, *, primary: Any = None) ->
     )
     install_error_handlers(app)
     fhir.answer_errors_as_outcomes(app)
-    app.middleware("http")(measure_requests)
+    # Pure ASGI (no BaseHTTPMiddleware task per request): limits, no-store, metrics.
+    app.add_middleware(Edge, max_body_bytes=settings.max_body_bytes)
     install_access(app)  # outermost: X-Request-Id on every answer, one audit record per access
     for router in ROUTERS:
         app.include_router(router)

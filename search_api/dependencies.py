@@ -8,7 +8,8 @@ record), e.g. `access: Annotated[Access, Depends(require("read"))]`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -17,6 +18,7 @@ from psycopg_pool import ConnectionPool
 from core.settings import Settings
 from engines.pg_search import PostgresEngine
 from search_api.access import AccessControl
+from search_api.cache import AnswerCache, LocalStore, RedisStore, Store, listen_for_changes
 from search_api.failover import Router, pool_state_reader
 from search_api.service import observe_engine_query
 
@@ -32,6 +34,8 @@ class AppState:
     postgres: PostgresEngine
     router: Router
     access: AccessControl
+    cache: AnswerCache | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def open(cls, settings: Settings, database_url: str, primary: Any = None) -> AppState:
@@ -39,7 +43,9 @@ class AppState:
 
         pool = open_pool(database_url, settings)
         postgres = PostgresEngine(
-            pool, observe=observe_engine_query("postgres", settings.slow_query_ms)
+            pool,
+            observe=observe_engine_query("postgres", settings.slow_query_ms),
+            search_timeout_ms=settings.search_timeout_ms,
         )
         postgres.words.load()
         router = Router.from_settings(
@@ -47,16 +53,35 @@ class AppState:
         )
         if primary is not None:
             # The same typo and prefix expansions as PostgreSQL (see engines.meili).
-            primary.expand = postgres.words.expand
+            primary.expand = postgres.words.expand_terms
             # The primary serves once its settings are verified; it re-checks them itself.
             primary.verify_in_background(force=True)
         access = AccessControl.start(settings, database_url, pool)
-        return cls(settings=settings, pool=pool, postgres=postgres, router=router, access=access)
+        state = cls(settings=settings, pool=pool, postgres=postgres, router=router, access=access)
+        if settings.cache_enabled:
+            state.cache = open_cache(settings)
+            listen_for_changes(database_url, state.cache, state.stop)
+        return state
 
     def close(self) -> None:
+        self.stop.set()
         self.access.close()  # writes every queued audit record first (SIGTERM included)
         self.router.close()
         self.pool.close()
+
+
+def open_cache(settings: Settings) -> AnswerCache:
+    store: Store = (
+        RedisStore(settings.redis_url)
+        if settings.redis_url
+        else LocalStore(settings.cache_max_entries)
+    )
+    ttl = {
+        "search": settings.cache_search_ttl_s,
+        "lookup": settings.cache_search_ttl_s,
+        "patient": settings.cache_patient_ttl_s,
+    }
+    return AnswerCache(store, ttl_s=ttl)
 
 
 def app_state(request: Request) -> AppState:

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
-
 from prometheus_client import Counter, Gauge, Histogram
-from starlette.requests import Request
-from starlette.responses import Response
 
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -41,17 +36,3 @@ AUDIT_FAILURES = Counter(
     "Audit records the trail could not take (queue full or database away); alarm on any",
 )
 AUDIT_PENDING = Gauge("patient_search_audit_pending", "Audit records queued, not yet written")
-
-
-async def measure_requests(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """HTTP middleware: latency and outcome per route template (never the raw path)."""
-    started = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    endpoint = getattr(route, "path", "unmatched")
-    engine = response.headers.get("X-Search-Engine", "none")
-    REQUEST_SECONDS.labels(endpoint=endpoint, engine=engine).observe(time.perf_counter() - started)
-    REQUESTS.labels(endpoint=endpoint, status=str(response.status_code)).inc()
-    return response

@@ -6,12 +6,15 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.settings import MAX_PAGE
 from normalizers.query import MAX_QUERY_CHARS
 
 MAX_FIELD_LENGTH = 100
+# Words a search may hold (q, given and family together): a real query has a
+# handful; sixty one-letter words would only multiply the work of every pass.
+MAX_WORDS = 16
 
 
 def _reject_control(value: str | None) -> str | None:
@@ -42,6 +45,13 @@ class SearchRequest(_Strict):
     _no_control = field_validator("q", "given", "family", "birthdate", "phone", "email", "mrn")(
         classmethod(lambda cls, v: _reject_control(v))
     )
+
+    @model_validator(mode="after")
+    def _few_words(self) -> SearchRequest:
+        words = sum(len(v.split()) for v in (self.q, self.given, self.family) if v)
+        if words > MAX_WORDS:
+            raise ValueError(f"at most {MAX_WORDS} words in a search")
+        return self
 
 
 class LookupRequest(_Strict):

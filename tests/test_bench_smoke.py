@@ -15,12 +15,28 @@ def test_load_benchmark_smoke(
 ) -> None:
     monkeypatch.setenv("PATIENT_SEARCH_DATABASE_URL", db_url)
     out = tmp_path / "load.json"
-    args = ["--patients", "400", "--clinics", "2", "--clients", "4", "--seconds", "2"]
-    assert load.main([*args, "--workers", "1", "--json", str(out)]) == 0
+    args = ["--patients", "400", "--clinics", "2", "--clients", "4", "--seconds", "1"]
+    args += ["--workers", "1", "--alone", "5", "--sample", "300", "--driver", "python"]
+    assert load.main([*args, "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    kinds = report["api"]["kinds"]
-    assert {"prefix", "typo_name", "name_dob", "phone", "mrn", "lookup"} <= set(kinds)
-    assert report["api"]["errors"] == 0
+    kinds = report["kinds"]
+    assert set(load.KINDS) == set(kinds)
+    assert report["errors"] == 0
+    assert all(k["requests"] > 0 for k in kinds.values())
     assert report["reindex"]["seconds"] > 0
-    assert report["bare"]["throughput_rps"] > 0
-    assert "| kind | requests |" in capsys.readouterr().out
+    assert report["bare"]["rps"] > 0
+    assert report["workers"] == 1
+    assert "| kind | req/s | of bare |" in capsys.readouterr().out
+
+
+def test_census_population_is_census_weighted() -> None:
+    from collections import Counter
+
+    from bench.population import generate
+
+    rows = list(generate(20_000, population="census", seed=1))
+    family = Counter(p.family_name for p, _ in rows)
+    assert family.most_common(1)[0][0] == "Smith"  # about 2 % of people
+    assert 250 < family["Smith"] < 600
+    crowded = {(p.given_name, p.family_name) for p, _ in generate(5_000, population="crowded")}
+    assert len(crowded) <= 100

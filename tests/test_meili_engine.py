@@ -176,7 +176,7 @@ def test_search_request_on_the_wire(recorder: ErrorServer) -> None:
 def test_dictionary_expansions_reach_the_request(recorder: ErrorServer) -> None:
     engine = MeiliEngine(make_client(recorder.url, "k", 1.0), "patients")
     engine._verified, engine._last_attempt = True, float("inf")
-    engine.expand = lambda tokens: ({t.text: {"n:john"} for t in tokens}, {})
+    engine.expand = lambda tokens, clinics: ({t.text: {"n:john"} for t in tokens}, {})
     with pytest.raises(MeilisearchApiError):
         engine.candidates(CandidateQuery(clinic_ids=("c",), names=(name_token("jo"),)))
     (sent,) = recorder.seen

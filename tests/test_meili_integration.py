@@ -145,7 +145,7 @@ def _router(
     if engine is not None:
         assert engine.verify_settings() == []
         if dictionary:
-            engine.expand = postgres.words.expand
+            engine.expand = postgres.words.expand_terms
     return Router.from_settings(settings, postgres, engine)
 
 

@@ -43,7 +43,7 @@ def test_every_patient_once(populated: str, workers: int) -> None:
     with psycopg.connect(populated) as conn:
         projection = _projection(conn)
         source = {r[0] for r in conn.execute("select id from patients")}
-        words = conn.execute("select count(*) from patient_search.name_dictionary").fetchone()
+        words = conn.execute("select count(*) from patient_search.name_words").fetchone()
         owners = conn.execute("select count(*) from patient_search.contact_owner").fetchone()
     assert set(projection) == source
     assert words and words[0] >= 300  # family0 .. family299 at least
@@ -84,6 +84,7 @@ def test_changes_during_a_rebuild_survive_the_swap(populated: str) -> None:
                 sync_patients(conn, ["p0001", "p0002", "p9999"])
             rx._swap(guard, settings, None, filled)
         after = _projection(conn)
+        words = dict(conn.execute("select term, patients from patient_search.name_words"))
         touched = conn.execute("select count(*) from patient_search.reindex_touched").fetchone()
         state = conn.execute("select count(*) from patient_search.state where key = 'reindex'")
     assert after["p0001"]["given_name"] == "Renamed"
@@ -92,6 +93,7 @@ def test_changes_during_a_rebuild_survive_the_swap(populated: str) -> None:
     assert len(after) == 300
     assert touched == (0,)
     assert state.fetchone() == (0,)
+    assert words["renamed"] == 1 and words["new"] == 1  # the words follow the swap
 
 
 def test_a_second_reindex_at_the_same_time_is_refused(populated: str) -> None:

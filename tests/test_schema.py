@@ -14,4 +14,4 @@ def test_migrate_is_idempotent(db_url: str) -> None:
                 "where table_schema = 'patient_search'"
             )
         }
-    assert {"patients", "name_dictionary", "api_keys", "checkpoints", "dead_letters"} <= tables
+    assert {"patients", "name_words", "api_keys", "checkpoints", "dead_letters"} <= tables

@@ -423,7 +423,9 @@ def test_any_search_text_is_answered_without_a_5xx(client: TestClient, q: str) -
 
 
 def test_exhausted_pool_answers_503_with_retry_after(seeded: tuple[str, str, str]) -> None:
-    app = create_app(Settings(pool_min_size=1, pool_max_size=1, pool_timeout_s=0.3), seeded[0])
+    # No answer cache: the repeated search must need the database.
+    settings = Settings(pool_min_size=1, pool_max_size=1, pool_timeout_s=0.3, cache_enabled=False)
+    app = create_app(settings, seeded[0])
     with TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": seeded[1]}) as c:
         assert c.post("/v1/patients/search", json={"q": "smith"}).status_code == 200
         pool = app.state.search.pool

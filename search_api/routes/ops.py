@@ -60,3 +60,11 @@ def readyz(state: State) -> JSONResponse:
 @router.get("/metrics", include_in_schema=False)
 def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/cache")
+def cache_stats(state: State) -> dict[str, Any]:
+    """Answer cache statistics of this process (hits and misses per kind; no patient data)."""
+    if state.cache is None:
+        return {"enabled": False}
+    return state.cache.stats()

@@ -6,15 +6,18 @@ user, rate limit, and one audit record listing the patients it returned.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
 
 from search_api import models
 from search_api.access import Access, require
 from search_api.annotate import annotate_results, formatted_phones
-from search_api.dependencies import State
+from search_api.cache import CacheSlot
+from search_api.dependencies import AppState, State
 from search_api.errors import ApiError
 from search_api.metrics import RESULTS
 from search_api.plan import SearchInput
@@ -31,14 +34,37 @@ LookupAccess = Annotated[Access, Depends(require("lookup", strict=True))]
 ReadAccess = Annotated[Access, Depends(require("read"))]
 
 
+def _json(content: str | bytes, sent: Response, **headers: str) -> Response:
+    """An answer serialized once (pydantic's JSON in Rust), sent as is: no second pass
+    through FastAPI's response validation, and the same bytes go to the cache. Headers the
+    dependencies set on `sent` (rate limits, staff user) go along."""
+    answer = Response(content, media_type="application/json", headers=headers)
+    for name, value in sent.headers.items():
+        if name not in ("content-length", "content-type"):
+            answer.headers[name] = value
+    return answer
+
+
+def _cached(state: AppState, kind: str, clinics: tuple[str, ...], request: Any) -> CacheSlot:
+    """The cache key and, when the answer is there, its bytes (None without a cache)."""
+    if state.cache is None:
+        return CacheSlot(None, "", None)
+    return state.cache.slot(kind, clinics, request)
+
+
 @router.post("/search", response_model=models.SearchResponse, responses=_ERRORS)
 def search_patients(
     body: models.SearchRequest, access: SearchAccess, state: State, response: Response
-) -> models.SearchResponse:
+) -> Response:
     request = SearchInput(**body.model_dump())
     thin = thin_search_reason(request, access.clinics, state.settings, state.access.sizes)
     if thin is not None:
         raise ApiError(400, "query_too_thin", thin)
+    slot = _cached(state, "search", access.clinics, body.model_dump())
+    if slot.hit is not None:
+        # A cached answer is an access like any other: the trail lists its patients.
+        access.returned(r["id"] for r in json.loads(slot.hit)["results"])
+        return _json(slot.hit, response, **{"X-Cache": "hit"})
     try:
         outcome = search(
             state.router,
@@ -51,13 +77,8 @@ def search_patients(
         raise ApiError(422, exc.code, str(exc)) from exc
     access.returned(r.candidate.id for r in outcome.results)
     RESULTS.labels(endpoint="search").observe(len(outcome.results))
-    response.headers["X-Search-Engine"] = outcome.engine
-    # Standard Server-Timing: where the time went (engine includes waiting for a connection).
-    response.headers["Server-Timing"] = (
-        f"engine;dur={outcome.engine_ms}, total;dur={outcome.took_ms}"
-    )
     extras = annotate_results(outcome.results, outcome.terms, state.settings.default_region)
-    return models.SearchResponse(
+    answer = models.SearchResponse(
         results=[
             models.SearchResult(
                 id=r.candidate.id,
@@ -74,6 +95,17 @@ def search_patients(
         degraded=outcome.degraded,
         took_ms=outcome.took_ms,
         query=outcome.query,
+    ).model_dump_json()
+    if not outcome.degraded:  # a fallback's answer is not kept past the outage
+        slot.put("search", answer)
+    return _json(
+        answer,
+        response,
+        **{
+            "X-Search-Engine": outcome.engine,
+            # Where the time went (engine includes waiting for a connection).
+            "Server-Timing": f"engine;dur={outcome.engine_ms}, total;dur={outcome.took_ms}",
+        },
     )
 
 
@@ -112,15 +144,21 @@ def lookup(body: models.LookupRequest, access: LookupAccess, state: State) -> mo
     "/{patient_id}",
     responses={404: {"model": models.ErrorResponse}, 401: {"model": models.ErrorResponse}},
 )
-def get_patient(patient_id: str, access: ReadAccess, state: State) -> dict[str, Any]:
-    if len(patient_id) > 200:
-        raise ApiError(422, "invalid_request", "patient id too long")
+def get_patient(patient_id: str, access: ReadAccess, state: State, response: Response) -> Response:
+    if len(patient_id) > 200 or not patient_id.isprintable():
+        raise ApiError(422, "invalid_request", "patient id too long or not printable")
+    slot = _cached(state, "patient", access.clinics, patient_id)
+    if slot.hit is not None:
+        access.returned([patient_id])
+        return _json(slot.hit, response, **{"X-Cache": "hit"})
     found = state.postgres.get(patient_id, access.clinics)
     if found is None:
         raise ApiError(404, "not_found", "no such patient in your clinics")
     access.returned([found.id])
     phones = formatted_phones(found.patient, state.settings.default_region)
-    return {"id": found.id, "patient": found.patient, "phones_formatted": phones}
+    answer = json.dumps({"id": found.id, "patient": found.patient, "phones_formatted": phones})
+    slot.put("patient", answer)
+    return _json(answer, response)
 
 
 def _guarded_lookup(term_sets: list[tuple[str, ...]], access: Access, state: State) -> list[Any]:

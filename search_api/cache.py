@@ -1,0 +1,229 @@
+"""Answer cache: search results for a few seconds, patient reads for longer, dropped the
+moment the indexer changes a patient of that clinic.
+
+- Keys are a SHA-256 of (kind, the caller's clinics, the canonical request): no query
+  text is kept as a key. Values are the serialized answers.
+- Invalidation is pushed, not polled: the indexer's projection writes send
+  `NOTIFY patient_search_changes, '<clinic>'` in their transaction (delivered on
+  commit, engines.pg_projection), and each API process LISTENs on its own
+  connection. A change bumps that clinic's generation; an entry stored under an
+  older generation of any of its clinics is a miss. While the listener is not
+  connected nothing is served from the cache (it could be stale).
+- In process by default; shared between processes and replicas through Redis when
+  `PATIENT_SEARCH_REDIS_URL` is set (the generations then live in Redis too).
+- Hits and misses per kind are counted in /metrics and at GET /cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+from prometheus_client import Counter
+
+from engines.pg_projection import ALL_CLINICS, CHANNEL
+
+log = logging.getLogger(__name__)
+
+
+HITS = Counter("patient_search_cache_hits_total", "Answers served from the cache", ["kind"])
+MISSES = Counter("patient_search_cache_misses_total", "Answers not in the cache", ["kind"])
+
+
+class Store(Protocol):
+    """Where entries and clinic generations live (this process, or Redis)."""
+
+    def generations(self, clinics: Sequence[str]) -> tuple[int, ...]: ...
+
+    def bump(self, clinic: str) -> None: ...
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+class LocalStore:
+    """A bounded LRU with per-entry expiry, in this process."""
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._generations: dict[str, int] = {}
+        self._all = 0
+        self._lock = threading.Lock()
+
+    def generations(self, clinics: Sequence[str]) -> tuple[int, ...]:
+        return (self._all, *(self._generations.get(c, 0) for c in clinics))
+
+    def bump(self, clinic: str) -> None:
+        with self._lock:
+            if clinic == ALL_CLINICS:
+                self._all += 1
+                self._entries.clear()
+            else:
+                self._generations[clinic] = self._generations.get(clinic, 0) + 1
+
+    def get(self, key: str) -> bytes | None:
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        if hit[0] < time.monotonic():
+            self._entries.pop(key, None)
+            return None
+        return hit[1]
+
+    def put(self, key: str, value: bytes, ttl_s: float) -> None:
+        with self._lock:
+            self._entries[key] = (time.monotonic() + ttl_s, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class RedisStore:
+    """Shared by every API process and replica: entries expire in Redis itself."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.redis = redis.Redis.from_url(url, socket_timeout=0.05, socket_connect_timeout=0.5)
+
+    def generations(self, clinics: Sequence[str]) -> tuple[int, ...]:
+        values = self.redis.mget([f"ps:gen:{c}" for c in (ALL_CLINICS, *clinics)])
+        return tuple(int(v or 0) for v in values)
+
+    def bump(self, clinic: str) -> None:
+        self.redis.incr(f"ps:gen:{clinic}")
+
+    def get(self, key: str) -> bytes | None:
+        value = self.redis.get(f"ps:v:{key}")
+        return value if isinstance(value, bytes) else None
+
+    def put(self, key: str, value: bytes, ttl_s: float) -> None:
+        self.redis.set(f"ps:v:{key}", value, px=max(1, int(ttl_s * 1000)))
+
+    def clear(self) -> None:
+        self.bump(ALL_CLINICS)
+
+
+class AnswerCache:
+    def __init__(self, store: Store, *, ttl_s: dict[str, float]) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.live = False  # true while the invalidation listener is connected
+        self.hits: dict[str, int] = {}
+        self.misses: dict[str, int] = {}
+
+    def key(self, kind: str, clinics: Sequence[str], request: Any) -> str:
+        """Clinic generations are part of the key: a change makes older entries unreachable."""
+        clinics = sorted(set(clinics))
+        generations = self.store.generations(clinics)
+        material = json.dumps([kind, clinics, generations, request], sort_keys=True, default=str)
+        return hashlib.sha256(material.encode()).hexdigest()
+
+    def slot(self, kind: str, clinics: Sequence[str], request: Any) -> CacheSlot:
+        """A shared store that fails (Redis away) makes a miss that stores nothing,
+        never a failed request."""
+        try:
+            key = self.key(kind, clinics, request)
+            return CacheSlot(self, key, self.get(kind, key))
+        except Exception as exc:
+            log.warning("answer cache unavailable", extra={"error": type(exc).__name__})
+            return CacheSlot(None, "", None)
+
+    def get(self, kind: str, key: str) -> bytes | None:
+        value = self.store.get(key) if self.live else None
+        counts, metric = (self.hits, HITS) if value is not None else (self.misses, MISSES)
+        counts[kind] = counts.get(kind, 0) + 1
+        metric.labels(kind=kind).inc()
+        return value
+
+    def put(self, kind: str, key: str, value: bytes) -> None:
+        if self.live:
+            self.store.put(key, value, self.ttl_s[kind])
+
+    def invalidate(self, clinic: str) -> None:
+        """A shared store that is away misses the bump; its entries expire by their time."""
+        try:
+            self.store.bump(clinic)
+        except Exception as exc:
+            log.warning("answer cache unavailable", extra={"error": type(exc).__name__})
+
+    def stats(self) -> dict[str, Any]:
+        kinds = sorted(set(self.hits) | set(self.misses))
+        per_kind = {}
+        for kind in kinds:
+            hits, misses = self.hits.get(kind, 0), self.misses.get(kind, 0)
+            per_kind[kind] = {
+                "hits": hits,
+                "misses": misses,
+                "hit_rate": round(hits / (hits + misses), 3) if hits + misses else None,
+            }
+        return {
+            "enabled": True,
+            "live": self.live,
+            "store": type(self.store).__name__,
+            "ttl_s": self.ttl_s,
+            "kinds": per_kind,
+        }
+
+
+@dataclass(frozen=True)
+class CacheSlot:
+    """One request's place in the cache: its key and what was found there."""
+
+    cache: AnswerCache | None
+    key: str
+    hit: bytes | None
+
+    def put(self, kind: str, answer: str | bytes) -> None:
+        if self.cache is not None:
+            value = answer.encode() if isinstance(answer, str) else answer
+            try:
+                self.cache.put(kind, self.key, value)
+            except Exception as exc:
+                log.warning("answer cache unavailable", extra={"error": type(exc).__name__})
+
+
+def listen_for_changes(
+    url: str, cache: AnswerCache, stop: threading.Event, *, retry_s: float = 1.0
+) -> threading.Thread:
+    """LISTEN in a daemon thread; reconnect with backoff. Until (re)connected the cache
+    serves nothing, and a reconnect forgets everything (changes may have been missed)."""
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(f"listen {CHANNEL}")
+                    cache.invalidate(ALL_CLINICS)
+                    cache.live = True
+                    while not stop.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            cache.invalidate(note.payload or ALL_CLINICS)
+            except Exception as exc:
+                log.warning("cache invalidation listener down", extra={"error": type(exc).__name__})
+            finally:
+                cache.live = False
+            stop.wait(retry_s)
+
+    thread = threading.Thread(target=run, name="cache-invalidation", daemon=True)
+    thread.start()
+    return thread

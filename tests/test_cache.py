@@ -1,0 +1,143 @@
+"""The answer cache: served again within its time, dropped as soon as the indexer changes a
+patient of that clinic (LISTEN/NOTIFY), in process or shared through Redis."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from core.apikeys import create_key
+from core.settings import Settings
+from indexer.reindex import reindex
+from indexer.sync import sync_patients
+from search_api.app import create_app
+from tests.factories import insert_patient
+
+
+@pytest.fixture
+def seeded(db_url: str) -> tuple[str, str]:
+    with psycopg.connect(db_url) as conn:
+        insert_patient(conn, "a1", given="Ann", family="Smith", phones=["555-010-2233"])
+        insert_patient(conn, "b1", clinic_id="clinic-b", given="Bob", family="Smith")
+        key = create_key(conn, ["clinic-a"])
+        conn.commit()
+    reindex(db_url, Settings(), progress=False)
+    return db_url, key
+
+
+def search(client: TestClient, q: str) -> tuple[str | None, list[str]]:
+    response = client.post("/v1/patients/search", json={"q": q})
+    assert response.status_code == 200, response.text
+    return response.headers.get("x-cache"), [
+        r["patient"]["given_name"] for r in response.json()["results"]
+    ]
+
+
+def wait_live(client: TestClient) -> None:
+    deadline = time.monotonic() + 10
+    while not client.get("/cache").json()["live"]:
+        assert time.monotonic() < deadline, "invalidation listener never connected"
+        time.sleep(0.05)
+
+
+def check_cache(client: TestClient, url: str) -> None:
+    wait_live(client)
+    assert search(client, "smith") == (None, ["Ann"])
+    assert search(client, "smith") == ("hit", ["Ann"])
+    assert client.get("/v1/patients/a1").headers.get("x-cache") is None
+    assert client.get("/v1/patients/a1").headers.get("x-cache") == "hit"
+    with psycopg.connect(url) as conn:  # another clinic changes: this clinic's answers stay
+        conn.execute("update patients set given_name = 'Robert' where id = 'b1'")
+        sync_patients(conn, ["b1"])
+        conn.commit()
+    time.sleep(0.3)
+    assert search(client, "smith") == ("hit", ["Ann"])
+    with psycopg.connect(url) as conn:  # the indexer changes a patient of this clinic
+        conn.execute("update patients set given_name = 'Anna' where id = 'a1'")
+        sync_patients(conn, ["a1"])
+        conn.commit()
+    deadline = time.monotonic() + 5
+    while search(client, "smith")[1] != ["Anna"]:
+        assert time.monotonic() < deadline, "the change never reached the cache"
+        time.sleep(0.05)
+    assert client.get("/v1/patients/a1").json()["patient"]["given_name"] == "Anna"
+    stats = client.get("/cache").json()
+    assert stats["kinds"]["search"]["hits"] >= 2 and stats["kinds"]["search"]["misses"] >= 2
+    assert "patient_search_cache_hits_total" in client.get("/metrics").text
+
+
+def test_in_process_cache_is_invalidated_by_the_indexer(seeded: tuple[str, str]) -> None:
+    url, key = seeded
+    app = create_app(Settings(pool_min_size=1, pool_max_size=2), url)
+    with TestClient(app, headers={"X-API-Key": key}) as client:
+        check_cache(client, url)
+
+
+def test_cache_off_serves_nothing_twice(seeded: tuple[str, str]) -> None:
+    url, key = seeded
+    app = create_app(Settings(pool_min_size=1, pool_max_size=2, cache_enabled=False), url)
+    with TestClient(app, headers={"X-API-Key": key}) as client:
+        assert search(client, "smith") == (None, ["Ann"])
+        assert search(client, "smith") == (None, ["Ann"])
+        assert client.get("/cache").json() == {"enabled": False}
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        import redis
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=port).ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_shared_cache_in_redis(seeded: tuple[str, str], redis_url: str) -> None:
+    url, key = seeded
+    settings = Settings(pool_min_size=1, pool_max_size=2, redis_url=redis_url)
+    with TestClient(create_app(settings, url), headers={"X-API-Key": key}) as client:
+        check_cache(client, url)
+        assert client.get("/cache").json()["store"] == "RedisStore"
+    # Another process (here: another app) sees what the first stored.
+    with TestClient(create_app(settings, url), headers={"X-API-Key": key}) as other:
+        wait_live(other)
+        search(other, "anna")
+        assert search(other, "anna")[0] == "hit"
+
+
+def test_redis_away_is_a_miss_not_a_failure() -> None:
+    from search_api.cache import AnswerCache, RedisStore
+
+    cache = AnswerCache(RedisStore("redis://127.0.0.1:1/0"), ttl_s={"search": 10.0})
+    cache.live = True
+    cache.invalidate("clinic-a")  # logged, not raised
+    slot = cache.slot("search", ["clinic-a"], {"q": "smith"})
+    assert slot.hit is None
+    slot.put("search", b"{}")  # stores nothing, raises nothing

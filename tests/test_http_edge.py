@@ -1,0 +1,113 @@
+"""The HTTP edge (issue 9, item 5): no 5xx from any path or header, size limits, a cap on
+words, one deadline for the whole search, and PHI answers that no cache may keep."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from core.apikeys import create_key
+from core.settings import Settings
+from engines.pg_search import SEARCH_DEADLINES
+from indexer.reindex import reindex
+from search_api.app import create_app
+from tests.factories import insert_patient
+
+
+@pytest.fixture
+def seeded(db_url: str) -> tuple[str, str]:
+    with psycopg.connect(db_url) as conn:
+        insert_patient(
+            conn,
+            "p1",
+            given="John",
+            family="Smith",
+            birth_date=dt.date(1985, 3, 14),
+            phones=["(555) 010-2233"],
+            mrn="00412",
+        )
+        key = create_key(conn, ["clinic-a"])
+        conn.commit()
+    reindex(db_url, Settings(), progress=False)
+    return db_url, key
+
+
+def open_client(url: str, key: str, **settings: object) -> TestClient:
+    app = create_app(Settings(pool_min_size=1, pool_max_size=2, **settings), url)  # type: ignore[arg-type]
+    return TestClient(app, headers={"X-API-Key": key}, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(seeded: tuple[str, str]) -> Iterator[TestClient]:
+    with open_client(*seeded) as c:
+        yield c
+
+
+def test_nul_in_the_path_is_a_4xx(client: TestClient) -> None:
+    response = client.get("/v1/patients/x%00y")
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+def test_implausible_keys_never_reach_the_cache_or_the_database(client: TestClient) -> None:
+    for key in ("x" * 65536, "psk_" + "a" * 500, "no-prefix-key", "psk_bad key!"):
+        response = client.post(
+            "/v1/patients/search", json={"q": "smith"}, headers={"X-API-Key": key}
+        )
+        assert 400 <= response.status_code < 500, response.status_code
+        assert response.json()["error"]["code"] in ("unauthorized", "headers_too_large")
+    state = client.app.state.search  # type: ignore[attr-defined]
+    assert list(state.keys) == [client.headers["X-API-Key"]] or not state.keys
+
+
+def test_a_huge_body_is_refused_by_size_before_parsing(client: TestClient) -> None:
+    declared = client.post(
+        "/v1/patients/search",
+        content=b"{" + b" " * (100 * 2**20) + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert declared.status_code == 413
+    assert declared.json()["error"]["code"] == "payload_too_large"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies as it streams
+        yield b'{"q": "'
+        for _ in range(200):
+            yield b"a" * 65536
+
+    streamed = client.post(
+        "/v1/patients/search", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413
+
+
+def test_too_many_words_is_a_clear_4xx(client: TestClient) -> None:
+    words = " ".join(f"{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(66))
+    response = client.post("/v1/patients/search", json={"q": words[:200]})
+    assert response.status_code == 422
+    assert "words" in response.json()["error"]["message"]
+    assert client.post("/v1/patients/search", json={"q": "john smith 3/14/1985"}).status_code == 200
+
+
+def test_phi_answers_are_not_stored(client: TestClient) -> None:
+    answers = [
+        client.post("/v1/patients/search", json={"q": "smith"}),
+        client.post(
+            "/v1/patients/lookup", json={"phone": "555-010-2233", "birthdate": "1985-03-14"}
+        ),
+        client.get("/v1/patients/p1"),
+        client.get("/v1/patients/nobody"),
+    ]
+    for response in answers:
+        assert response.headers["cache-control"] == "no-store", response.request.url
+
+
+def test_one_deadline_for_the_whole_search(seeded: tuple[str, str]) -> None:
+    before = SEARCH_DEADLINES._value.get()
+    with open_client(*seeded, search_timeout_ms=1) as client:
+        response = client.post("/v1/patients/search", json={"q": "jon smyth 3/14/1985"})
+    assert response.status_code == 200  # answered with what was found in time, not a 5xx
+    assert SEARCH_DEADLINES._value.get() > before

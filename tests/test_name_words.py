@@ -1,0 +1,68 @@
+"""The word dictionary per clinic (issue 9, item 6): counted per patient, words leave with
+their last patient, and one clinic's names never reach another clinic's expansions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from core.settings import Settings
+from indexer.reindex import reindex
+from indexer.sync import sync_patients
+from tests.factories import insert_patient
+
+
+def words(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], int]:
+    rows = conn.execute("select clinic_id, term, patients from patient_search.name_words")
+    return {(c, t): n for c, t, n in rows}
+
+
+def keys(conn: psycopg.Connection[Any], patient: str) -> set[str]:
+    rows = conn.execute("select term from patient_search.name_keys where id = %s", (patient,))
+    return {r[0] for r in rows}
+
+
+def test_reindex_counts_patients_per_clinic(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        # More patients than one reindex batch (2,000): counts are per patient, not per batch.
+        with conn.cursor() as cur:
+            cur.executemany(
+                "insert into patients (id, clinic_id, given_name, family_name) "
+                "values (%s, %s, %s, %s)",
+                [(f"p{i}", "clinic-a", "Ann", "Smith") for i in range(2500)],
+            )
+        insert_patient(conn, "b1", clinic_id="clinic-b", given="Jozefina", family="Smith")
+        conn.commit()
+    reindex(db_url, Settings(), progress=False)
+    with psycopg.connect(db_url) as conn:
+        got = words(conn)
+    assert got[("clinic-a", "smith")] == 2500
+    assert got[("clinic-a", "ann")] == 2500
+    assert got[("clinic-b", "smith")] == 1
+    assert ("clinic-a", "jozefina") not in got  # no oracle of another clinic's names
+    with psycopg.connect(db_url) as conn:
+        assert keys(conn, "b1") == {"jozefina", "smith"}
+        assert conn.execute("select count(*) from patient_search.name_keys").fetchone() == (5002,)
+
+
+def test_words_follow_updates_and_leave_with_their_last_patient(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        insert_patient(conn, "p1", given="Jozefina", family="Kowalska")
+        insert_patient(conn, "p2", given="Jozefina", family="Nowak")
+        sync_patients(conn, ["p1", "p2"])
+        assert words(conn)[("clinic-a", "jozefina")] == 2
+        # The same patient synced twice counts once.
+        sync_patients(conn, ["p1"])
+        assert words(conn)[("clinic-a", "jozefina")] == 2
+        conn.execute("update patients set given_name = 'Josephine' where id = 'p1'")
+        sync_patients(conn, ["p1"])
+        got = words(conn)
+        assert got[("clinic-a", "jozefina")] == 1
+        assert got[("clinic-a", "josephine")] == 1
+        assert ("clinic-a", "kowalska") in got
+        assert keys(conn, "p1") == {"josephine", "kowalska"}
+        conn.execute("delete from patients where id in ('p1', 'p2')")
+        sync_patients(conn, ["p1", "p2"])
+        assert not {k for k in words(conn) if k[0] == "clinic-a"}
+        assert keys(conn, "p1") == set() and keys(conn, "p2") == set()
