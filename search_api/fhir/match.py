@@ -16,7 +16,7 @@ from search_api.fhir.errors import FhirError
 from search_api.plan import SearchInput
 from search_api.ranking import Ranked
 
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 GRADES = ("certain", "probable", "possible")
 
 

@@ -48,7 +48,7 @@ GENDERS = frozenset({"male", "female", "other", "unknown"})
 FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
 MAX_PARAMETERS = 40
 MAX_VALUE_CHARS = 256
-_DATE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)?(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+_DATE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)?([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?$")
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
 
@@ -259,7 +259,7 @@ class _Results:
 
 def _result_parameter(param: str, value: str, results: _Results, max_count: int) -> _Results:
     if param == "_count":
-        if not value.isdigit() or len(value) > 6:
+        if not (value.isascii() and value.isdigit()) or len(value) > 6:
             raise _bad(param, "use a whole number")
         return replace(results, count=min(int(value), max_count))
     if param == "_sort":
