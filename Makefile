@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format typecheck check bench-relevance bench-indexer bench-load screenshot clean
+.PHONY: demo test lint format typecheck check bench-relevance bench-external bench-indexer bench-load screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ check: lint typecheck test
 
 bench-relevance: $(STAMP)
 	$(BIN)/python -m bench.relevance $(ARGS)
+
+bench-external: $(STAMP)
+	$(BIN)/python -m bench.external $(ARGS)
 
 bench-indexer: $(STAMP)
 	$(BIN)/python -m bench.indexer $(ARGS)

@@ -32,7 +32,7 @@ class Query:
     """One search-box string, what it is testing, and whom it must find."""
 
     kind: str
-    group: str  # name | name_dob | identifier | prefix
+    group: str  # name | name_dob | identifier | prefix | multi | multi_dob (two mistakes)
     q: str
     target_id: str
     clinic_id: str
@@ -377,6 +377,61 @@ def _typo_dob(p: PatientRow, _: Sequence[ContactRow], ctx: _Ctx) -> str | None:
     return _with_dob(p, None, ctx, _name(*parts, ctx.rng)) if parts else None
 
 
+# --- more than one mistake per query (what keeps the benchmark discriminating) -----------
+
+_TYPOS: tuple[Typo, ...] = (typo_substitution, typo_transposition, typo_dropped, typo_doubled)
+
+
+def _typo_word(word: str, rng: random.Random) -> str | None:
+    """One random typo in a word of four letters or more, else None."""
+    if len(letters(word)) < 4:
+        return None
+    changed = rng.choice(_TYPOS)(word, rng)
+    return changed if changed and letters(changed) != letters(word) else None
+
+
+def _two_typos(p: PatientRow, _: Sequence[ContactRow], ctx: _Ctx) -> str | None:
+    """A typo in the given name and another in the family name."""
+    given = _typo_word(given_of(p), ctx.rng)
+    family = _typo_word(base_family(p), ctx.rng)
+    return _name(given, family, ctx.rng) if given and family else None
+
+
+def _nickname_typo(p: PatientRow, _: Sequence[ContactRow], ctx: _Ctx) -> str | None:
+    """Bill for William, and a typo in the family name."""
+    nick = nickname_swap(p, ctx.rng)
+    family = _typo_word(base_family(p), ctx.rng)
+    return _name(nick, family, ctx.rng) if nick and family else None
+
+
+def _swapped_typo(p: PatientRow, _: Sequence[ContactRow], ctx: _Ctx) -> str | None:
+    """Family name first, with a typo in it."""
+    family = _typo_word(base_family(p), ctx.rng)
+    return _as_typed(f"{family} {given_of(p)}", ctx.rng) if family else None
+
+
+def _typo_digit_dob(p: PatientRow, _: Sequence[ContactRow], ctx: _Ctx) -> str | None:
+    """A typo in the name and one digit of the date wrong."""
+    parts = _typo_name(p, ctx.rng.choice(_TYPOS), ctx.rng)
+    wrong = dob_one_digit_wrong(p.birth_date, ctx.rng) if p.birth_date else None
+    return f"{_name(*parts, ctx.rng)} {wrong}" if parts and wrong else None
+
+
+def _nickname_swapped_dob(p: PatientRow, _: Sequence[ContactRow], ctx: _Ctx) -> str | None:
+    """A nickname, and day and month swapped."""
+    nick = nickname_swap(p, ctx.rng)
+    d = p.birth_date
+    if not nick or d is None or d.day == d.month or d.day > 12:
+        return None
+    return f"{_name(nick, base_family(p), ctx.rng)} {d.day:02d}/{d.month:02d}/{d.year}"
+
+
+def _family_typo_dob(p: PatientRow, _: Sequence[ContactRow], ctx: _Ctx) -> str | None:
+    """Only the family name, with a typo, and the date."""
+    family = _typo_word(base_family(p), ctx.rng)
+    return _with_dob(p, None, ctx, _as_typed(family, ctx.rng)) if family else None
+
+
 def _phone_last4(p: PatientRow, c: Sequence[ContactRow], ctx: _Ctx) -> str | None:
     d = _unique_phone(p, c, ctx)
     return f"{_as_typed(base_family(p), ctx.rng)} {d[6:]}" if d else None
@@ -449,8 +504,14 @@ KINDS: dict[str, tuple[str, Builder]] = {
     "mrn_label": ("identifier", _mrn_label),
     "email": ("identifier", _email),
     "prefix": ("prefix", _prefix),
+    "two_typos": ("multi", _two_typos),
+    "nickname_typo": ("multi", _nickname_typo),
+    "swapped_typo": ("multi", _swapped_typo),
+    "typo_digit_dob": ("multi_dob", _typo_digit_dob),
+    "nickname_swapped_dob": ("multi_dob", _nickname_swapped_dob),
+    "family_typo_dob": ("multi_dob", _family_typo_dob),
 }
-GROUPS = ("name", "name_dob", "identifier", "prefix")
+GROUPS = ("name", "name_dob", "identifier", "prefix", "multi", "multi_dob")
 
 
 def make_queries(

@@ -1,10 +1,10 @@
-"""Relevance benchmark: our search beside a pg_trgm query and the original tsvector query.
+"""Relevance benchmark: our search beside pg_trgm, the original tsvector query and rapidfuzz.
 
     python -m bench.relevance [--patients N] [--queries M] [--seed S] [--json PATH]
 
 Loads a synthetic population into a fresh database (embedded PostgreSQL in a temporary
 directory, or a new database on PATIENT_SEARCH_DATABASE_URL), builds the projection,
-asks every generated query of every error kind to three systems restricted to the
+asks every generated query of every error kind to four systems restricted to the
 target's clinic, and reports recall@1, recall@10 and MRR per kind, side by side, so the
 gain over the baselines shows. The exit code is 0 whatever the numbers: it is a report;
 whether the targets hold is printed at the end and written to the JSON.
@@ -81,6 +81,32 @@ def trgm_baseline(conn: psycopg.Connection[Any], q: str, clinic_id: str) -> list
 def tsvector_baseline(conn: psycopg.Connection[Any], q: str, clinic_id: str) -> list[str]:
     """The original task's query: all words must match given/middle/family, ts_rank order."""
     return [r[0] for r in conn.execute(TSVECTOR_SQL, (clinic_id, q, q))]
+
+
+class RapidfuzzBaseline:
+    """Brute force with the named dependency alone: token_sort_ratio of "given family"
+    against every patient of the clinic, no index."""
+
+    def __init__(self) -> None:
+        self._clinics: dict[str, tuple[list[str], list[str]]] = {}
+
+    def __call__(self, conn: psycopg.Connection[Any], q: str, clinic_id: str) -> list[str]:
+        from rapidfuzz import fuzz, process, utils
+
+        if clinic_id not in self._clinics:
+            rows = conn.execute(
+                f"select id, {_FULL_NAME} from patients where clinic_id = %s order by id",
+                (clinic_id,),
+            ).fetchall()
+            self._clinics[clinic_id] = (
+                [r[0] for r in rows],
+                [utils.default_process(r[1]) for r in rows],
+            )
+        ids, texts = self._clinics[clinic_id]
+        found = process.extract(
+            utils.default_process(q), texts, scorer=fuzz.token_sort_ratio, limit=LIMIT
+        )
+        return [ids[i] for _text, _score, i in found]
 
 
 def _load_words(dsn: str) -> list[tuple[str, int]]:
@@ -174,6 +200,11 @@ def fresh_database() -> Iterator[str]:
             yield make_conninfo(external, dbname=name)
         finally:
             with psycopg.connect(external, autocommit=True) as admin:
+                # `migrate` may have made a logical replication slot there (CDC)
+                for (slot,) in admin.execute(
+                    "select slot_name from pg_replication_slots where database = %s", (name,)
+                ).fetchall():
+                    admin.execute("select pg_drop_replication_slot(%s)", (slot,))
                 admin.execute(
                     sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
                 )
@@ -383,9 +414,9 @@ def ambiguity(population: Sequence[Person], queries: Sequence[Query]) -> dict[st
         keys[p.id] = (name, with_dob)
     shared: dict[str, list[bool]] = defaultdict(list)
     for q in queries:
-        if q.group in ("name", "name_dob") and q.target_id in keys:
+        if q.group in ("name", "name_dob", "multi", "multi_dob") and q.target_id in keys:
             name_key, dob_key = keys[q.target_id]
-            count = by_name_dob[dob_key] if q.group == "name_dob" else by_name[name_key]
+            count = by_name_dob[dob_key] if q.group.endswith("_dob") else by_name[name_key]
             shared[q.kind].append(count > 1)
     return {kind: round(sum(v) / len(v), 4) for kind, v in shared.items()}
 
@@ -417,6 +448,7 @@ def run(*, patients: int, queries: int, seed: int, clinics: int, json_path: Path
             systems["ours"] = mine
         systems["pg_trgm"] = trgm_baseline
         systems["tsvector"] = tsvector_baseline
+        systems["rapidfuzz"] = RapidfuzzBaseline()
         with psycopg.connect(url, autocommit=True) as conn:
             outcome = evaluate(conn, asked, systems)
     summary = summarize(outcome, asked)

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from core import terms as t
 from normalizers.emails import normalize_email
@@ -72,6 +72,7 @@ class MatchFields(TypedDict):
     phones: list[str]  # E.164
     national: list[str]
     emails: list[str]  # canonical
+    updated_at: NotRequired[str | None]  # ISO 8601: orders namesakes, latest first
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,8 @@ def build_document(
         "phones": sorted(set(found.e164)),
         "national": sorted(set(found.national)),
         "emails": sorted(set(found.canonical_emails)),
+        # For ordering namesakes: the most recently updated record first.
+        "updated_at": row["updated_at"].isoformat() if row.get("updated_at") else None,
     }
     sort_key = fold(" ".join(filter(None, [row.get("family_name"), row.get("given_name")])))
     return PatientDocument(

@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from core import term_counts
+
 SCHEMA = "patient_search"
 PROJECTION = "patients"
 _LOCK_KEY = 7_345_001  # advisory lock serialising migrations across processes
@@ -324,6 +326,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
         _m10_dead_letters_without_data,
     ),
     (20, "meilisearch outbox", _m20_meili_outbox),
+    (40, "per-clinic counts of name words and dates of birth", term_counts.migrate_40),
     (
         50,
         "key scopes and lifecycle, audit trail, rate limits, lookup lockout",

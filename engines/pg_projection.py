@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -9,7 +10,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from core import terms
+from core import term_counts, terms
 from core.documents import PatientDocument
 from core.schema import PROJECTION, SCHEMA
 
@@ -82,8 +83,12 @@ def upsert_documents(
         vals=sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)),
         updates=updates,
     )
+    live = table == PROJECTION
+    old = _lock_counted_terms(conn, [d.id for d in docs]) if live else []
     with conn.cursor() as cur:
         cur.executemany(query, [_row(d) for d in docs])
+    if live:
+        _count_terms(conn, old, [(d.clinic_id, stored_terms(d)) for d in docs])
     _remember_contacts(conn, docs)
     add_dictionary_terms(conn, docs)
 
@@ -94,11 +99,14 @@ def delete_documents(
     wanted = sorted(set(ids))
     if not wanted:
         return
-    conn.execute(
-        sql.SQL("delete from {} where id = any(%s)").format(sql.Identifier(SCHEMA, table)),
+    gone = conn.execute(
+        sql.SQL("delete from {} where id = any(%s) returning clinic_id, terms").format(
+            sql.Identifier(SCHEMA, table)
+        ),
         (wanted,),
-    )
-    if table == PROJECTION:  # contact_owner mirrors the live projection, not a rebuild
+    ).fetchall()
+    if table == PROJECTION:  # contact_owner and term counts mirror the live projection
+        _count_terms(conn, [(r[0], r[1]) for r in gone], [])
         conn.execute(
             "delete from patient_search.contact_owner where patient_id = any(%s)", (wanted,)
         )
@@ -114,6 +122,32 @@ def copy_documents(
         with cur.copy(copy_sql) as copy:
             for doc in docs:
                 copy.write_row(_row(doc))
+
+
+def _lock_counted_terms(
+    conn: psycopg.Connection[Any], ids: list[str]
+) -> list[tuple[str, list[str]]]:
+    """The documents as they are before an upsert, locked until it commits."""
+    rows = conn.execute(
+        "select clinic_id, terms from patient_search.patients where id = any(%s) "
+        "order by id for update",
+        (sorted(set(ids)),),
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def _count_terms(
+    conn: psycopg.Connection[Any],
+    before: Sequence[tuple[str, list[str]]],
+    after: Sequence[tuple[str, list[str]]],
+) -> None:
+    """Per-clinic counts of name words and dates follow every live write (core.term_counts)."""
+    delta: Counter[str] = Counter()
+    for clinic_id, stored in before:
+        delta.update(term_counts.document_delta(clinic_id, stored, -1))
+    for clinic_id, stored in after:
+        delta.update(term_counts.document_delta(clinic_id, stored, 1))
+    term_counts.apply_delta(conn, delta)
 
 
 def _remember_contacts(conn: psycopg.Connection[Any], docs: Sequence[PatientDocument]) -> None:

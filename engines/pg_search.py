@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from core import term_counts, terms
 from engines.base import Candidate, CandidateQuery, NameToken
 from engines.filters import NAME_FIELDS, Filter, folded_words
 from engines.pg_projection import scope_terms
@@ -29,6 +30,8 @@ Observer = Callable[[str, float], None]
 
 # Rows an ordered (loosest) pass may read before ordering them.
 ORDERED_PASS_CAP = 2000
+# Patients born on the typed date read when no name agrees (see names_with_date).
+DOB_ALONE_ROWS = 5
 
 
 class PostgresEngine:
@@ -44,6 +47,11 @@ class PostgresEngine:
     def candidates(self, query: CandidateQuery) -> list[Candidate]:
         with self.pool.connection() as conn:
             return find_candidates(conn, query, observe=self._observe, expand=self.words.expand)
+
+    def term_counts(self, keys: Sequence[str]) -> dict[str, int]:
+        """Per-clinic counts of name words and dates, for evidence weights (core.term_counts)."""
+        with self.pool.connection() as conn:
+            return term_counts.lookup(conn, keys)
 
     def get(self, patient_id: str, clinic_ids: tuple[str, ...]) -> Candidate | None:
         with self.pool.connection() as conn:
@@ -228,6 +236,12 @@ class CandidateSearch:
             # still finds the patient born that day.
             any_date = self.overlaps([*self.query.dob_terms, *self.query.dob_near_terms])
             self.run_pass("dob_any_name", [self.any_word(), any_date])
+        born = set(terms.values(self.query.dob_terms, terms.DOB))
+        if not any(c.match.get("birth_date") in born for c in self.found.values()):
+            # The date alone, a few rows: a patient whose name was entered all
+            # differently (a married name, another person's) is still on the page
+            # when few patients of the clinic were born that day.
+            self.run_pass("dob_alone", [self.overlaps(self.query.dob_terms)], rows=DOB_ALONE_ROWS)
 
     def names_alone(self) -> None:
         for i in range(3):
@@ -239,9 +253,12 @@ class CandidateSearch:
             self.run_pass(level, [*(self.overlaps(w) for w in words), *self.weak], order=order)
 
     def last_resorts(self) -> None:
-        """Only when no level matched: any one word, then whole-name trigram similarity."""
-        if not self.found and len(self.query.names) > 1:
-            self.run_pass("any_name", [self.any_word(), *self.weak])
+        """When the levels did not fill the page: any one word, closest first (a name
+        part entered all differently, a married name); then, when nothing matched at
+        all, whole-name trigram similarity."""
+        if not self.enough() and len(self.query.names) > 1:
+            order = self.levels[-1][2] if self.levels else None
+            self.run_pass("any_name", [self.any_word(), *self.weak], order=order)
         name_text = self.query.name_text
         if not self.found and name_text:
             self.conn.execute("set local pg_trgm.similarity_threshold = 0.3")
@@ -277,12 +294,17 @@ class CandidateSearch:
         return self.overlaps([t for _, words, _ in self.levels for terms in words for t in terms])
 
     def run_pass(
-        self, kind: str, conds: list[sql.Composable], order: sql.Composable | None = None
+        self,
+        kind: str,
+        conds: list[sql.Composable],
+        order: sql.Composable | None = None,
+        rows: int | None = None,
     ) -> None:
-        """One statement; its rows not yet found are added. Skipped once the page is full."""
-        limit = self.query.limit
-        if len(self.found) >= limit:
+        """One statement; its rows (at most `rows`) not yet found are added. Skipped once
+        the page is full."""
+        if len(self.found) >= self.query.limit:
             return
+        limit = min(rows or self.query.limit, self.query.limit)
         where = sql.SQL(" and ").join([*self.base, *conds])
         if order is None:
             stmt = sql.SQL("select id, doc from patient_search.patients where {} limit {}").format(
@@ -296,9 +318,9 @@ class CandidateSearch:
                 "from patient_search.patients where {} limit {}) p order by {} limit {}"
             ).format(where, sql.Literal(ORDERED_PASS_CAP), order, sql.Literal(limit))
         started = time.perf_counter()
-        rows = self.conn.execute(stmt).fetchall()
+        fetched = self.conn.execute(stmt).fetchall()
         self.observe(kind, time.perf_counter() - started)
-        for row in rows:
+        for row in fetched:
             if row[0] not in self.found:
                 self.found[row[0]] = _candidate(row)
 

@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 from tqdm import tqdm
 
+from core import term_counts
 from core.documents import PatientDocument
 from core.schema import (
     PROJECTION,
@@ -294,6 +295,7 @@ def _swap(
         # or unindexable now all leave the rebuilt copy.
         pg_projection.delete_documents(conn, touched, table=REBUILD)
         pg_projection.copy_documents(conn, docs, table=REBUILD)
+        term_counts.refresh(conn, table=REBUILD, clinic_id=clinic_id)
         if clinic_id is None:
             _catch_up_owners(conn, touched, docs)
             _rename_into_place(conn, PROJECTION, REBUILD, PROJECTION_INDEX_SUFFIXES)

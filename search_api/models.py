@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -78,6 +78,10 @@ class SearchResult(BaseModel):
     score: float
     match: str
     matched: list[str]
+    grade: Literal["certain", "probable", "possible"] = Field(
+        description="How sure the match is, calibrated on an external benchmark: certain "
+        "(>= 99% right there), probable (>= 90%), possible"
+    )
     patient: Mapping[str, Any]  # core.documents.PatientRecord
     # Added for the search page (the contract only grows): what to mark and how to show it.
     highlights: list[Highlight] = Field(default_factory=list)

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from core import terms
+from core import term_counts, terms
 from core.settings import Settings
 from engines.base import Candidate
 from engines.filters import accepts
@@ -22,7 +22,7 @@ from normalizers.phones import normalize_phone
 from search_api.failover import Router
 from search_api.metrics import ENGINE_QUERY_SECONDS
 from search_api.plan import SearchInput, SearchPlan, build_plan
-from search_api.ranking import Ranked, RankQuery, match_date, match_names, rank
+from search_api.ranking import Ranked, RankQuery, count_keys, match_date, match_names, rank
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,20 @@ def plan_for(request: SearchInput, clinic_ids: Sequence[str], settings: Settings
     if plan.empty and not request.filters:
         raise EmptyQuery("the query holds nothing to search for")
     return plan
+
+
+CountReader = Callable[[Sequence[str]], Mapping[str, int]]
+
+
+def read_counts(reader: CountReader | None, candidates: Sequence[Candidate]) -> Mapping[str, int]:
+    """The clinics' term counts the evidence needs; without them evidence is uniform."""
+    if reader is None or not candidates:
+        return {}
+    try:
+        return reader(count_keys(candidates))
+    except Exception as exc:  # ranking still works, only less finely: never fail the search
+        log.warning("term counts not readable", extra={"error": type(exc).__name__})
+        return {}
 
 
 def agrees(query: RankQuery, result: Ranked) -> bool:
@@ -149,9 +163,14 @@ def _stored(result: Ranked, field: str) -> Any:
     return record.get(field)
 
 
-def select(request: SearchInput, plan: SearchPlan, candidates: Sequence[Candidate]) -> list[Ranked]:
+def select(
+    request: SearchInput,
+    plan: SearchPlan,
+    candidates: Sequence[Candidate],
+    counts: Mapping[str, int] | None = None,
+) -> list[Ranked]:
     """Rank, keep what meets the request's filters (and criteria, with match_all), sort."""
-    ranked = unscored(candidates) if plan.empty else rank(plan.rank, candidates)
+    ranked = unscored(candidates) if plan.empty else rank(plan.rank, candidates, counts)
     if request.filters or request.match_all:
         ranked = [
             r
@@ -163,14 +182,18 @@ def select(request: SearchInput, plan: SearchPlan, candidates: Sequence[Candidat
 
 
 def search(
-    router: Router, request: SearchInput, clinic_ids: Sequence[str], settings: Settings
+    router: Router,
+    request: SearchInput,
+    clinic_ids: Sequence[str],
+    settings: Settings,
+    counts: CountReader | None = None,
 ) -> SearchOutcome:
     started = time.perf_counter()
     plan = plan_for(request, clinic_ids, settings)
     asked = time.perf_counter()
     answer = router.candidates(plan.candidates)
     engine_ms = (time.perf_counter() - asked) * 1000
-    ranked = select(request, plan, answer.candidates)
+    ranked = select(request, plan, answer.candidates, read_counts(counts, answer.candidates))
     page = ranked[request.offset : request.offset + request.limit]
     return SearchOutcome(
         results=page,
@@ -185,6 +208,28 @@ def search(
     )
 
 
+def search_ranked(
+    conn: psycopg.Connection[Any],
+    q: str,
+    clinic_ids: Sequence[str],
+    *,
+    limit: int = 10,
+    settings: Settings,
+    words: WordDictionary,
+) -> list[Ranked]:
+    """Ranked, graded results for a search-box string on one connection (benchmarks, tests).
+
+    `words` is a loaded in-process dictionary, as the API holds one.
+    """
+    plan = plan_for(SearchInput(q=q, limit=limit), clinic_ids, settings)
+    with conn.transaction():
+        candidates = find_candidates(
+            conn, plan.candidates, observe=lambda kind, s: None, expand=words.expand
+        )
+        counts = term_counts.lookup(conn, count_keys(candidates))
+    return rank(plan.rank, candidates, counts)[:limit]
+
+
 def search_ids(
     conn: psycopg.Connection[Any],
     q: str,
@@ -194,16 +239,9 @@ def search_ids(
     settings: Settings,
     words: WordDictionary,
 ) -> list[str]:
-    """Ranked patient ids for a search-box string on one connection (benchmarks).
-
-    `words` is a loaded in-process dictionary, as the API holds one.
-    """
-    plan = plan_for(SearchInput(q=q, limit=limit), clinic_ids, settings)
-    with conn.transaction():
-        candidates = find_candidates(
-            conn, plan.candidates, observe=lambda kind, s: None, expand=words.expand
-        )
-    return [r.candidate.id for r in rank(plan.rank, candidates)[:limit]]
+    """Ranked patient ids for a search-box string on one connection (benchmarks)."""
+    ranked = search_ranked(conn, q, clinic_ids, limit=limit, settings=settings, words=words)
+    return [r.candidate.id for r in ranked]
 
 
 def lookup_terms(

@@ -5,14 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from core import term_counts
 from core.documents import build_document
 from engines.base import Candidate
 from search_api.plan import SearchInput, build_plan
-from search_api.ranking import rank
+from search_api.ranking import grade_of, match_date, match_probabilities, rank
 
 
 def candidate(id: str, given: str, family: str, born: str, **extra: Any) -> Candidate:
-    row = {
+    row: dict[str, Any] = {
         "id": id,
         "clinic_id": "c",
         "given_name": given,
@@ -20,7 +21,8 @@ def candidate(id: str, given: str, family: str, born: str, **extra: Any) -> Cand
         "family_name": family,
         "birth_date": dt.date.fromisoformat(born),
         "mrn": extra.get("mrn"),
-        "active": True,
+        "active": extra.get("active", True),
+        "updated_at": extra.get("updated_at"),
     }
     contacts = [
         {"id": f"{id}-{i}", "kind": "phone", "value": v, "use": None}
@@ -128,3 +130,123 @@ def test_as_you_type_completion_beats_a_nickname() -> None:
     ]
     plan = build_plan(SearchInput(q="smith jo"), ["c"])
     assert rank(plan.rank, pool)[0].candidate.id == "johnathan"
+
+
+# -- evidence, bands, ties and grades (issue 12) -------------------------------------------
+
+
+def counts(clinic_size: int, **holders: int) -> dict[str, int]:
+    """Term counts as core.term_counts keeps them: name words (n_smith=300) and dates."""
+    out = {term_counts.key("c", "#"): clinic_size}
+    for name, n in holders.items():
+        kind, _, value = name.partition("_")
+        term = f"n:{value}" if kind == "n" else f"dob:{value.replace('_', '-')}"
+        out[term_counts.key("c", term)] = n
+    return out
+
+
+def test_a_date_that_agrees_beats_a_full_name_with_a_contradicting_date() -> None:
+    """The issue's example: a married name, the date typed precisely because it identifies."""
+    pool = [
+        candidate("ryan", "Isabella", "Ryan", "1994-06-02"),
+        candidate("jessup", "Isabella", "Jessup", "1933-12-04"),
+        candidate("other", "Mary", "Jessup", "1950-01-01"),
+    ]
+    plan = build_plan(SearchInput(q="isabella ryan 12/4/1933"), ["c"])
+    ranked = rank(plan.rank, pool)
+    assert [r.candidate.id for r in ranked][:2] == ["jessup", "ryan"]
+    assert ranked[0].score > ranked[1].score
+
+
+def test_one_digit_off_or_swapped_date_with_a_name_word_still_beats_a_contradiction() -> None:
+    pool = [
+        candidate("namesake", "Isabella", "Ryan", "1994-06-02"),
+        candidate("digit", "Isabella", "Jessup", "1933-12-14"),
+    ]
+    plan = build_plan(SearchInput(q="isabella ryan 12/4/1933"), ["c"])
+    assert rank(plan.rank, pool)[0].candidate.id == "digit"
+
+
+def test_exact_name_and_exact_date_stay_first_whatever_the_frequencies() -> None:
+    pool = [
+        candidate("exact", "John", "Smith", "1985-03-14"),
+        candidate("rare", "Xavier", "Smith", "1985-03-14"),
+    ]
+    plan = build_plan(SearchInput(q="john smith 3/14/1985"), ["c"])
+    many = counts(5000, n_john=400, n_smith=300, dob_1985_03_14=2, n_xavier=1)
+    assert rank(plan.rank, pool, many)[0].candidate.id == "exact"
+
+
+def test_agreement_on_a_rare_name_is_stronger_evidence_than_on_a_common_one() -> None:
+    pool = [
+        candidate("common", "John", "Smith", "1985-03-14"),
+        candidate("rare", "Ezekiel", "Quartermaine", "1985-03-14"),
+    ]
+    # the typed family name matches neither exactly; each agrees on one word and the date
+    plan = build_plan(SearchInput(q="john quartermaine 3/14/1985"), ["c"])
+    freq = counts(5000, n_john=400, n_smith=300, n_ezekiel=3, n_quartermaine=1)
+    ranked = rank(plan.rank, pool, freq)
+    assert ranked[0].candidate.id == "rare"
+    assert ranked[0].weight > ranked[1].weight
+
+
+def test_exact_date_without_any_name_agreement_is_on_the_page_but_low() -> None:
+    pool = [
+        candidate("born_that_day", "Peyton", "Cupo", "1995-07-10"),
+        candidate("namesake", "Imogen", "Clarke", "1970-01-01"),
+    ]
+    plan = build_plan(SearchInput(q="clarke, imogen 7/10/1995"), ["c"])
+    ids = [r.candidate.id for r in rank(plan.rank, pool, counts(2000, dob_1995_07_10=1))]
+    assert ids == ["namesake", "born_that_day"]
+
+
+def test_namesakes_active_first_then_most_recently_updated() -> None:
+    pool = [
+        candidate("a_old", "Ann", "Lee", "1980-01-01", updated_at=dt.datetime(2020, 1, 1)),
+        candidate("b_inactive", "Ann", "Lee", "1980-01-01", active=False),
+        candidate("c_new", "Ann", "Lee", "1980-01-01", updated_at=dt.datetime(2024, 5, 1)),
+    ]
+    plan = build_plan(SearchInput(q="ann lee", include_inactive=True), ["c"])
+    assert [r.candidate.id for r in rank(plan.rank, pool)] == ["c_new", "a_old", "b_inactive"]
+
+
+def test_grades_follow_the_evidence_and_the_competition() -> None:
+    unique = [candidate("only", "Ezekiel", "Quartermaine", "1985-03-14")]
+    plan = build_plan(SearchInput(q="ezekiel quartermaine 1985-03-14"), ["c"])
+    freq = counts(5000, n_ezekiel=3, n_quartermaine=1, dob_1985_03_14=2)
+    assert rank(plan.rank, unique, freq)[0].grade == "certain"
+    # two patients with the same common name and no date: neither is certain
+    twins = [
+        candidate("one", "John", "Smith", "1985-03-14"),
+        candidate("two", "John", "Smith", "1990-01-01"),
+    ]
+    plan = build_plan(SearchInput(q="john smith"), ["c"])
+    grades = [r.grade for r in rank(plan.rank, twins, counts(5000, n_john=400, n_smith=300))]
+    assert "certain" not in grades
+    assert grade_of(0.999) == "certain" and grade_of(0.7) == "probable"
+    assert grade_of(0.1) == "possible"
+    probabilities = match_probabilities([10.0, 10.0, -3.0])
+    assert probabilities[0] == probabilities[1] < 0.5
+    assert 0.0 < sum(probabilities) < 1.0  # the rest is "someone else"
+
+
+def test_identifiers_stay_first_and_certain_when_nothing_contradicts_them() -> None:
+    ranked = rank(build_plan(SearchInput(q="MRN 00412"), ["c"]).rank, POOL)
+    assert [(r.candidate.id, r.grade) for r in ranked] == [("mrn", "certain")]
+    # an MRN typed with another patient's name: still first, but no longer certain
+    ranked = rank(build_plan(SearchInput(q="john smith mrn 00412"), ["c"]).rank, POOL)
+    assert ranked[0].candidate.id == "mrn"
+    assert ranked[0].grade != "certain"
+
+
+def test_swapped_day_and_month_only_count_in_the_same_year() -> None:
+    plan = build_plan(SearchInput(q="ann lee 1985-04-03"), ["c"])
+    assert match_date(plan.rank, "1985-03-04") == ("near", 0.6)
+    assert match_date(plan.rank, "1960-03-04")[0] == "mismatch"
+
+
+def test_a_name_alone_is_never_certain() -> None:
+    only = [candidate("only", "Ezekiel", "Quartermaine", "1985-03-14")]
+    plan = build_plan(SearchInput(q="ezekiel quartermaine"), ["c"])
+    (result,) = rank(plan.rank, only, counts(5000, n_ezekiel=1, n_quartermaine=1))
+    assert result.probability >= 0.99 and result.grade == "probable"

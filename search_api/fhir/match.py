@@ -136,15 +136,8 @@ def parse_match(body: Any, *, mrn_system: str, max_count: int) -> MatchRequest:
 
 
 def score_grade(result: Ranked) -> str:
-    """STAND-IN until the ranking's calibrated grades land (issue 12).
-
-    Read off the ranker's tier (score = (tier + sub) / 9): tier 7-8 is an exact
-    identifier, or every name word and the birth date exact -> certain; tier 5-6
-    is every name word exact, or the exact date with close names -> probable;
-    anything looser -> possible.
-    """
-    tier = int(result.score * 9 + 1e-9)
-    return "certain" if tier >= 7 else "probable" if tier >= 5 else "possible"
+    """The ranking's calibrated grade (search_api.ranking.grade_results, issue 12)."""
+    return result.grade
 
 
 def match_grade(result: Ranked, gender: str | None) -> str:

@@ -100,7 +100,13 @@ def _run(state: AppState, key: Caller, parsed: FhirSearch) -> SearchOutcome | No
     if parsed.impossible:
         return None
     try:
-        return search(state.router, parsed.request, key.clinics, state.settings)
+        return search(
+            state.router,
+            parsed.request,
+            key.clinics,
+            state.settings,
+            counts=state.postgres.term_counts,
+        )
     except EmptyQuery as exc:
         raise FhirError(400, "invalid", "nothing to search for in the parameters") from exc
 
@@ -232,7 +238,9 @@ def match_bundle(state: AppState, key: Caller, payload: Any, base: str) -> dict[
     settings = state.settings
     wanted = parse_match(payload, mrn_system=settings.fhir_mrn_system, max_count=settings.max_limit)
     try:
-        outcome = search(state.router, wanted.request, key.clinics, settings)
+        outcome = search(
+            state.router, wanted.request, key.clinics, settings, counts=state.postgres.term_counts
+        )
     except EmptyQuery as exc:
         raise FhirError(400, "invalid", "too little to match on") from exc
     graded = [(r, match_grade(r, wanted.gender)) for r in outcome.results]

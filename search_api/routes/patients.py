@@ -40,7 +40,13 @@ def search_patients(
     if thin is not None:
         raise ApiError(400, "query_too_thin", thin)
     try:
-        outcome = search(state.router, request, access.clinics, state.settings)
+        outcome = search(
+            state.router,
+            request,
+            access.clinics,
+            state.settings,
+            counts=state.postgres.term_counts,
+        )
     except InvalidSearch as exc:
         raise ApiError(422, exc.code, str(exc)) from exc
     access.returned(r.candidate.id for r in outcome.results)
@@ -58,6 +64,7 @@ def search_patients(
                 score=r.score,
                 match=r.match,
                 matched=list(r.matched),
+                grade=r.grade,
                 patient=r.candidate.patient,
                 **extra,
             )

@@ -1,0 +1,73 @@
+"""Evidence-weighted search end to end on PostgreSQL: retrieval, term counts, order, grade."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from core.settings import Settings
+from engines.word_dictionary import WordDictionary
+from indexer import reindex as rx
+from search_api.service import search_ranked
+from tests.factories import insert_patient
+
+
+@pytest.fixture
+def clinic(db_url: str) -> str:
+    with psycopg.connect(db_url) as conn:
+        insert_patient(conn, "ryan", given="Isabella", family="Ryan", birth_date="1994-06-02")
+        insert_patient(conn, "jessup", given="Isabella", family="Jessup", birth_date="1933-12-04")
+        insert_patient(conn, "cupo", given="Peyton", family="Cupo", birth_date="1995-07-10")
+        insert_patient(conn, "clarke", given="Imogen", family="Clarke", birth_date="1970-01-01")
+        for i in range(30):  # a common name, so agreeing on it tells little
+            insert_patient(
+                conn,
+                f"smith{i}",
+                given="John",
+                family="Smith",
+                birth_date=f"19{50 + i}-{i % 12 + 1:02d}-{i % 27 + 1:02d}",
+            )
+        insert_patient(
+            conn, "xavier", given="Xavier", family="Quartermaine", birth_date="1960-05-05"
+        )
+        insert_patient(conn, "other-clinic", clinic_id="clinic-b", given="Peyton", family="Cupo")
+    rx.reindex(db_url, Settings(), progress=False)
+    return db_url
+
+
+def _words(url: str) -> list[tuple[str, int]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("select term, frequency from patient_search.name_dictionary")
+        return [(r[0], r[1]) for r in rows]
+
+
+def ranked(url: str, q: str) -> list[tuple[str, str]]:
+    words = WordDictionary(lambda: _words(url))
+    words.load()
+    with psycopg.connect(url) as conn:
+        found = search_ranked(
+            conn, q, ["clinic-a"], settings=Settings(database_url=url), words=words
+        )
+    return [(r.candidate.id, r.grade) for r in found]
+
+
+def test_the_typed_date_wins_over_a_namesake_with_another_date(clinic: str) -> None:
+    assert [i for i, _ in ranked(clinic, "isabella ryan 12/4/1933")][:2] == ["jessup", "ryan"]
+
+
+def test_a_patient_born_that_day_is_on_the_page_when_no_name_agrees(clinic: str) -> None:
+    ids = [i for i, _ in ranked(clinic, "clarke, imogen 7/10/1995")]
+    assert ids[0] == "clarke"  # the full name, with another date, first
+    assert "cupo" in ids and "other-clinic" not in ids
+
+
+def test_a_short_page_is_filled_with_one_word_matches(clinic: str) -> None:
+    # "tylah" matches nobody: the patients called Quartermaine still come
+    assert [i for i, _ in ranked(clinic, "tylah quartermaine")] == ["xavier"]
+
+
+def test_grades_certain_for_a_rare_exact_match_and_never_for_a_crowd(clinic: str) -> None:
+    assert ranked(clinic, "xavier quartermaine 5/5/1960")[0] == ("xavier", "certain")
+    grades = {g for _, g in ranked(clinic, "john smith")}
+    assert grades == {"possible"}
+    assert ranked(clinic, "john smith 6/6/1955")[0] == ("smith5", "certain")

@@ -1,0 +1,105 @@
+"""Per-clinic counts of name words and dates: kept by reindex and by every CDC write."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from core import term_counts
+from core.schema import migrate
+from core.settings import Settings
+from indexer import reindex as rx
+from indexer.sync import sync_patients
+from tests.factories import insert_patient
+
+
+def _counts(conn: psycopg.Connection) -> dict[str, int]:
+    rows = conn.execute("select term, count from patient_search.term_counts").fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def _expected(conn: psycopg.Connection) -> dict[str, int]:
+    saved = _counts(conn)
+    conn.execute("savepoint s")
+    term_counts.refresh(conn, table="patients")
+    expected = _counts(conn)
+    conn.execute("rollback to savepoint s")
+    assert _counts(conn) == saved
+    return expected
+
+
+@pytest.fixture
+def clinics(db_url: str) -> str:
+    with psycopg.connect(db_url) as conn:
+        for i in range(12):
+            insert_patient(
+                conn,
+                f"a{i}",
+                clinic_id="clinic-a",
+                given=["Ana", "John", "Mary"][i % 3],
+                family="Smith" if i % 2 else f"Rare{i}",
+                birth_date="1985-03-14" if i < 4 else f"1990-01-{i + 1:02d}",
+            )
+        for i in range(5):
+            insert_patient(conn, f"b{i}", clinic_id="clinic-b", given="Ana", family="Smith")
+    rx.reindex(db_url, Settings(), progress=False)
+    return db_url
+
+
+def key(clinic: str, term: str) -> str:
+    return term_counts.key(clinic, term)
+
+
+def test_reindex_counts_words_dates_and_patients_per_clinic(clinics: str) -> None:
+    with psycopg.connect(clinics) as conn:
+        counts = _counts(conn)
+    assert counts[key("clinic-a", "#")] == 12
+    assert counts[key("clinic-b", "#")] == 5
+    assert counts[key("clinic-a", "n:smith")] == 6
+    assert counts[key("clinic-b", "n:smith")] == 5  # never mixed across clinics
+    assert counts[key("clinic-a", "n:ana")] == 4
+    assert counts[key("clinic-a", "dob:1985-03-14")] == 4
+    assert counts[key("clinic-a", "n:rare0")] == 1
+    assert not any(":" in t and t.split("\x1f")[1].startswith(("p:", "k:")) for t in counts)
+
+
+def test_cdc_writes_keep_the_counts_exact(clinics: str) -> None:
+    with psycopg.connect(clinics) as conn:
+        # a new patient, a renamed one, a moved date, a deleted one
+        insert_patient(conn, "a100", clinic_id="clinic-a", given="Zed", family="Smith")
+        conn.execute("update patients set family_name = 'Jones' where id = 'a1'")
+        conn.execute("update patients set birth_date = '2001-02-03' where id = 'a0'")
+        conn.execute("delete from patients where id = 'a2'")
+        sync_patients(conn, ["a100", "a1", "a0", "a2"])
+        counts = _counts(conn)
+        assert counts == _expected(conn)
+        assert counts[key("clinic-a", "#")] == 12
+        assert counts[key("clinic-a", "n:smith")] == 6  # +a100, -a1
+        assert counts[key("clinic-a", "n:jones")] == 1
+        assert counts[key("clinic-a", "dob:1985-03-14")] == 2  # a0 moved, a2 deleted
+        assert key("clinic-a", "n:rare2") not in counts  # nobody holds it any more
+        # the same change applied twice (at-least-once delivery) counts once
+        sync_patients(conn, ["a100", "a1"])
+        assert _counts(conn) == counts
+
+
+def test_one_clinic_reindex_recounts_only_that_clinic(clinics: str) -> None:
+    with psycopg.connect(clinics) as conn:
+        insert_patient(conn, "b100", clinic_id="clinic-b", given="Ana", family="Smith")
+        conn.commit()  # not synced: only the clinic-b rebuild sees it
+    rx.reindex(clinics, Settings(), clinic_id="clinic-b", progress=False)
+    with psycopg.connect(clinics) as conn:
+        counts = _counts(conn)
+        assert counts == _expected(conn)
+    assert counts[key("clinic-b", "#")] == 6
+    assert counts[key("clinic-a", "#")] == 12
+
+
+def test_migration_fills_counts_from_an_existing_projection(clinics: str) -> None:
+    with psycopg.connect(clinics) as conn:
+        before = _counts(conn)
+        conn.execute("drop table patient_search.term_counts")
+        conn.execute("delete from patient_search.schema_migrations where version = 40")
+        conn.commit()
+        assert 40 in migrate(conn)
+        assert _counts(conn) == before
