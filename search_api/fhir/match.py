@@ -80,7 +80,7 @@ def _first(items: Any, want: Any) -> str | None:
 
 
 def _calendar_day(value: Any) -> bool:
-    if not isinstance(value, str) or not _DAY.match(value):
+    if not isinstance(value, str) or not _DAY.fullmatch(value):
         return False
     try:
         dt.date.fromisoformat(value)

@@ -102,7 +102,7 @@ def _split(param: str, value: str, *, allow_or: bool) -> list[str]:
 
 def _period(param: str, value: str) -> tuple[str, dt.date, dt.date | None, bool]:
     """(prefix, first day, day after the last or None at the calendar's end, day precision)."""
-    m = _DATE.match(value)
+    m = _DATE.fullmatch(value)
     if not m:
         raise _bad(
             param, "use YYYY, YYYY-MM or YYYY-MM-DD, optionally after eq ne gt lt ge le sa eb ap"
@@ -283,11 +283,11 @@ def _recognised(key: str, strict: bool) -> tuple[str, str] | None:
         return param, ""
     if param in MODIFIERS:
         if modifier not in MODIFIERS[param]:
-            shown = key if _PARAM_NAME.match(key) else param
+            shown = key if _PARAM_NAME.fullmatch(key) else param
             raise _bad(shown, "modifier not supported", "not-supported")
         return param, modifier
     if strict:
-        shown = key if _PARAM_NAME.match(key) else "a parameter"
+        shown = key if _PARAM_NAME.fullmatch(key) else "a parameter"
         raise _bad(shown, "unknown search parameter (Prefer: handling=strict)")
     return None
 
