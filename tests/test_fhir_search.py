@@ -282,6 +282,8 @@ def test_unknown_parameters_are_ignored_and_left_out_of_self(fhir: Fhir) -> None
         ({"gender": "maybe", "family": "smith"}, "gender", "invalid"),
         ({"active": "yes", "family": "smith"}, "active", "invalid"),
         ({"_count": "-1", "family": "smith"}, "_count", "invalid"),
+        ({"_count": "²", "family": "smith"}, "_count", "invalid"),
+        ({"birthdate": "١٩٧٤"}, "birthdate", "invalid"),
         ({"_sort": "shoe", "family": "smith"}, "_sort", "invalid"),
         ({"name:fuzzy": "smith"}, "name:fuzzy", "not-supported"),
         ({"phone": "ab"}, "phone", "invalid"),

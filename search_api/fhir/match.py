@@ -16,7 +16,7 @@ from search_api.fhir.errors import FhirError
 from search_api.plan import SearchInput
 from search_api.ranking import Ranked
 
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 GRADES = ("certain", "probable", "possible")
 
 
@@ -80,7 +80,7 @@ def _first(items: Any, want: Any) -> str | None:
 
 
 def _calendar_day(value: Any) -> bool:
-    if not isinstance(value, str) or not _DAY.match(value):
+    if not isinstance(value, str) or not _DAY.fullmatch(value):
         return False
     try:
         dt.date.fromisoformat(value)

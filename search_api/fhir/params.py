@@ -48,7 +48,7 @@ GENDERS = frozenset({"male", "female", "other", "unknown"})
 FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
 MAX_PARAMETERS = 40
 MAX_VALUE_CHARS = 256
-_DATE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)?(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+_DATE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)?([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?$")
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
 
@@ -102,7 +102,7 @@ def _split(param: str, value: str, *, allow_or: bool) -> list[str]:
 
 def _period(param: str, value: str) -> tuple[str, dt.date, dt.date | None, bool]:
     """(prefix, first day, day after the last or None at the calendar's end, day precision)."""
-    m = _DATE.match(value)
+    m = _DATE.fullmatch(value)
     if not m:
         raise _bad(
             param, "use YYYY, YYYY-MM or YYYY-MM-DD, optionally after eq ne gt lt ge le sa eb ap"
@@ -259,7 +259,7 @@ class _Results:
 
 def _result_parameter(param: str, value: str, results: _Results, max_count: int) -> _Results:
     if param == "_count":
-        if not value.isdigit() or len(value) > 6:
+        if not (value.isascii() and value.isdigit()) or len(value) > 6:
             raise _bad(param, "use a whole number")
         return replace(results, count=min(int(value), max_count))
     if param == "_sort":
@@ -283,11 +283,11 @@ def _recognised(key: str, strict: bool) -> tuple[str, str] | None:
         return param, ""
     if param in MODIFIERS:
         if modifier not in MODIFIERS[param]:
-            shown = key if _PARAM_NAME.match(key) else param
+            shown = key if _PARAM_NAME.fullmatch(key) else param
             raise _bad(shown, "modifier not supported", "not-supported")
         return param, modifier
     if strict:
-        shown = key if _PARAM_NAME.match(key) else "a parameter"
+        shown = key if _PARAM_NAME.fullmatch(key) else "a parameter"
         raise _bad(shown, "unknown search parameter (Prefer: handling=strict)")
     return None
 

@@ -31,7 +31,7 @@ _MARKER = "x."
 
 
 def fhir_id(source_id: str) -> str:
-    if _FHIR_ID.match(source_id) and not source_id.startswith(_MARKER):
+    if _FHIR_ID.fullmatch(source_id) and not source_id.startswith(_MARKER):
         return source_id
     encoded = base64.urlsafe_b64encode(source_id.encode("utf-8", "surrogatepass"))
     return _MARKER + encoded.decode("ascii").rstrip("=").replace("_", ".")
@@ -39,7 +39,7 @@ def fhir_id(source_id: str) -> str:
 
 def source_id(resource_id: str) -> str | None:
     """The source id a FHIR id stands for; None when it cannot be one of ours."""
-    if not _FHIR_ID.match(resource_id):
+    if not _FHIR_ID.fullmatch(resource_id):
         return None
     if not resource_id.startswith(_MARKER):
         return resource_id
