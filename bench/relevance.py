@@ -192,6 +192,8 @@ class Metrics:
 @contextmanager
 def fresh_database() -> Iterator[str]:
     """A new empty database: on PATIENT_SEARCH_DATABASE_URL, else an embedded server in /tmp."""
+    from core.database import drop_database, start_embedded
+
     external = os.environ.get("PATIENT_SEARCH_DATABASE_URL")
     if external:
         name = f"relevance_{uuid.uuid4().hex[:10]}"
@@ -200,17 +202,8 @@ def fresh_database() -> Iterator[str]:
         try:
             yield make_conninfo(external, dbname=name)
         finally:
-            with psycopg.connect(external, autocommit=True) as admin:
-                # `migrate` may have made a logical replication slot there (CDC)
-                for (slot,) in admin.execute(
-                    "select slot_name from pg_replication_slots where database = %s", (name,)
-                ).fetchall():
-                    admin.execute("select pg_drop_replication_slot(%s)", (slot,))
-                admin.execute(
-                    sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-                )
+            drop_database(external, name)  # with the slot `migrate` may have made (CDC)
         return
-    from core.database import start_embedded
 
     data_dir = Path(tempfile.mkdtemp(prefix="patient-search-relevance-"))
     try:
