@@ -117,9 +117,9 @@ def _load_words(dsn: str) -> list[tuple[str, str, int]]:
 
 
 def ours(settings: Any) -> Search | None:
-    """Our search (search_api.service.search_ids), or None when it cannot be imported yet."""
+    """Our search (search_api.service.search_ranked), or None when it cannot be imported yet."""
     try:
-        from search_api.service import EmptyQuery, search_ids
+        from search_api.service import EmptyQuery, search_ranked
     except ImportError as exc:
         print(f"our search is not available ({exc}); reporting baselines only", file=sys.stderr)
         return None
@@ -134,9 +134,12 @@ def ours(settings: Any) -> Search | None:
             words.append(WordDictionary(lambda: _load_words(dsn)))
             words[0].load()
         try:
-            return search_ids(conn, q, [clinic_id], limit=LIMIT, settings=settings, words=words[0])
+            ranked = search_ranked(
+                conn, q, [clinic_id], limit=LIMIT, settings=settings, words=words[0]
+            )
         except EmptyQuery:
             return []
+        return [r.candidate.id for r in ranked]
 
     return search
 
