@@ -7,25 +7,20 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from core.apikeys import create_key
 from core.documents import build_document
 from core.settings import Settings
-from indexer.reindex import reindex
 from search_api.annotate import duplicate_reason, format_phone, names_near
 from search_api.app import create_app
-from tests.factories import insert_patient
+from tests.factories import JOHN_SMITH, seed
 
 PATIENTS: list[dict[str, Any]] = [
     dict(
+        JOHN_SMITH,
         id="p1",
-        given="John",
-        family="Smith",
-        birth_date=dt.date(1985, 3, 14),
-        mrn="00412",
         phones=["555.010.2233", "+44 20 7946 0958"],
         emails=["John.Smith@Example.com"],
     ),
@@ -41,12 +36,7 @@ PATIENTS: list[dict[str, Any]] = [
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
     settings = Settings(pool_min_size=1, pool_max_size=2)
-    with psycopg.connect(db_url) as conn:
-        for p in PATIENTS:
-            insert_patient(conn, **p)
-        key = create_key(conn, ["clinic-a"])
-        conn.commit()
-    reindex(db_url, settings, progress=False)
+    key = seed(db_url, PATIENTS, settings, lambda c: create_key(c, ["clinic-a"]))
     with TestClient(create_app(settings, db_url), raise_server_exceptions=False) as c:
         c.headers["X-API-Key"] = key
         yield c
