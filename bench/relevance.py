@@ -330,6 +330,10 @@ def summarize(
     return out
 
 
+def _judged(value: float, target: float) -> dict[str, Any]:
+    return {"value": round(value, 4), "target": target, "met": value >= target}
+
+
 def check_targets(summary: dict[str, dict[str, dict[str, Metrics]]]) -> dict[str, Any]:
     """Issue 3's targets, each with the figure it was judged on."""
     groups = summary["groups"]
@@ -337,19 +341,9 @@ def check_targets(summary: dict[str, dict[str, dict[str, Metrics]]]) -> dict[str
     if "ours" not in next(iter(groups.values()), {}):
         return {"met": False, "reason": "our search was not available"}
     if "name_dob" in groups:
-        r1 = groups["name_dob"]["ours"].r1
-        result["name_dob_recall@1"] = {
-            "value": round(r1, 4),
-            "target": TARGET_NAME_DOB_R1,
-            "met": r1 >= TARGET_NAME_DOB_R1,
-        }
+        result["name_dob_recall@1"] = _judged(groups["name_dob"]["ours"].r1, TARGET_NAME_DOB_R1)
     if "name" in groups:
-        r10 = groups["name"]["ours"].r10
-        result["name_recall@10"] = {
-            "value": round(r10, 4),
-            "target": TARGET_NAME_R10,
-            "met": r10 >= TARGET_NAME_R10,
-        }
+        result["name_recall@10"] = _judged(groups["name"]["ours"].r10, TARGET_NAME_R10)
     below = []
     for kind, by_system in summary["kinds"].items():
         mine = by_system["ours"]
