@@ -121,46 +121,20 @@ def _match(**row: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("a", "b", "near"),
     [
-        (
-            dict(given_name="John", family_name="Smith"),
-            dict(given_name="Jon", family_name="Smyth"),
-            True,
-        ),
-        (
-            dict(given_name="Robert", family_name="Jones"),
-            dict(given_name="Bob", family_name="Jones"),
-            True,
-        ),
-        (
-            dict(given_name="J", family_name="Garcia"),
-            dict(given_name="Juan", family_name="Garcia"),
-            True,
-        ),
-        # Swapped at registration.
-        (
-            dict(given_name="Lee", family_name="Wong"),
-            dict(given_name="Wong", family_name="Lee"),
-            True,
-        ),
-        (
-            dict(given_name="Peter", family_name="Smith"),
-            dict(given_name="John", family_name="Smith"),
-            False,
-        ),
-        (
-            dict(given_name="John", family_name="Smith"),
-            dict(given_name="John", family_name="Brown"),
-            False,
-        ),
-        (
-            dict(given_name=None, family_name="Smith"),
-            dict(given_name="John", family_name="Smith"),
-            False,
-        ),
+        (("John", "Smith"), ("Jon", "Smyth"), True),
+        (("Robert", "Jones"), ("Bob", "Jones"), True),
+        (("J", "Garcia"), ("Juan", "Garcia"), True),
+        (("Lee", "Wong"), ("Wong", "Lee"), True),  # swapped at registration
+        (("Peter", "Smith"), ("John", "Smith"), False),
+        (("John", "Smith"), ("John", "Brown"), False),
+        ((None, "Smith"), ("John", "Smith"), False),
     ],
 )
-def test_names_near(a: dict[str, Any], b: dict[str, Any], near: bool) -> None:
-    assert names_near(_match(**a), _match(**b)) is near
+def test_names_near(a: tuple[str | None, str], b: tuple[str | None, str], near: bool) -> None:
+    """(given name, family name) pairs."""
+    first = _match(given_name=a[0], family_name=a[1])
+    second = _match(given_name=b[0], family_name=b[1])
+    assert names_near(first, second) is near
 
 
 def test_duplicate_reason_needs_a_shared_identifier() -> None:
