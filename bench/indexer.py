@@ -76,39 +76,37 @@ def write_backlog(url: str, changes: int) -> int:
         psycopg.connect(url, autocommit=True) as conn,
         tqdm(total=changes, desc="backlog", unit="chg", file=sys.stderr) as bar,
     ):
-        for start in range(0, inserts, step):
-            n = min(step, inserts - start)
-            conn.execute(
+        for statement, total, fixed in (
+            (
                 "insert into patients (id, clinic_id, given_name, family_name, birth_date) "
                 "select 'b' || lpad(g::text, 8, '0'), 'c' || (g %% 5), "
                 "(array['Ann','Jon','Maria','José','Li'])[1 + g %% 5], "
                 "(array['Smith','Garcia','Nguyen','Müller'])[1 + g %% 4], "
                 "date '1950-01-01' + (g %% 20000) from generate_series(%s::int, %s::int) g",
-                (start, start + n - 1),
-            )
-            done += n
-            bar.update(n)
-        for start in range(0, contacts, step):
-            n = min(step, contacts - start)
-            conn.execute(
+                inserts,
+                (),
+            ),
+            (
                 "insert into patient_contacts (id, patient_id, kind, value, use) "
                 "select 'k' || g, 'b' || lpad((g %% %s)::text, 8, '0'), 'phone', "
                 "'(555) 01' || lpad((g %% 100)::text, 2, '0') || '-' || lpad(g::text, 4, '0'), "
                 "'mobile' from generate_series(%s::int, %s::int) g",
-                (inserts, start, start + n - 1),
-            )
-            done += n
-            bar.update(n)
-        for start in range(0, updates, step):
-            n = min(step, updates - start)
-            conn.execute(
+                contacts,
+                (inserts,),
+            ),
+            (
                 "update patients set given_name = given_name || 'x', updated_at = now() "
                 "where id in (select 'b' || lpad((g %% %s)::text, 8, '0') "
                 "from generate_series(%s::int, %s::int) g)",
-                (inserts, start, start + n - 1),
-            )
-            done += n
-            bar.update(n)
+                updates,
+                (inserts,),
+            ),
+        ):
+            for start in range(0, total, step):
+                n = min(step, total - start)
+                conn.execute(statement, (*fixed, start, start + n - 1))
+                done += n
+                bar.update(n)
     return done
 
 

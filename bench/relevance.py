@@ -117,9 +117,9 @@ def _load_words(dsn: str) -> list[tuple[str, str, int]]:
 
 
 def ours(settings: Any) -> Search | None:
-    """Our search (search_api.service.search_ids), or None when it cannot be imported yet."""
+    """Our search (search_api.service.search_ranked), or None when it cannot be imported yet."""
     try:
-        from search_api.service import EmptyQuery, search_ids
+        from search_api.service import EmptyQuery, search_ranked
     except ImportError as exc:
         print(f"our search is not available ({exc}); reporting baselines only", file=sys.stderr)
         return None
@@ -134,9 +134,12 @@ def ours(settings: Any) -> Search | None:
             words.append(WordDictionary(lambda: _load_words(dsn)))
             words[0].load()
         try:
-            return search_ids(conn, q, [clinic_id], limit=LIMIT, settings=settings, words=words[0])
+            ranked = search_ranked(
+                conn, q, [clinic_id], limit=LIMIT, settings=settings, words=words[0]
+            )
         except EmptyQuery:
             return []
+        return [r.candidate.id for r in ranked]
 
     return search
 
@@ -192,6 +195,8 @@ class Metrics:
 @contextmanager
 def fresh_database() -> Iterator[str]:
     """A new empty database: on PATIENT_SEARCH_DATABASE_URL, else an embedded server in /tmp."""
+    from core.database import drop_database, start_embedded
+
     external = os.environ.get("PATIENT_SEARCH_DATABASE_URL")
     if external:
         name = f"relevance_{uuid.uuid4().hex[:10]}"
@@ -200,17 +205,8 @@ def fresh_database() -> Iterator[str]:
         try:
             yield make_conninfo(external, dbname=name)
         finally:
-            with psycopg.connect(external, autocommit=True) as admin:
-                # `migrate` may have made a logical replication slot there (CDC)
-                for (slot,) in admin.execute(
-                    "select slot_name from pg_replication_slots where database = %s", (name,)
-                ).fetchall():
-                    admin.execute("select pg_drop_replication_slot(%s)", (slot,))
-                admin.execute(
-                    sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-                )
+            drop_database(external, name)  # with the slot `migrate` may have made (CDC)
         return
-    from core.database import start_embedded
 
     data_dir = Path(tempfile.mkdtemp(prefix="patient-search-relevance-"))
     try:
@@ -334,6 +330,10 @@ def summarize(
     return out
 
 
+def _judged(value: float, target: float) -> dict[str, Any]:
+    return {"value": round(value, 4), "target": target, "met": value >= target}
+
+
 def check_targets(summary: dict[str, dict[str, dict[str, Metrics]]]) -> dict[str, Any]:
     """Issue 3's targets, each with the figure it was judged on."""
     groups = summary["groups"]
@@ -341,19 +341,9 @@ def check_targets(summary: dict[str, dict[str, dict[str, Metrics]]]) -> dict[str
     if "ours" not in next(iter(groups.values()), {}):
         return {"met": False, "reason": "our search was not available"}
     if "name_dob" in groups:
-        r1 = groups["name_dob"]["ours"].r1
-        result["name_dob_recall@1"] = {
-            "value": round(r1, 4),
-            "target": TARGET_NAME_DOB_R1,
-            "met": r1 >= TARGET_NAME_DOB_R1,
-        }
+        result["name_dob_recall@1"] = _judged(groups["name_dob"]["ours"].r1, TARGET_NAME_DOB_R1)
     if "name" in groups:
-        r10 = groups["name"]["ours"].r10
-        result["name_recall@10"] = {
-            "value": round(r10, 4),
-            "target": TARGET_NAME_R10,
-            "met": r10 >= TARGET_NAME_R10,
-        }
+        result["name_recall@10"] = _judged(groups["name"]["ours"].r10, TARGET_NAME_R10)
     below = []
     for kind, by_system in summary["kinds"].items():
         mine = by_system["ours"]

@@ -95,6 +95,18 @@ def exit_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
 
 
+def drop_database(server_url: str, name: str) -> None:
+    """Drop a database, with the logical replication slots made in it (they block the drop)."""
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        for (slot,) in admin.execute(
+            "select slot_name from pg_replication_slots where database = %s", (name,)
+        ).fetchall():
+            admin.execute("select pg_drop_replication_slot(%s)", (slot,))
+        admin.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+        )
+
+
 def resolve_database_url(settings: Settings) -> str:
     if settings.database_url:
         return settings.database_url

@@ -389,17 +389,6 @@ def _consume(
     backoff: _Backoff,
 ) -> None:
     source.open(stop, wait=not once)
-    _consume_with(source, url, settings, stop, once, backoff)
-
-
-def _consume_with(
-    source: Source,
-    url: str,
-    settings: Settings,
-    stop: threading.Event,
-    once: bool,
-    backoff: _Backoff,
-) -> None:
     with psycopg.connect(url, application_name="patient-search-indexer") as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # see sync_with_owners
         sinks = make_sinks(settings, conn)

@@ -7,7 +7,8 @@ import datetime as dt
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -27,6 +28,15 @@ def _source_hints(conn: psycopg.Connection[Any], settings: Settings) -> None:
     hint = contacts_index_hint(conn, schema=settings.source_schema)
     if hint:
         print(hint)
+
+
+@contextmanager
+def _migrated(url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to a schema brought up to date (committed before the command's own work)."""
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+        conn.commit()
+        yield conn
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -105,8 +115,7 @@ def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
         scopes = normalize_scopes(args.scope) if args.scope else None
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
-    with psycopg.connect(url) as conn:
-        migrate(conn)
+    with _migrated(url) as conn:
         key = create_key(
             conn,
             args.clinic,
@@ -134,8 +143,7 @@ def cmd_apikey_list(settings: Settings, args: argparse.Namespace) -> int:
     from core.apikeys import list_keys
 
     url = resolve_database_url(settings)
-    with psycopg.connect(url) as conn:
-        migrate(conn)
+    with _migrated(url) as conn:
         keys = list_keys(conn)
     header = (
         "id",
@@ -172,8 +180,7 @@ def cmd_apikey_revoke(settings: Settings, args: argparse.Namespace) -> int:
     from core.apikeys import revoke_key
 
     url = resolve_database_url(settings)
-    with psycopg.connect(url) as conn:
-        migrate(conn)
+    with _migrated(url) as conn:
         done = revoke_key(conn, args.id)
     if not done:
         print(f"no active API key {args.id}", file=sys.stderr)
@@ -189,8 +196,7 @@ def cmd_apikey_rotate(settings: Settings, args: argparse.Namespace) -> int:
 
     url = resolve_database_url(settings)
     hours = settings.key_rotation_grace_hours if args.grace_hours is None else args.grace_hours
-    with psycopg.connect(url) as conn:
-        migrate(conn)
+    with _migrated(url) as conn:
         try:
             new_id, key = rotate_key(conn, args.id, grace=dt.timedelta(hours=hours))
         except ValueError as exc:
@@ -224,9 +230,7 @@ def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
     filters = AuditFilter(
         patient=args.patient, user=args.user, clinic=args.clinic, start=args.start, end=args.end
     )
-    with psycopg.connect(url) as conn:
-        migrate(conn)
-        conn.commit()
+    with _migrated(url) as conn:
         records = query(conn, filters)
         if args.format == "csv":
             count = to_csv(records, sys.stdout)
@@ -245,9 +249,7 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     from core.audit import verify
 
     url = resolve_database_url(settings)
-    with psycopg.connect(url) as conn:
-        migrate(conn)
-        conn.commit()
+    with _migrated(url) as conn:
         report = verify(conn)
     if report.ok:
         print(f"audit trail intact: {report.checked} records verified")
@@ -263,9 +265,7 @@ def cmd_audit_prune(settings: Settings, args: argparse.Namespace) -> int:
 
     url = resolve_database_url(settings)
     days = args.older_than_days or settings.audit_retention_days
-    with psycopg.connect(url) as conn:
-        migrate(conn)
-        conn.commit()
+    with _migrated(url) as conn:
         try:
             done = prune(conn, older_than=dt.timedelta(days=days))
         except ValueError as exc:
@@ -310,8 +310,7 @@ def cmd_deadletters_list(settings: Settings, args: argparse.Namespace) -> int:
     from indexer import deadletters
 
     url = resolve_database_url(settings)
-    with psycopg.connect(url) as conn:
-        migrate(conn)
+    with _migrated(url) as conn:
         rows = deadletters.pending(conn, include_replayed=args.all)
     print("id\tcreated_at\tsource\tkind\tposition\tpatient_id\treason")
     for row in rows:

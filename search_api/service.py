@@ -230,20 +230,6 @@ def search_ranked(
     return rank(plan.rank, candidates, counts)[:limit]
 
 
-def search_ids(
-    conn: psycopg.Connection[Any],
-    q: str,
-    clinic_ids: Sequence[str],
-    *,
-    limit: int = 10,
-    settings: Settings,
-    words: WordDictionary,
-) -> list[str]:
-    """Ranked patient ids for a search-box string on one connection (benchmarks)."""
-    ranked = search_ranked(conn, q, clinic_ids, limit=limit, settings=settings, words=words)
-    return [r.candidate.id for r in ranked]
-
-
 def lookup_terms(
     *, birthdate: str, phone: str | None, mrn: str | None, settings: Settings
 ) -> list[tuple[str, ...]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +20,10 @@ from psycopg.conninfo import make_conninfo
 from core.database import start_embedded
 from core.schema import create_source_tables, migrate
 from core.settings import get_settings
+from tests.factories import cloned_database
 
 TEMPLATE = "patient_search_test_template"
-pytest_plugins = ["tests.fixtures", "tests.kafka_broker"]
+pytest_plugins = ["tests.fixtures", "tests.fhir_support", "tests.kafka_broker"]
 
 
 @pytest.fixture(autouse=True)
@@ -58,21 +58,5 @@ def template_db(server_url: str) -> str:
 
 @pytest.fixture
 def db_url(server_url: str, template_db: str) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("create database {} template {}").format(
-                sql.Identifier(name), sql.Identifier(template_db)
-            )
-        )
-    try:
-        yield make_conninfo(server_url, dbname=name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            for (slot,) in admin.execute(
-                "select slot_name from pg_replication_slots where database = %s", (name,)
-            ).fetchall():
-                admin.execute("select pg_drop_replication_slot(%s)", (slot,))
-            admin.execute(
-                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-            )
+    with cloned_database(server_url, template_db) as url:
+        yield url

@@ -6,11 +6,27 @@ import datetime as dt
 import itertools
 import json
 import random
-from typing import Any
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
+from core.database import drop_database
+from core.settings import Settings
+from indexer.reindex import reindex
 from indexer.sync import load_documents
+
+T = TypeVar("T")
+
+# The patient the read-path tests look for ("john smith 3/14/1985", MRN 00412); each
+# file adds its own id, clinic and contacts: dict(JOHN_SMITH, id="p1", phones=[...]).
+JOHN_SMITH: dict[str, Any] = dict(
+    given="John", family="Smith", birth_date=dt.date(1985, 3, 14), mrn="00412"
+)
 
 _contact_ids = itertools.count(1)
 
@@ -50,6 +66,38 @@ def insert_patient(
                 ),
             )
     return id
+
+
+def seed(
+    db_url: str,
+    patients: list[dict[str, Any]],
+    settings: Settings,
+    keys: Callable[[psycopg.Connection[Any]], T],
+) -> T:
+    """Insert the patients, make the API keys (`keys(conn)`, returned) and reindex."""
+    with psycopg.connect(db_url) as conn:
+        for p in patients:
+            insert_patient(conn, **p)
+        made = keys(conn)
+        conn.commit()
+    reindex(db_url, settings, progress=False)
+    return made
+
+
+@contextmanager
+def cloned_database(server_url: str, template: str, prefix: str = "t") -> Iterator[str]:
+    """A fresh database copied from `template`, dropped afterwards (its replication slots too)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("create database {} template {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
+    try:
+        yield make_conninfo(server_url, dbname=name)
+    finally:
+        drop_database(server_url, name)
 
 
 def projection(db_url: str) -> dict[str, dict[str, Any]]:

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from core.apikeys import create_key
 from core.settings import Settings
-from indexer.reindex import reindex
 from search_api.app import create_app
-from tests.factories import insert_patient
+from tests.factories import cloned_database, seed
 
 PATIENTS: list[dict[str, Any]] = [
     dict(
@@ -137,26 +132,17 @@ def fhir_db(
     server_url: str, template_db: str, fhir_settings: Settings
 ) -> Iterator[tuple[str, str, str]]:
     """One seeded database for the FHIR tests: the facade only reads (paging cursors aside)."""
-    name = f"fhir_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("create database {} template {}").format(
-                sql.Identifier(name), sql.Identifier(template_db)
-            )
+    with cloned_database(server_url, template_db, prefix="fhir") as db_url:
+        key_a, key_b = seed(
+            db_url,
+            PATIENTS,
+            fhir_settings,
+            lambda c: (
+                create_key(c, ["clinic-a"], name="ehr a", scopes=FHIR_SCOPES),
+                create_key(c, ["clinic-b"], name="ehr b", scopes=FHIR_SCOPES),
+            ),
         )
-    db_url = make_conninfo(server_url, dbname=name)
-    with psycopg.connect(db_url) as conn:
-        for p in PATIENTS:
-            insert_patient(conn, **p)
-        key_a = create_key(conn, ["clinic-a"], name="ehr a", scopes=FHIR_SCOPES)
-        key_b = create_key(conn, ["clinic-b"], name="ehr b", scopes=FHIR_SCOPES)
-        conn.commit()
-    reindex(db_url, fhir_settings, progress=False)
-    yield db_url, key_a, key_b
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-        )
+        yield db_url, key_a, key_b
 
 
 class Fhir:

@@ -16,24 +16,14 @@ from fastapi.testclient import TestClient
 from core.apikeys import create_key
 from core.audit import verify
 from core.settings import Settings
-from indexer.reindex import reindex
 from search_api.app import create_app
-from tests.factories import insert_patient
+from tests.factories import JOHN_SMITH, seed
 
 PATIENTS: list[dict[str, Any]] = [
-    dict(
-        id="p1",
-        given="John",
-        family="Smith",
-        birth_date=dt.date(1985, 3, 14),
-        mrn="00412",
-        phones=["(555) 010-2233"],
-    ),
+    dict(JOHN_SMITH, id="p1", phones=["(555) 010-2233"]),
     dict(id="p2", given="Jon", family="Smyth", birth_date=dt.date(1990, 7, 2)),
     dict(id="p3", given="Ann", family="Lee", birth_date=dt.date(1970, 1, 1)),
-    dict(
-        id="q1", clinic_id="clinic-b", given="John", family="Smith", birth_date=dt.date(1985, 3, 14)
-    ),
+    dict(JOHN_SMITH, id="q1", clinic_id="clinic-b", mrn=None),
 ]
 
 
@@ -44,19 +34,18 @@ def settings() -> Settings:
 
 @pytest.fixture
 def keys(db_url: str, settings: Settings) -> dict[str, str]:
-    with psycopg.connect(db_url) as conn:
-        for p in PATIENTS:
-            insert_patient(conn, **p)
-        made = {
-            "front": create_key(conn, ["clinic-a"], name="front desk"),
-            "booking": create_key(conn, ["clinic-a"], scopes=["lookup"]),
-            "ehr": create_key(conn, ["clinic-a"], require_user=True),
-            "privacy": create_key(conn, ["clinic-a"], scopes=["audit"]),
-            "privacy_b": create_key(conn, ["clinic-b"], scopes=["audit"]),
-        }
-        conn.commit()
-    reindex(db_url, settings, progress=False)
-    return made
+    return seed(
+        db_url,
+        PATIENTS,
+        settings,
+        lambda c: {
+            "front": create_key(c, ["clinic-a"], name="front desk"),
+            "booking": create_key(c, ["clinic-a"], scopes=["lookup"]),
+            "ehr": create_key(c, ["clinic-a"], require_user=True),
+            "privacy": create_key(c, ["clinic-a"], scopes=["audit"]),
+            "privacy_b": create_key(c, ["clinic-b"], scopes=["audit"]),
+        },
+    )
 
 
 @pytest.fixture

@@ -10,37 +10,23 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from core.apikeys import create_key, find_key, revoke_key
+from tests.factories import cloned_database
 
 CLI = str(Path(sys.executable).parent / "patient-search")
 
 
 @pytest.fixture(scope="module")
 def module_db(server_url: str, template_db: str) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("create database {} template {}").format(
-                sql.Identifier(name), sql.Identifier(template_db)
-            )
-        )
-    try:
-        yield make_conninfo(server_url, dbname=name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-            )
+    with cloned_database(server_url, template_db) as url:
+        yield url
 
 
 def free_port() -> int:

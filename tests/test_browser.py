@@ -14,23 +14,18 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from bench.browser import chromium, missing
 from core.apikeys import create_key
 from core.settings import Settings
-from indexer.reindex import reindex
 from search_api.app import create_app
-from tests.factories import insert_patient
+from tests.factories import JOHN_SMITH, cloned_database, seed
 
 try:
     from selenium.webdriver.common.by import By
@@ -44,15 +39,7 @@ except ImportError:  # pragma: no cover - the module is skipped below
 pytestmark = pytest.mark.skipif(missing() is not None, reason=missing() or "")
 
 PATIENTS: list[dict[str, Any]] = [
-    dict(
-        id="b1",
-        given="John",
-        family="Smith",
-        birth_date=dt.date(1985, 3, 14),
-        mrn="00412",
-        sex="male",
-        phones=["(555) 010-2233"],
-    ),
+    dict(JOHN_SMITH, id="b1", sex="male", phones=["(555) 010-2233"]),
     # b2 looks like a second registration of b1: same date of birth, near name.
     dict(id="b2", given="Jon", family="Smyth", birth_date=dt.date(1985, 3, 14), mrn="00977"),
     dict(id="b3", given="Johanna", family="Smithers", birth_date=dt.date(1962, 8, 30)),
@@ -132,27 +119,11 @@ def serve(app: Any, port: int | None = None) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def seeded_db(server_url: str, template_db: str) -> Iterator[tuple[str, str]]:
     """One database for the module (the browser tests only read): url and an API key."""
-    name = f"b_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("create database {} template {}").format(
-                sql.Identifier(name), sql.Identifier(template_db)
-            )
+    with cloned_database(server_url, template_db, prefix="b") as url:
+        key = seed(
+            url, PATIENTS, Settings(), lambda c: create_key(c, ["clinic-a"], name="front desk")
         )
-    url = make_conninfo(server_url, dbname=name)
-    with psycopg.connect(url) as conn:
-        for p in PATIENTS:
-            insert_patient(conn, **p)
-        key = create_key(conn, ["clinic-a"], name="front desk")
-        conn.commit()
-    reindex(url, Settings(), progress=False)
-    try:
         yield url, key
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-            )
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -139,47 +140,44 @@ def _assert_fallback_then_open(router: Router, fallback: FakeFallback, reason: s
     assert fallback.calls == 4
 
 
-def test_nothing_listening(dead_url: str) -> None:
-    fallback = FakeFallback()
-    router = Router(fallback, _engine(dead_url), budget_ms=BUDGET_MS, breaker=CircuitBreaker(3, 30))
+@contextmanager
+def _router_to(
+    url: str, fallback: FakeFallback, failures: int = 3, reset_s: float = 30
+) -> Iterator[Router]:
+    """A Router to a Meilisearch at `url` (the test's fault) before `fallback`, closed after."""
+    breaker = CircuitBreaker(failures, reset_s)
+    router = Router(fallback, _engine(url), budget_ms=BUDGET_MS, breaker=breaker)
     try:
-        _assert_fallback_then_open(router, fallback, "connection")
+        yield router
     finally:
         router.close()
 
 
+def test_nothing_listening(dead_url: str) -> None:
+    fallback = FakeFallback()
+    with _router_to(dead_url, fallback) as router:
+        _assert_fallback_then_open(router, fallback, "connection")
+
+
 def test_accepts_and_never_answers(silent: SilentServer) -> None:
     fallback = FakeFallback()
-    router = Router(
-        fallback, _engine(silent.url), budget_ms=BUDGET_MS, breaker=CircuitBreaker(3, 30)
-    )
-    try:
+    with _router_to(silent.url, fallback) as router:
         _assert_fallback_then_open(router, fallback, "timeout")
         accepted = silent.accepted
         router.candidates(QUERY)  # breaker open: no new connection to the silent server
         time.sleep(0.05)
         assert silent.accepted == accepted
-    finally:
-        router.close()
 
 
 def test_http_500(error_500: ErrorServer) -> None:
     fallback = FakeFallback()
-    router = Router(
-        fallback, _engine(error_500.url), budget_ms=BUDGET_MS, breaker=CircuitBreaker(3, 30)
-    )
-    try:
+    with _router_to(error_500.url, fallback) as router:
         _assert_fallback_then_open(router, fallback, "server_error")
         assert len(error_500.seen) == 3
-    finally:
-        router.close()
 
 
 def test_breaker_half_opens_after_reset_and_retries_the_real_fault(error_500: ErrorServer) -> None:
-    router = Router(
-        FakeFallback(), _engine(error_500.url), budget_ms=BUDGET_MS, breaker=CircuitBreaker(1, 0.2)
-    )
-    try:
+    with _router_to(error_500.url, FakeFallback(), failures=1, reset_s=0.2) as router:
         assert router.candidates(QUERY).degraded
         assert router.breaker.state == OPEN
         router.candidates(QUERY)
@@ -189,8 +187,6 @@ def test_breaker_half_opens_after_reset_and_retries_the_real_fault(error_500: Er
         assert router.candidates(QUERY).degraded  # the trial goes to the server and fails
         assert len(error_500.seen) == 2
         assert router.breaker.state == OPEN
-    finally:
-        router.close()
 
 
 def test_no_primary_is_not_degraded() -> None:

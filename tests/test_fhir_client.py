@@ -20,7 +20,7 @@ from fhirclient.server import FHIRNotFoundException
 
 from core.settings import Settings
 from search_api.app import create_app
-from tests.fhir_support import GARCIAS, fhir_db, fhir_settings
+from tests.fhir_support import GARCIAS
 
 
 def _free_port() -> int:

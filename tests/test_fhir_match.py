@@ -5,16 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from search_api.fhir.resources import MATCH_GRADE_URL
-from tests.fhir_support import (
-    CLINIC_B,
-    Fhir,
-    app_client,
-    fhir,
-    fhir_b,
-    fhir_db,
-    fhir_settings,
-    ids,
-)
+from tests.fhir_support import CLINIC_B, Fhir, ids
 
 
 def parameters(patient: dict[str, Any], **extra: Any) -> dict[str, Any]:

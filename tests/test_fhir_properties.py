@@ -10,16 +10,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from search_api.fhir.params import MODIFIERS
-from tests.fhir_support import (
-    CLINIC_B,
-    PATIENTS,
-    Fhir,
-    app_client,
-    fhir,
-    fhir_b,
-    fhir_db,
-    fhir_settings,
-)
+from tests.fhir_support import CLINIC_B, PATIENTS, Fhir
 
 CLINIC_A = {p["id"] for p in PATIENTS} - CLINIC_B
 # Values that are patient data: an error message must never repeat them.

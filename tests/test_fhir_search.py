@@ -8,17 +8,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from search_api.fhir.params import MODIFIERS
-from tests.fhir_support import (
-    CLINIC_B,
-    GARCIAS,
-    Fhir,
-    app_client,
-    fhir,
-    fhir_b,
-    fhir_db,
-    fhir_settings,
-    ids,
-)
+from tests.fhir_support import CLINIC_B, GARCIAS, Fhir, ids
 
 
 def outcome(response: Any, status: int, code: str) -> str:

@@ -39,7 +39,7 @@ from indexer.sync import sync_patients
 from search_api.failover import Router
 from search_api.plan import SearchInput
 from search_api.service import search
-from tests.factories import insert_patient
+from tests.factories import JOHN_SMITH, insert_patient
 
 MEILI_URL = os.environ.get("PATIENT_SEARCH_MEILI_URL")
 pytestmark = [
@@ -48,15 +48,7 @@ pytestmark = [
 ]
 
 POPULATION: list[dict[str, Any]] = [
-    dict(
-        id="p1",
-        given="John",
-        family="Smith",
-        birth_date=dt.date(1985, 3, 14),
-        mrn="00412",
-        phones=["(555) 010-2233"],
-        emails=["john.smith@example.com"],
-    ),
+    dict(JOHN_SMITH, id="p1", phones=["(555) 010-2233"], emails=["john.smith@example.com"]),
     dict(id="p2", given="Jon", family="Smyth", birth_date=dt.date(1990, 7, 2), mrn="00413"),
     dict(id="p3", given="William", family="Garcia-Lopez", birth_date=dt.date(1972, 11, 5)),
     dict(id="p 4/ü", given="Siobhan", family="O'Brien", birth_date=dt.date(2001, 1, 30)),

@@ -7,25 +7,20 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from core.apikeys import create_key
 from core.documents import build_document
 from core.settings import Settings
-from indexer.reindex import reindex
 from search_api.annotate import duplicate_reason, format_phone, names_near
 from search_api.app import create_app
-from tests.factories import insert_patient
+from tests.factories import JOHN_SMITH, seed
 
 PATIENTS: list[dict[str, Any]] = [
     dict(
+        JOHN_SMITH,
         id="p1",
-        given="John",
-        family="Smith",
-        birth_date=dt.date(1985, 3, 14),
-        mrn="00412",
         phones=["555.010.2233", "+44 20 7946 0958"],
         emails=["John.Smith@Example.com"],
     ),
@@ -41,12 +36,7 @@ PATIENTS: list[dict[str, Any]] = [
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
     settings = Settings(pool_min_size=1, pool_max_size=2)
-    with psycopg.connect(db_url) as conn:
-        for p in PATIENTS:
-            insert_patient(conn, **p)
-        key = create_key(conn, ["clinic-a"])
-        conn.commit()
-    reindex(db_url, settings, progress=False)
+    key = seed(db_url, PATIENTS, settings, lambda c: create_key(c, ["clinic-a"]))
     with TestClient(create_app(settings, db_url), raise_server_exceptions=False) as c:
         c.headers["X-API-Key"] = key
         yield c
@@ -131,46 +121,20 @@ def _match(**row: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("a", "b", "near"),
     [
-        (
-            dict(given_name="John", family_name="Smith"),
-            dict(given_name="Jon", family_name="Smyth"),
-            True,
-        ),
-        (
-            dict(given_name="Robert", family_name="Jones"),
-            dict(given_name="Bob", family_name="Jones"),
-            True,
-        ),
-        (
-            dict(given_name="J", family_name="Garcia"),
-            dict(given_name="Juan", family_name="Garcia"),
-            True,
-        ),
-        # Swapped at registration.
-        (
-            dict(given_name="Lee", family_name="Wong"),
-            dict(given_name="Wong", family_name="Lee"),
-            True,
-        ),
-        (
-            dict(given_name="Peter", family_name="Smith"),
-            dict(given_name="John", family_name="Smith"),
-            False,
-        ),
-        (
-            dict(given_name="John", family_name="Smith"),
-            dict(given_name="John", family_name="Brown"),
-            False,
-        ),
-        (
-            dict(given_name=None, family_name="Smith"),
-            dict(given_name="John", family_name="Smith"),
-            False,
-        ),
+        (("John", "Smith"), ("Jon", "Smyth"), True),
+        (("Robert", "Jones"), ("Bob", "Jones"), True),
+        (("J", "Garcia"), ("Juan", "Garcia"), True),
+        (("Lee", "Wong"), ("Wong", "Lee"), True),  # swapped at registration
+        (("Peter", "Smith"), ("John", "Smith"), False),
+        (("John", "Smith"), ("John", "Brown"), False),
+        ((None, "Smith"), ("John", "Smith"), False),
     ],
 )
-def test_names_near(a: dict[str, Any], b: dict[str, Any], near: bool) -> None:
-    assert names_near(_match(**a), _match(**b)) is near
+def test_names_near(a: tuple[str | None, str], b: tuple[str | None, str], near: bool) -> None:
+    """(given name, family name) pairs."""
+    first = _match(given_name=a[0], family_name=a[1])
+    second = _match(given_name=b[0], family_name=b[1])
+    assert names_near(first, second) is near
 
 
 def test_duplicate_reason_needs_a_shared_identifier() -> None:

@@ -9,7 +9,7 @@ from core import term_counts
 from core.documents import build_document
 from engines.base import Candidate
 from search_api.plan import SearchInput, build_plan
-from search_api.ranking import grade_of, match_date, match_probabilities, rank
+from search_api.ranking import Ranked, grade_of, match_date, match_probabilities, rank
 
 
 def candidate(id: str, given: str, family: str, born: str, **extra: Any) -> Candidate:
@@ -44,9 +44,13 @@ POOL = [
 ]
 
 
+def rank_for(q: str, pool: list[Candidate], freq: dict[str, int] | None = None) -> list[Ranked]:
+    """The pool ranked for a search-box string typed at clinic "c"."""
+    return rank(build_plan(SearchInput(q=q), ["c"]).rank, pool, freq)
+
+
 def order(q: str) -> list[str]:
-    plan = build_plan(SearchInput(q=q), ["c"])
-    return [r.candidate.id for r in rank(plan.rank, POOL)]
+    return [r.candidate.id for r in rank_for(q, POOL)]
 
 
 def test_identifier_beats_everything() -> None:
@@ -72,16 +76,14 @@ def test_swapped_day_month_still_matches_lower() -> None:
         candidate("swapped", "Ann", "Lee", "1985-04-03"),
         candidate("other", "Ann", "Lee", "1960-07-07"),
     ]
-    plan = build_plan(SearchInput(q="ann lee 1985-04-03"), ["c"])
-    ranked = rank(plan.rank, pool)
+    ranked = rank_for("ann lee 1985-04-03", pool)
     assert [r.candidate.id for r in ranked] == ["swapped", "right", "other"]
     assert "birth_date" in ranked[1].matched
     assert ranked[0].score > ranked[1].score > ranked[2].score
 
 
 def test_given_and_family_swapped_still_match() -> None:
-    plan = build_plan(SearchInput(q="smith john"), ["c"])
-    top = rank(plan.rank, POOL)[0]
+    top = rank_for("smith john", POOL)[0]
     assert top.candidate.id.startswith("exact")
     assert top.match == "exact"
 
@@ -91,13 +93,11 @@ def test_last_first_prefers_roles_as_typed() -> None:
         candidate("a", "Lee", "Ann", "1980-01-01"),
         candidate("b", "Ann", "Lee", "1980-01-01"),
     ]
-    plan = build_plan(SearchInput(q="Lee, Ann"), ["c"])
-    assert [r.candidate.id for r in rank(plan.rank, pool)] == ["b", "a"]
+    assert [r.candidate.id for r in rank_for("Lee, Ann", pool)] == ["b", "a"]
 
 
 def test_scores_in_unit_interval_and_match_kinds() -> None:
-    plan = build_plan(SearchInput(q="jon smyth"), ["c"])
-    ranked = rank(plan.rank, POOL)
+    ranked = rank_for("jon smyth", POOL)
     assert all(0.0 <= r.score <= 1.0 for r in ranked)
     kinds = {r.candidate.id: r.match for r in ranked}
     assert kinds["phonetic"] == "exact"  # "jon smyth" is exactly Jon Smyth
@@ -106,8 +106,7 @@ def test_scores_in_unit_interval_and_match_kinds() -> None:
 
 
 def test_unrelated_candidates_are_dropped() -> None:
-    plan = build_plan(SearchInput(q="xavier quigley"), ["c"])
-    assert rank(plan.rank, POOL) == []
+    assert rank_for("xavier quigley", POOL) == []
 
 
 def test_two_typed_words_spelling_one_stored_word_match_exactly() -> None:
@@ -128,8 +127,7 @@ def test_as_you_type_completion_beats_a_nickname() -> None:
         candidate("hannah", "Hannah", "Smith", "2015-02-04"),
         candidate("johnathan", "Johnathan", "Smith", "1980-01-01"),
     ]
-    plan = build_plan(SearchInput(q="smith jo"), ["c"])
-    assert rank(plan.rank, pool)[0].candidate.id == "johnathan"
+    assert rank_for("smith jo", pool)[0].candidate.id == "johnathan"
 
 
 # -- evidence, bands, ties and grades (issue 12) -------------------------------------------
@@ -152,8 +150,7 @@ def test_a_date_that_agrees_beats_a_full_name_with_a_contradicting_date() -> Non
         candidate("jessup", "Isabella", "Jessup", "1933-12-04"),
         candidate("other", "Mary", "Jessup", "1950-01-01"),
     ]
-    plan = build_plan(SearchInput(q="isabella ryan 12/4/1933"), ["c"])
-    ranked = rank(plan.rank, pool)
+    ranked = rank_for("isabella ryan 12/4/1933", pool)
     assert [r.candidate.id for r in ranked][:2] == ["jessup", "ryan"]
     assert ranked[0].score > ranked[1].score
 
@@ -163,8 +160,7 @@ def test_one_digit_off_or_swapped_date_with_a_name_word_still_beats_a_contradict
         candidate("namesake", "Isabella", "Ryan", "1994-06-02"),
         candidate("digit", "Isabella", "Jessup", "1933-12-14"),
     ]
-    plan = build_plan(SearchInput(q="isabella ryan 12/4/1933"), ["c"])
-    assert rank(plan.rank, pool)[0].candidate.id == "digit"
+    assert rank_for("isabella ryan 12/4/1933", pool)[0].candidate.id == "digit"
 
 
 def test_exact_name_and_exact_date_stay_first_whatever_the_frequencies() -> None:
@@ -172,9 +168,8 @@ def test_exact_name_and_exact_date_stay_first_whatever_the_frequencies() -> None
         candidate("exact", "John", "Smith", "1985-03-14"),
         candidate("rare", "Xavier", "Smith", "1985-03-14"),
     ]
-    plan = build_plan(SearchInput(q="john smith 3/14/1985"), ["c"])
     many = counts(5000, n_john=400, n_smith=300, dob_1985_03_14=2, n_xavier=1)
-    assert rank(plan.rank, pool, many)[0].candidate.id == "exact"
+    assert rank_for("john smith 3/14/1985", pool, many)[0].candidate.id == "exact"
 
 
 def test_agreement_on_a_rare_name_is_stronger_evidence_than_on_a_common_one() -> None:
@@ -183,9 +178,8 @@ def test_agreement_on_a_rare_name_is_stronger_evidence_than_on_a_common_one() ->
         candidate("rare", "Ezekiel", "Quartermaine", "1985-03-14"),
     ]
     # the typed family name matches neither exactly; each agrees on one word and the date
-    plan = build_plan(SearchInput(q="john quartermaine 3/14/1985"), ["c"])
     freq = counts(5000, n_john=400, n_smith=300, n_ezekiel=3, n_quartermaine=1)
-    ranked = rank(plan.rank, pool, freq)
+    ranked = rank_for("john quartermaine 3/14/1985", pool, freq)
     assert ranked[0].candidate.id == "rare"
     assert ranked[0].weight > ranked[1].weight
 
@@ -195,8 +189,10 @@ def test_exact_date_without_any_name_agreement_is_on_the_page_but_low() -> None:
         candidate("born_that_day", "Peyton", "Cupo", "1995-07-10"),
         candidate("namesake", "Imogen", "Clarke", "1970-01-01"),
     ]
-    plan = build_plan(SearchInput(q="clarke, imogen 7/10/1995"), ["c"])
-    ids = [r.candidate.id for r in rank(plan.rank, pool, counts(2000, dob_1995_07_10=1))]
+    ids = [
+        r.candidate.id
+        for r in rank_for("clarke, imogen 7/10/1995", pool, counts(2000, dob_1995_07_10=1))
+    ]
     assert ids == ["namesake", "born_that_day"]
 
 
@@ -247,6 +243,5 @@ def test_swapped_day_and_month_only_count_in_the_same_year() -> None:
 
 def test_a_name_alone_is_never_certain() -> None:
     only = [candidate("only", "Ezekiel", "Quartermaine", "1985-03-14")]
-    plan = build_plan(SearchInput(q="ezekiel quartermaine"), ["c"])
-    (result,) = rank(plan.rank, only, counts(5000, n_ezekiel=1, n_quartermaine=1))
+    (result,) = rank_for("ezekiel quartermaine", only, counts(5000, n_ezekiel=1, n_quartermaine=1))
     assert result.probability >= 0.99 and result.grade == "probable"

@@ -19,20 +19,11 @@ from hypothesis import strategies as st
 from core.apikeys import create_key
 from core.logging import json_handler
 from core.settings import Settings
-from indexer.reindex import reindex
 from search_api.app import create_app
-from tests.factories import insert_patient
+from tests.factories import JOHN_SMITH, seed
 
 PATIENTS: list[dict[str, Any]] = [
-    dict(
-        id="p1",
-        given="John",
-        family="Smith",
-        birth_date=dt.date(1985, 3, 14),
-        mrn="00412",
-        phones=["(555) 010-2233"],
-        emails=["John.Smith@Example.com"],
-    ),
+    dict(JOHN_SMITH, id="p1", phones=["(555) 010-2233"], emails=["John.Smith@Example.com"]),
     dict(id="p2", given="Jon", family="Smyth", birth_date=dt.date(1990, 7, 2), mrn="00413"),
     dict(
         id="p3",
@@ -60,15 +51,7 @@ PATIENTS: list[dict[str, Any]] = [
     ),
     dict(id="p9", given="Ahmed", family="Khan", birth_date=dt.date(1999, 2, 11)),
     # Another clinic holds a near twin of p1: it must never show up for clinic-a.
-    dict(
-        id="q1",
-        clinic_id="clinic-b",
-        given="John",
-        family="Smith",
-        birth_date=dt.date(1985, 3, 14),
-        mrn="00412",
-        phones=["(555) 010-2233"],
-    ),
+    dict(JOHN_SMITH, id="q1", clinic_id="clinic-b", phones=["(555) 010-2233"]),
 ]
 
 
@@ -79,13 +62,12 @@ def settings() -> Settings:
 
 @pytest.fixture
 def seeded(db_url: str, settings: Settings) -> tuple[str, str, str]:
-    with psycopg.connect(db_url) as conn:
-        for p in PATIENTS:
-            insert_patient(conn, **p)
-        key_a = create_key(conn, ["clinic-a"], name="front desk a")
-        key_b = create_key(conn, ["clinic-b"])
-        conn.commit()
-    reindex(db_url, settings, progress=False)
+    key_a, key_b = seed(
+        db_url,
+        PATIENTS,
+        settings,
+        lambda c: (create_key(c, ["clinic-a"], name="front desk a"), create_key(c, ["clinic-b"])),
+    )
     return db_url, key_a, key_b
 
 
