@@ -46,6 +46,7 @@ import psycopg
 from rapidfuzz import fuzz, process, utils
 
 from bench.relevance import RESULTS, Metrics, fresh_database, rank_of
+from core.schema import create_source_tables
 
 LIMIT = 10
 DATASETS = (1, 2, 3)  # never 4: held back for independent checking
@@ -55,30 +56,6 @@ GRADES = ("certain", "probable", "possible")
 
 # Targets from issue 12.
 TARGET_NAME_DATE_R1 = 0.98
-
-# The reference source schema, verbatim from DESIGN.md: no index but the primary keys.
-SOURCE_DDL = """
-create table patients (
-  id          text primary key,
-  clinic_id   text not null,
-  mrn         text,
-  given_name  text,
-  middle_name text,
-  family_name text,
-  birth_date  date,
-  sex         text,
-  postal_code text,
-  active      boolean not null default true,
-  updated_at  timestamptz not null default now()
-);
-create table patient_contacts (
-  id          text primary key,
-  patient_id  text not null references patients(id) on delete cascade,
-  kind        text not null,
-  value       text not null,
-  use         text
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -207,7 +184,7 @@ def make_queries(number: int, records: Sequence[Record]) -> list[Query]:
 def load_originals(url: str, numbers: Iterable[int], *, sample: int | None, seed: int) -> None:
     """Originals into the reference tables; with `sample`, a random subset (smoke runs)."""
     with psycopg.connect(url) as conn:
-        conn.execute(SOURCE_DDL)
+        create_source_tables(conn)  # DESIGN.md's shape: no index but the primary keys
         for number in numbers:
             originals = [r for r in read_febrl(number) if r.is_original]
             if sample:
