@@ -12,6 +12,7 @@ term is scoped to the caller's clinics inside the query.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -64,6 +65,7 @@ class PostgresEngine:
         self.pool = pool
         self._observe = observe or (lambda kind, seconds: None)
         self.words = WordDictionary(lambda: load_words(pool))
+        self._sizes: dict[str, tuple[float, int]] = {}  # clinic size key: (read at, patients)
         self.search_timeout_ms = search_timeout_ms
 
     # -- reads ---------------------------------------------------------------
@@ -81,9 +83,39 @@ class PostgresEngine:
             )
 
     def term_counts(self, keys: Sequence[str]) -> dict[str, int]:
-        """Per-clinic counts of name words and dates, for evidence weights (core.term_counts)."""
-        with self.pool.connection() as conn:
-            return term_counts.lookup(conn, keys)
+        """Per-clinic counts of name words and dates, for evidence weights (core.term_counts).
+
+        Name words come from the in-process dictionary (the same counts, refreshed with
+        it) and clinic sizes from a copy as old at most; only what neither holds (dates)
+        costs a round trip, and a search without a typed date asks for none.
+        """
+        found: dict[str, int] = {}
+        missing: list[str] = []
+        for key in keys:
+            count = self._known_count(key)
+            if count is None:
+                missing.append(key)
+            elif count:
+                found[key] = count
+        if missing:
+            with self.pool.connection() as conn:
+                read = term_counts.lookup(conn, missing)
+            now = time.monotonic()
+            for key, count in read.items():
+                if key.endswith(term_counts.SEP + term_counts.TOTAL):
+                    self._sizes[key] = (now, count)
+            found.update(read)
+        return found
+
+    def _known_count(self, key: str) -> int | None:
+        clinic, _, term = key.partition(term_counts.SEP)
+        if term == term_counts.TOTAL:
+            size = self._sizes.get(key)
+            fresh = size is not None and time.monotonic() - size[0] < self.words.max_age_s
+            return size[1] if size is not None and fresh else None
+        if term.startswith(NAME_LEAD):
+            return self.words.patients(clinic, term[len(NAME_LEAD) :])
+        return None
 
     def get(self, patient_id: str, clinic_ids: tuple[str, ...]) -> Candidate | None:
         with self.pool.connection() as conn:
@@ -133,8 +165,8 @@ def _candidate(row: tuple[Any, ...]) -> Candidate:
 
 Expander = Callable[[Sequence[NameToken], Sequence[str]], Expansions]
 Scoper = Callable[[Iterable[str]], list[str]]
-# A name level: its name, the clinic-scoped terms that count per typed word, and an order.
-Level = tuple[str, list[tuple[str, ...]], sql.Composable | None]
+# A name level: its name and the clinic-scoped terms that count per typed word.
+Level = tuple[str, list[tuple[str, ...]]]
 
 
 def no_expansion(tokens: Sequence[NameToken], clinics: Sequence[str]) -> Expansions:
@@ -153,42 +185,25 @@ def _name_levels(
     names: Sequence[NameToken],
     scoped: Scoper,
 ) -> Iterator[Level]:
-    """Per name word, the scoped terms that count at each level, strict to loose, with an order.
+    """Per name word, the scoped terms that count at each level, strict to loose.
 
     exact: the word and its nickname group; completed: plus prefix completions;
-    close: plus typo corrections and the phonetic code. The dictionary is only
-    asked when the exact level did not find enough, and each clinic's
-    expansions are scoped to that clinic alone. Only the close level mixes near
-    and far matches, so only it is ordered.
+    typo: plus typo corrections; close: plus the phonetic code. The dictionary is
+    only asked when the exact level did not find enough, and each clinic's
+    expansions are scoped to that clinic alone. Each level is its own unordered
+    pass: a row found at a stricter level is already on the page before a looser
+    one is read, which orders them as well as sorting the loose level's matches
+    did, without reading thousands of rows of a common sound to sort them.
     """
     exact = [tuple(scoped(t.alternatives)) for t in names]
-    yield "exact", exact, None
+    yield "exact", exact
     prefixes, fuzzy = expand(names)
     completed = [(*e, *_scoped_words(prefixes[t.text])) for e, t in zip(exact, names, strict=True)]
-    yield "completed", completed, None
-    typos = [_scoped_words(fuzzy[t.text]) for t in names]
-    close = [(*c, *scoped(t.phonetic), *f) for c, t, f in zip(completed, names, typos, strict=True)]
-    yield "close", close, _closeness(exact, completed, typos)
-
-
-def _closeness(
-    exact: list[tuple[str, ...]],
-    completed: list[tuple[str, ...]],
-    typos: list[tuple[str, ...]],
-) -> sql.Composable:
-    """Rows matching more words more closely first: exact 3, completed 2, typo 1.
-
-    A sound-alike code scores nothing here: one stored word's code can stand for
-    two typed words at once (Luis ~ LS ~ Loez), which would float every Luis.
-    """
-    parts = [
-        sql.SQL(
-            "(case when terms && {}::text[] then 3 when terms && {}::text[] then 2 "
-            "when terms && {}::text[] then 1 else 0 end)"
-        ).format(list(e), list(c), list(f) or [""])
-        for e, c, f in zip(exact, completed, typos, strict=True)
-    ]
-    return sql.SQL("{} desc, id").format(sql.SQL(" + ").join(parts))
+    yield "completed", completed
+    typo = [(*c, *_scoped_words(fuzzy[t.text])) for c, t in zip(completed, names, strict=True)]
+    if typo != completed:
+        yield "typo", typo
+    yield "close", [(*c, *scoped(t.phonetic)) for c, t in zip(typo, names, strict=True)]
 
 
 def find_candidates(
@@ -246,6 +261,13 @@ class CandidateSearch:
             for kind, terms in (("dob", query.dob_terms), ("dob_near", query.dob_near_terms))
             if terms
         ]
+        # Every pass must go through the terms index: with LIMIT and skewed name
+        # frequencies the planner otherwise bets on a sequential scan and can lose
+        # by seconds (measured at 1M patients). Sent with the first pass: one round
+        # trip fewer.
+        self.prelude: sql.Composable | None = sql.SQL(
+            "set local enable_seqscan = off; set local enable_indexscan = off; "
+        )
         # Name levels reached so far, pulled lazily from the ladder: the dictionary
         # is asked only if the exact level did not find enough.
         self.levels: list[Level] = []
@@ -254,10 +276,6 @@ class CandidateSearch:
         )
 
     def run(self) -> list[Candidate]:
-        # Every pass must go through the terms index: with LIMIT and skewed name
-        # frequencies the planner otherwise bets on a sequential scan and can lose
-        # by seconds (measured at 1M patients).
-        self.conn.execute("set local enable_seqscan = off; set local enable_indexscan = off")
         try:
             self.passes()
         except (DeadlineReached, psycopg.errors.QueryCanceled):
@@ -288,11 +306,11 @@ class CandidateSearch:
         only add patients the re-ranker puts below them.
         """
         before = len(self.found)
-        for level, words, order in self.ladder:
-            self.levels.append((level, words, order))
+        for level, words in self.ladder:
+            self.levels.append((level, words))
             for date_kind, date in self.dates:
                 conds = [*(self.holds(w) for w in words), date, *self.weak]
-                self.run_pass(f"{level}_{date_kind}", conds, order=order)
+                self.run_pass(f"{level}_{date_kind}", conds)
                 if len(self.found) > before:
                     break
             if len(self.found) > before or self.enough():
@@ -310,16 +328,19 @@ class CandidateSearch:
             self.run_pass("dob_alone", [self.overlaps(self.query.dob_terms)], rows=DOB_ALONE_ROWS)
 
     def names_alone(self) -> None:
-        for i in range(3):
+        for i in itertools.count():
             if self.enough():
                 break
             if i == len(self.levels):
-                self.levels.append(next(self.ladder))
-            level, words, order = self.levels[i]
+                reached = next(self.ladder, None)
+                if reached is None:
+                    break
+                self.levels.append(reached)
+            level, words = self.levels[i]
             if level == "completed" and len(words) == 1 and not self.weak:
                 self.completions_pass(words[0])
             else:
-                self.run_pass(level, [*(self.holds(w) for w in words), *self.weak], order=order)
+                self.run_pass(level, [*(self.holds(w) for w in words), *self.weak])
 
     def completions_pass(self, scoped: Sequence[str]) -> None:
         """One typed word and its completions (as-you-type): read a few patients per word
@@ -349,12 +370,15 @@ class CandidateSearch:
         self.execute("completed", stmt, statements_before=1)
 
     def last_resorts(self) -> None:
-        """When the levels did not fill the page: any one word, closest first (a name
+        """When the levels did not fill the page: any one word, level by level (a name
         part entered all differently, a married name); then, when nothing matched at
         all, whole-name trigram similarity."""
-        if not self.enough() and len(self.query.names) > 1:
-            order = self.levels[-1][2] if self.levels else None
-            self.run_pass("any_name", [self.any_word(), *self.weak], order=order)
+        if len(self.query.names) > 1:
+            for _, words in self.levels:
+                if self.enough():
+                    break
+                any_word = self.holds(t for scoped in words for t in scoped)
+                self.run_pass("any_name", [any_word, *self.weak])
         name_text = self.query.name_text
         if not self.found and name_text:
             self.conn.execute("set local pg_trgm.similarity_threshold = 0.3")
@@ -393,7 +417,7 @@ class CandidateSearch:
 
     def any_word(self) -> sql.Composable:
         """Any term of any typed word, at every level reached so far."""
-        return self.holds(t for _, words, _ in self.levels for scoped in words for t in scoped)
+        return self.holds(t for _, words in self.levels for scoped in words for t in scoped)
 
     def run_pass(
         self,
@@ -429,9 +453,11 @@ class CandidateSearch:
         if left_ms <= 0:
             raise DeadlineReached
         started = time.perf_counter()
-        cur = self.conn.execute(
-            sql.SQL("set local statement_timeout = {}; ").format(sql.Literal(left_ms)) + stmt
-        )
+        timeout = sql.SQL("set local statement_timeout = {}; ").format(sql.Literal(left_ms))
+        if self.prelude is not None:
+            timeout, self.prelude = self.prelude + timeout, None
+            statements_before += 2
+        cur = self.conn.execute(timeout + stmt)
         for _ in range(1 + statements_before):
             cur.nextset()
         fetched = cur.fetchall()

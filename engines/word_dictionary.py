@@ -97,7 +97,7 @@ class _Snapshot:
 class WordDictionary:
     def __init__(self, load: Loader, *, max_age_s: float = 30.0) -> None:
         self._load = load
-        self._max_age_s = max_age_s
+        self.max_age_s = max_age_s
         self._snapshot: dict[str, _Snapshot] | None = None
         self._loaded_at = 0.0
         self._refreshing = threading.Lock()
@@ -132,6 +132,15 @@ class WordDictionary:
             {t: {terms.name(w) for _, w in pairs} for t, pairs in typos.items()},
         )
 
+    def patients(self, clinic: str, word: str) -> int | None:
+        """Patients of the clinic holding this name word (0: none), as of the last load;
+        None until the clinic's words are loaded. The same count as core.term_counts
+        keeps for the word, read without a round trip."""
+        snapshot = self._current().get(clinic)
+        if snapshot is None:
+            return None
+        return snapshot.frequency.get(word, 0)
+
     @property
     def ready(self) -> bool:
         """Loaded at least once (starts loading in the background when not)."""
@@ -158,7 +167,7 @@ class WordDictionary:
         return self
 
     def _current(self) -> dict[str, _Snapshot]:
-        if time.monotonic() - self._loaded_at > self._max_age_s:
+        if time.monotonic() - self._loaded_at > self.max_age_s:
             self._refresh_in_background()
         return self._snapshot or {}
 

@@ -90,6 +90,12 @@ def _primary_code(token: str) -> str | None:
     return codes[0] if codes else None
 
 
+@lru_cache(maxsize=4096)
+def _particle(token: str) -> bool:
+    """is_particle, once per typed word: it folds the word, and every candidate asks."""
+    return is_particle(token)
+
+
 @lru_cache(maxsize=65536)
 def _nicknames(token: str) -> frozenset[str]:
     return frozenset(nickname_group(token))
@@ -171,7 +177,7 @@ def match_names(query: RankQuery, match: MatchFields) -> _NameResult:
         used_q[qi] = (kind, quality, words[wi][0])
         stored_of[qi] = words[wi][1]
         used_w.add(wi)
-    required = [qi for qi, t in enumerate(query.names) if not (is_particle(t) and qi not in used_q)]
+    required = [qi for qi, t in enumerate(query.names) if not (_particle(t) and qi not in used_q)]
     if not used_q:
         return _NameResult(None, 0.0, 0.0, frozenset(), False)
     unmatched = [qi for qi in required if qi not in used_q]
@@ -408,15 +414,19 @@ IDENTIFIER_WEIGHT = {"mrn": 20.0, "phone": 12.0, "email": 14.0}
 MIN_POPULATION = 1000
 
 
-def count_keys(candidates: Iterable[Candidate]) -> list[str]:
-    """The term-count keys the evidence of these candidates needs (see core.term_counts)."""
+def count_keys(candidates: Iterable[Candidate], *, dates: bool = True) -> list[str]:
+    """The term-count keys the evidence of these candidates needs (see core.term_counts).
+
+    A date's count weighs only a typed date's agreement: without one (`dates` false)
+    no date key is asked for.
+    """
     keys: set[str] = set()
     for c in candidates:
         clinic = str(c.patient.get("clinic_id") or "")
         keys.add(term_counts.key(clinic, term_counts.TOTAL))
         words = [*c.match["given"], *c.match["middle"], *c.match["family"]]
         keys.update(term_counts.key(clinic, terms.name(w)) for w in words)
-        if born := c.match.get("birth_date"):
+        if dates and (born := c.match.get("birth_date")):
             keys.add(term_counts.key(clinic, terms.term(terms.DOB, born)))
     return sorted(keys)
 

@@ -87,12 +87,14 @@ def plan_for(request: SearchInput, clinic_ids: Sequence[str], settings: Settings
 CountReader = Callable[[Sequence[str]], Mapping[str, int]]
 
 
-def read_counts(reader: CountReader | None, candidates: Sequence[Candidate]) -> Mapping[str, int]:
+def read_counts(
+    reader: CountReader | None, query: RankQuery, candidates: Sequence[Candidate]
+) -> Mapping[str, int]:
     """The clinics' term counts the evidence needs; without them evidence is uniform."""
     if reader is None or not candidates:
         return {}
     try:
-        return reader(count_keys(candidates))
+        return reader(count_keys(candidates, dates=bool(query.birth_dates)))
     except Exception as exc:  # ranking still works, only less finely: never fail the search
         log.warning("term counts not readable", extra={"error": type(exc).__name__})
         return {}
@@ -193,7 +195,9 @@ def search(
     asked = time.perf_counter()
     answer = router.candidates(plan.candidates)
     engine_ms = (time.perf_counter() - asked) * 1000
-    ranked = select(request, plan, answer.candidates, read_counts(counts, answer.candidates))
+    ranked = select(
+        request, plan, answer.candidates, read_counts(counts, plan.rank, answer.candidates)
+    )
     page = ranked[request.offset : request.offset + request.limit]
     return SearchOutcome(
         results=page,
@@ -226,7 +230,7 @@ def search_ranked(
         candidates = find_candidates(
             conn, plan.candidates, observe=lambda kind, s: None, expand=words.expand
         )
-        counts = term_counts.lookup(conn, count_keys(candidates))
+        counts = term_counts.lookup(conn, count_keys(candidates, dates=bool(plan.rank.birth_dates)))
     return rank(plan.rank, candidates, counts)[:limit]
 
 
