@@ -8,7 +8,6 @@ screenshot test write its PNGs to DIR (`make screenshot`); otherwise they go to 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import socket
@@ -25,7 +24,7 @@ from bench.browser import chromium, missing
 from core.apikeys import create_key
 from core.settings import Settings
 from search_api.app import create_app
-from tests.factories import JOHN_SMITH, cloned_database, seed
+from tests.factories import JOHN_SMITH, cloned_database, patient, seed
 
 try:
     from selenium.webdriver.common.by import By
@@ -41,47 +40,28 @@ pytestmark = pytest.mark.skipif(missing() is not None, reason=missing() or "")
 PATIENTS: list[dict[str, Any]] = [
     dict(JOHN_SMITH, id="b1", sex="male", phones=["(555) 010-2233"]),
     # b2 looks like a second registration of b1: same date of birth, near name.
-    dict(id="b2", given="Jon", family="Smyth", birth_date=dt.date(1985, 3, 14), mrn="00977"),
-    dict(id="b3", given="Johanna", family="Smithers", birth_date=dt.date(1962, 8, 30)),
-    dict(
-        id="b4",
-        given="Margaret",
+    patient("b2", "Jon", "Smyth", "1985-03-14", mrn="00977"),
+    patient("b3", "Johanna", "Smithers", "1962-08-30"),
+    patient(
+        "b4",
+        "Margaret",
+        "Thompson",
+        "1950-12-25",
         middle="Anne",
-        family="Thompson",
-        birth_date=dt.date(1950, 12, 25),
         sex="female",
         mrn="00501",
         phones=["555-010-7788", "+44 20 7946 0958"],
         emails=["m.thompson@example.org"],
     ),
-    dict(id="b5", given="Mark", family="Thomas", birth_date=dt.date(1978, 5, 2), sex="male"),
-    dict(id="b6", given="Martha", family="Thompkins", birth_date=dt.date(1944, 1, 19)),
+    patient("b5", "Mark", "Thomas", "1978-05-02", sex="male"),
+    patient("b6", "Martha", "Thompkins", "1944-01-19"),
     # b7 and b8 share a phone and a near name (a nickname): a duplicate by phone.
-    dict(
-        id="b7",
-        given="Katherine",
-        family="O'Connell",
-        birth_date=dt.date(1990, 6, 2),
-        sex="female",
-        phones=["555 010 4455"],
-    ),
-    dict(
-        id="b8",
-        given="Kathy",
-        family="OConnell",
-        birth_date=dt.date(1991, 1, 7),
-        phones=["(555) 010-4455"],
-    ),
-    dict(id="b9", given="Ahmed", family="Khan", birth_date=dt.date(2024, 2, 11), sex="male"),
-    dict(
-        id="b10",
-        given="Elizabeth",
-        family="Van der Berg",
-        birth_date=dt.date(1979, 6, 15),
-        active=False,
-    ),
-    dict(id="b11", given="William", family="Garcia-Lopez", birth_date=dt.date(1972, 11, 5)),
-    dict(id="b12", given="José", family="Núñez", birth_date=dt.date(2001, 1, 9), sex="male"),
+    patient("b7", "Katherine", "O'Connell", "1990-06-02", sex="female", phones=["555 010 4455"]),
+    patient("b8", "Kathy", "OConnell", "1991-01-07", phones=["(555) 010-4455"]),
+    patient("b9", "Ahmed", "Khan", "2024-02-11", sex="male"),
+    patient("b10", "Elizabeth", "Van der Berg", "1979-06-15", active=False),
+    patient("b11", "William", "Garcia-Lopez", "1972-11-05"),
+    patient("b12", "José", "Núñez", "2001-01-09", sex="male"),
 ]
 # Words of the patients above that must never reach the page's URL or history.
 PRIVATE = ["smith", "smyth", "thompson", "margaret", "margret", "00412", "1985", "2233", "b1"]
