@@ -31,6 +31,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 log = logging.getLogger(__name__)
 
@@ -374,22 +375,14 @@ class AuditFilter:
         return sql.SQL(" and ").join(parts), params
 
 
-def _stored(row: Sequence[Any]) -> StoredRecord:
-    record = AuditRecord(
-        at=row[1],
-        request_id=row[2],
-        key_id=row[3],
-        clinics=tuple(row[4]),
-        staff_user=row[5],
-        purpose=row[6],
-        source=row[7],
-        action=row[8],
-        outcome=row[9],
-        request=row[10],
-        patient_ids=tuple(row[11]),
-        note=row[12],
+def _stored(row: dict[str, Any]) -> StoredRecord:
+    """A row selected with _SELECT, its columns mapped to AuditRecord's fields by name."""
+    fields = {c: row[c] for c in _COLUMNS if c != "seq"}
+    fields["clinics"] = tuple(fields["clinics"])
+    fields["patient_ids"] = tuple(fields["patient_ids"])
+    return StoredRecord(
+        seq=row["seq"], record=AuditRecord(**fields), prev_hash=row["prev_hash"], hash=row["hash"]
     )
-    return StoredRecord(seq=row[0], record=record, prev_hash=row[13], hash=row[14])
 
 
 _SELECT = sql.SQL(", ").join(map(sql.Identifier, (*_COLUMNS, "prev_hash", "hash")))
@@ -405,7 +398,7 @@ def query(
     )
     if limit is not None:
         stmt = stmt + sql.SQL(" limit {}").format(sql.Literal(limit))
-    with conn.transaction(), conn.cursor(name="audit_query") as cur:
+    with conn.transaction(), conn.cursor(name="audit_query", row_factory=dict_row) as cur:
         cur.itersize = 2000
         cur.execute(stmt, params)
         for row in cur:
@@ -437,7 +430,7 @@ def verify(conn: psycopg.Connection[Any]) -> Verification:
     result = Verification()
     expected_seq, prev = _anchor(conn)
     head = conn.execute("select seq, hash from patient_search.audit_head").fetchone()
-    with conn.transaction(), conn.cursor(name="audit_verify") as cur:
+    with conn.transaction(), conn.cursor(name="audit_verify", row_factory=dict_row) as cur:
         cur.itersize = 5000
         cur.execute(
             sql.SQL("select {} from patient_search.audit_log where seq > %s order by seq").format(
