@@ -79,6 +79,13 @@ def insert_patient(
     return id
 
 
+def insert_patients(db_url: str, patients: list[dict[str, Any]]) -> None:
+    """Insert the rows (`patient(...)` dicts) in one transaction; nothing is indexed."""
+    with psycopg.connect(db_url) as conn:
+        for p in patients:
+            insert_patient(conn, **p)
+
+
 def seed(
     db_url: str,
     patients: list[dict[str, Any]],
