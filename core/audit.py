@@ -14,7 +14,6 @@ never in logs.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -32,6 +31,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+
+from core.database import WorkerConnection
 
 log = logging.getLogger(__name__)
 
@@ -205,13 +206,14 @@ class AuditWriter:
     _stop: threading.Event = field(init=False, default_factory=threading.Event)
     _thread: threading.Thread | None = field(init=False, default=None)
     _failing: bool = field(init=False, default=False)
-    _conn: psycopg.Connection[Any] | None = field(init=False, default=None)
+    _db: WorkerConnection = field(init=False)
     _touched: dict[int, float] = field(init=False, default_factory=dict)
     _carry: list[AuditRecord] = field(init=False, default_factory=list)
     written: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self._queue = queue.Queue(maxsize=self.queue_size)
+        self._db = WorkerConnection(self.url, "patient-search-audit")
 
     def start(self) -> AuditWriter:
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
@@ -303,11 +305,7 @@ class AuditWriter:
     def _write(self, batch: list[AuditRecord]) -> None:
         if not batch:
             return
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self.url, autocommit=True, application_name="patient-search-audit"
-            )
-        append(self._conn, batch)
+        append(self._db.get(), batch)
         self.written += len(batch)
         if self._failing:
             log.warning("audit trail writable again", extra={"count": len(batch)})
@@ -325,19 +323,16 @@ class AuditWriter:
             if r.key_id is not None
             and now - self._touched.get(r.key_id, -1e9) >= self.touch_every_s
         }
-        if due and self._conn is not None:
+        if due:
             try:
-                touch_keys(self._conn, due)
+                touch_keys(self._db.get(), due)
             except psycopg.Error as exc:
                 log.warning("could not record key use", extra={"error": type(exc).__name__})
                 return
             self._touched.update(dict.fromkeys(due, now))
 
     def _reset(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._conn.close()
-            self._conn = None
+        self._db.close()
 
 
 # --- reading the trail -----------------------------------------------------------------
