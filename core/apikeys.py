@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 PREFIX = "psk_"
 SCOPES = ("search", "lookup", "read", "fhir", "audit")
@@ -142,22 +143,16 @@ def find_key(conn: psycopg.Connection[Any], key: str) -> ApiKey | None:
     """The live key (not revoked, not expired) with this secret, or None."""
     if not plausible_key(key):
         return None
-    row = conn.execute(
-        "select id, name, clinics, scopes, require_user, expires_at"
-        " from patient_search.api_keys where key_hash = %s and revoked_at is null"
-        " and (expires_at is null or expires_at > now())",
-        (hash_key(key),),
-    ).fetchone()
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "select id, name, clinics, scopes, require_user, expires_at"
+            " from patient_search.api_keys where key_hash = %s and revoked_at is null"
+            " and (expires_at is null or expires_at > now())",
+            (hash_key(key),),
+        ).fetchone()
     if row is None:
         return None
-    return ApiKey(
-        id=row[0],
-        name=row[1],
-        clinics=tuple(row[2]),
-        scopes=frozenset(row[3]),
-        require_user=row[4],
-        expires_at=row[5],
-    )
+    return ApiKey(**{**row, "clinics": tuple(row["clinics"]), "scopes": frozenset(row["scopes"])})
 
 
 _INFO_COLUMNS = (
@@ -166,30 +161,22 @@ _INFO_COLUMNS = (
 )
 
 
-def _info(row: Sequence[Any]) -> KeyInfo:
-    return KeyInfo(
-        id=row[0],
-        name=row[1],
-        clinics=tuple(row[2]),
-        scopes=tuple(row[3]),
-        require_user=row[4],
-        created_at=row[5],
-        expires_at=row[6],
-        last_used_at=row[7],
-        revoked_at=row[8],
-        rotated_from=row[9],
-    )
+def _info(row: dict[str, Any]) -> KeyInfo:
+    """A row of _INFO_COLUMNS, mapped to KeyInfo's fields by column name."""
+    return KeyInfo(**{**row, "clinics": tuple(row["clinics"]), "scopes": tuple(row["scopes"])})
 
 
 def list_keys(conn: psycopg.Connection[Any]) -> list[KeyInfo]:
-    rows = conn.execute(f"select {_INFO_COLUMNS} from patient_search.api_keys order by id")
-    return [_info(r) for r in rows]
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(f"select {_INFO_COLUMNS} from patient_search.api_keys order by id")
+        return [_info(r) for r in cur]
 
 
 def get_key(conn: psycopg.Connection[Any], key_id: int) -> KeyInfo | None:
-    row = conn.execute(
-        f"select {_INFO_COLUMNS} from patient_search.api_keys where id = %s", (key_id,)
-    ).fetchone()
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            f"select {_INFO_COLUMNS} from patient_search.api_keys where id = %s", (key_id,)
+        ).fetchone()
     return _info(row) if row else None
 
 

@@ -14,7 +14,6 @@ never in logs.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -31,6 +30,9 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
+
+from core.database import WorkerConnection
 
 log = logging.getLogger(__name__)
 
@@ -204,13 +206,14 @@ class AuditWriter:
     _stop: threading.Event = field(init=False, default_factory=threading.Event)
     _thread: threading.Thread | None = field(init=False, default=None)
     _failing: bool = field(init=False, default=False)
-    _conn: psycopg.Connection[Any] | None = field(init=False, default=None)
+    _db: WorkerConnection = field(init=False)
     _touched: dict[int, float] = field(init=False, default_factory=dict)
     _carry: list[AuditRecord] = field(init=False, default_factory=list)
     written: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self._queue = queue.Queue(maxsize=self.queue_size)
+        self._db = WorkerConnection(self.url, "patient-search-audit")
 
     def start(self) -> AuditWriter:
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
@@ -302,11 +305,7 @@ class AuditWriter:
     def _write(self, batch: list[AuditRecord]) -> None:
         if not batch:
             return
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self.url, autocommit=True, application_name="patient-search-audit"
-            )
-        append(self._conn, batch)
+        append(self._db.get(), batch)
         self.written += len(batch)
         if self._failing:
             log.warning("audit trail writable again", extra={"count": len(batch)})
@@ -324,19 +323,16 @@ class AuditWriter:
             if r.key_id is not None
             and now - self._touched.get(r.key_id, -1e9) >= self.touch_every_s
         }
-        if due and self._conn is not None:
+        if due:
             try:
-                touch_keys(self._conn, due)
+                touch_keys(self._db.get(), due)
             except psycopg.Error as exc:
                 log.warning("could not record key use", extra={"error": type(exc).__name__})
                 return
             self._touched.update(dict.fromkeys(due, now))
 
     def _reset(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._conn.close()
-            self._conn = None
+        self._db.close()
 
 
 # --- reading the trail -----------------------------------------------------------------
@@ -374,22 +370,14 @@ class AuditFilter:
         return sql.SQL(" and ").join(parts), params
 
 
-def _stored(row: Sequence[Any]) -> StoredRecord:
-    record = AuditRecord(
-        at=row[1],
-        request_id=row[2],
-        key_id=row[3],
-        clinics=tuple(row[4]),
-        staff_user=row[5],
-        purpose=row[6],
-        source=row[7],
-        action=row[8],
-        outcome=row[9],
-        request=row[10],
-        patient_ids=tuple(row[11]),
-        note=row[12],
+def _stored(row: dict[str, Any]) -> StoredRecord:
+    """A row selected with _SELECT, its columns mapped to AuditRecord's fields by name."""
+    fields = {c: row[c] for c in _COLUMNS if c != "seq"}
+    fields["clinics"] = tuple(fields["clinics"])
+    fields["patient_ids"] = tuple(fields["patient_ids"])
+    return StoredRecord(
+        seq=row["seq"], record=AuditRecord(**fields), prev_hash=row["prev_hash"], hash=row["hash"]
     )
-    return StoredRecord(seq=row[0], record=record, prev_hash=row[13], hash=row[14])
 
 
 _SELECT = sql.SQL(", ").join(map(sql.Identifier, (*_COLUMNS, "prev_hash", "hash")))
@@ -405,7 +393,7 @@ def query(
     )
     if limit is not None:
         stmt = stmt + sql.SQL(" limit {}").format(sql.Literal(limit))
-    with conn.transaction(), conn.cursor(name="audit_query") as cur:
+    with conn.transaction(), conn.cursor(name="audit_query", row_factory=dict_row) as cur:
         cur.itersize = 2000
         cur.execute(stmt, params)
         for row in cur:
@@ -437,7 +425,7 @@ def verify(conn: psycopg.Connection[Any]) -> Verification:
     result = Verification()
     expected_seq, prev = _anchor(conn)
     head = conn.execute("select seq, hash from patient_search.audit_head").fetchone()
-    with conn.transaction(), conn.cursor(name="audit_verify") as cur:
+    with conn.transaction(), conn.cursor(name="audit_verify", row_factory=dict_row) as cur:
         cur.itersize = 5000
         cur.execute(
             sql.SQL("select {} from patient_search.audit_log where seq > %s order by seq").format(

@@ -9,6 +9,7 @@ of them exits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -135,3 +136,28 @@ def open_pool(url: str, settings: Settings, *, name: str = "api") -> ConnectionP
     )
     pool.open(wait=False)
     return pool
+
+
+class WorkerConnection:
+    """The autocommit connection of a background worker (audit writer, Meilisearch
+    drainer and state), opened on first use and again after `close()` or a dropped
+    link, so a worker's retry loop never keeps using a dead connection."""
+
+    def __init__(self, url: str, application_name: str) -> None:
+        self.url = url
+        self.application_name = application_name
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def get(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(
+                self.url, autocommit=True, application_name=self.application_name
+            )
+        return self._conn
+
+    def close(self) -> None:
+        """Close it (it may be broken already: errors are ignored); `get` reconnects."""
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None

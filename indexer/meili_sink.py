@@ -45,6 +45,7 @@ import meilisearch
 import psycopg
 from meilisearch.errors import MeilisearchApiError
 
+from core.database import WorkerConnection
 from core.documents import PatientDocument
 from core.settings import Settings
 from core.state import (
@@ -148,23 +149,15 @@ class StateStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._conn: psycopg.Connection[Any] | None = None
+        self._db = WorkerConnection(url, "patient-search-meili-sink")
         self._written_at = 0.0
         self._failing_since: float | None = None
 
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self.url, autocommit=True, application_name="patient-search-meili-sink"
-            )
-        return self._conn
-
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        self._db.close()
 
     def rebuild_targets(self) -> list[str]:
-        value = MEILI_REBUILD.get(self._connection())
+        value = MEILI_REBUILD.get(self._db.get())
         return list((value or {}).get("indexes") or [])
 
     def record(self, index_uid: str, *, ok: bool, force: bool = False) -> None:
@@ -180,7 +173,7 @@ class StateStore:
         value: MeiliState = {"index": index_uid, "failing_since": iso_time(self._failing_since)}
         if ok:
             value["last_write_at"] = iso_time(now)
-        MEILI.merge(self._connection(), value)
+        MEILI.merge(self._db.get(), value)
         self._written_at = now
 
 
@@ -390,7 +383,7 @@ class MeiliDrainer:
         self.batch_size = batch_size
         self.idle_s = idle_s
         self.retry_max_s = retry_max_s
-        self._conn: psycopg.Connection[Any] | None = None
+        self._db = WorkerConnection(url, "patient-search-meili-drainer")
         self._ensured_at = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -405,16 +398,9 @@ class MeiliDrainer:
             retry_max_s=settings.indexer_retry_max_s,
         )
 
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self.url, autocommit=True, application_name="patient-search-meili-drainer"
-            )
-        return self._conn
-
     def drain_once(self) -> int:
         """One batch of the outbox, oldest first; returns the rows done (0: empty)."""
-        conn = self._connection()
+        conn = self._db.get()
         if time.monotonic() - self._ensured_at > _REENSURE_S:
             # Again now and then: an index deleted or recreated bare (adding documents
             # to a missing index creates one without our settings) is caught here.
@@ -508,8 +494,7 @@ class MeiliDrainer:
                     self._record_failure()
             except psycopg.Error as exc:
                 log.warning("outbox not readable", extra={"error": type(exc).__name__})
-                if self._conn is not None:
-                    self._conn.close()
+                self._db.close()
             except Exception as exc:  # never die: the outbox would grow unseen
                 log.error("meilisearch drainer failed", extra={"error": type(exc).__name__})
             self._stop.wait(delay)
@@ -531,8 +516,7 @@ class MeiliDrainer:
         if self._thread is not None:
             # A drain cut short leaves its rows in the outbox: redone by the next indexer.
             self._thread.join(timeout=5)
-        if self._conn is not None:
-            self._conn.close()
+        self._db.close()
         self.sink.close()
 
 

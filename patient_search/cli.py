@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -344,32 +344,24 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, host=args.host, port=args.port, patients=args.patients)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="patient-search", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+Command = Callable[[Settings, argparse.Namespace], int]
+Commands = argparse._SubParsersAction  # the group `add_subparsers` returns
 
-    sub.add_parser("migrate", help="create or upgrade schema patient_search").set_defaults(
-        func=cmd_migrate
-    )
 
-    p = sub.add_parser("reindex", help="rebuild the engines from the source tables")
-    p.add_argument("--clinic", help="only this clinic")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_reindex)
+def _command(group: Commands, name: str, func: Command, help: str) -> argparse.ArgumentParser:
+    """A subcommand that runs `func(settings, args)`; the caller adds its options."""
+    parser: argparse.ArgumentParser = group.add_parser(name, help=help)
+    parser.set_defaults(func=func)
+    return parser
 
-    p = sub.add_parser("indexer", help="follow the source database (CDC) until stopped")
-    p.add_argument("--once", action="store_true", help="drain what is pending, then exit")
-    p.set_defaults(func=cmd_indexer)
 
-    p = sub.add_parser("serve", help="run the HTTP API")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=None)
-    p.set_defaults(func=cmd_serve)
+def _group(sub: Commands, name: str, help: str) -> Commands:
+    """A command with subcommands of its own (`patient-search apikey create`)."""
+    return sub.add_parser(name, help=help).add_subparsers(dest=f"{name}_command", required=True)
 
-    p = sub.add_parser("apikey", help="manage API keys")
-    keys = p.add_subparsers(dest="apikey_command", required=True)
-    c = keys.add_parser("create", help="create a key; printed once, on the last line")
+
+def _apikey_commands(keys: Commands) -> None:
+    c = _command(keys, "create", cmd_apikey_create, "create a key; printed once, on the last line")
     c.add_argument("--clinic", action="append", required=True, help="clinic id (repeatable)")
     c.add_argument("--name", help="who the key is for")
     c.add_argument(
@@ -381,72 +373,84 @@ def build_parser() -> argparse.ArgumentParser:
         "--require-user", action="store_true", help="refuse requests without X-Staff-User"
     )
     c.add_argument("--expires", type=float, metavar="DAYS", help="the key expires after DAYS")
-    c.set_defaults(func=cmd_apikey_create)
-    c = keys.add_parser("list", help="every key: grants, dates, last use (never the secret)")
-    c.set_defaults(func=cmd_apikey_list)
-    c = keys.add_parser("revoke", help="revoke a key in every API process within a second")
+    _command(keys, "list", cmd_apikey_list, "every key: grants, dates, last use (never the secret)")
+    c = _command(
+        keys, "revoke", cmd_apikey_revoke, "revoke a key in every API process within a second"
+    )
     c.add_argument("id", type=int)
-    c.set_defaults(func=cmd_apikey_revoke)
-    c = keys.add_parser("rotate", help="new secret, same grants; the old one works a while")
+    c = _command(
+        keys, "rotate", cmd_apikey_rotate, "new secret, same grants; the old one works a while"
+    )
     c.add_argument("id", type=int)
     c.add_argument(
         "--grace-hours",
         type=float,
         help="how long the old key keeps working (default PATIENT_SEARCH_KEY_ROTATION_GRACE_HOURS)",
     )
-    c.set_defaults(func=cmd_apikey_rotate)
 
-    p = sub.add_parser("audit", help="the audit trail: export, verify, prune")
-    audit = p.add_subparsers(dest="audit_command", required=True)
-    c = audit.add_parser("export", help="records matching the filters, oldest first")
+
+def _audit_commands(audit: Commands) -> None:
+    c = _command(audit, "export", cmd_audit_export, "records matching the filters, oldest first")
     c.add_argument("--patient", help="records that returned this patient id")
     c.add_argument("--user", help="records of this staff user (X-Staff-User)")
     c.add_argument("--clinic", help="records of keys covering this clinic")
     c.add_argument("--from", dest="start", type=_timestamp, help="from this time (inclusive)")
     c.add_argument("--to", dest="end", type=_timestamp, help="until this time (exclusive)")
     c.add_argument("--format", choices=("csv", "jsonl", "fhir"), default="csv")
-    c.set_defaults(func=cmd_audit_export)
-    c = audit.add_parser("verify", help="check the hash chain; exit 2 naming altered rows")
-    c.set_defaults(func=cmd_audit_verify)
-    c = audit.add_parser("prune", help="remove records past retention; the chain stays verifiable")
-    c.add_argument(
-        "--older-than-days",
-        type=int,
-        help="default PATIENT_SEARCH_AUDIT_RETENTION_DAYS (6 years)",
+    _command(audit, "verify", cmd_audit_verify, "check the hash chain; exit 2 naming altered rows")
+    c = _command(
+        audit, "prune", cmd_audit_prune, "remove records past retention; the chain stays verifiable"
     )
-    c.set_defaults(func=cmd_audit_prune)
+    c.add_argument(
+        "--older-than-days", type=int, help="default PATIENT_SEARCH_AUDIT_RETENTION_DAYS (6 years)"
+    )
 
-    p = sub.add_parser("meili", help="Meilisearch administration")
-    meili = p.add_subparsers(dest="meili_command", required=True)
-    m = meili.add_parser(
-        "keys", help="create (or show) the API's and the indexer's least-privilege keys"
+
+def _operator_commands(sub: Commands) -> None:
+    """Meilisearch keys, the source/projection check and the dead letters."""
+    m = _command(
+        _group(sub, "meili", "Meilisearch administration"),
+        "keys",
+        cmd_meili_keys,
+        "create (or show) the API's and the indexer's least-privilege keys",
     )
     m.add_argument(
         "--master-key-env",
         default="MEILI_MASTER_KEY",
         help="environment variable holding the master key (never pass it as an argument)",
     )
-    m.set_defaults(func=cmd_meili_keys)
-
-    p = sub.add_parser("check", help="compare source and projection per clinic")
+    p = _command(sub, "check", cmd_check, "compare source and projection per clinic")
     p.add_argument("--clinic")
     p.add_argument("--repair", action="store_true", help="re-sync drifting patients")
-    p.set_defaults(func=cmd_check)
-
-    p = sub.add_parser("deadletters", help="what the indexer set aside (ids and reasons only)")
-    letters = p.add_subparsers(dest="deadletters_command", required=True)
-    c = letters.add_parser("list", help="pending dead letters, oldest first")
+    letters = _group(sub, "deadletters", "what the indexer set aside (ids and reasons only)")
+    c = _command(letters, "list", cmd_deadletters_list, "pending dead letters, oldest first")
     c.add_argument("--all", action="store_true", help="include replayed ones")
-    c.set_defaults(func=cmd_deadletters_list)
-    c = letters.add_parser("replay", help="re-sync the patients they name from the source")
+    c = _command(
+        letters, "replay", cmd_deadletters_replay, "re-sync the patients they name from the source"
+    )
     c.add_argument("--id", type=int, action="append", help="only this dead letter (repeatable)")
-    c.set_defaults(func=cmd_deadletters_replay)
 
-    p = sub.add_parser("demo", help="embedded Postgres, synthetic clinics, indexer, API, page")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="patient-search", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _command(sub, "migrate", cmd_migrate, "create or upgrade schema patient_search")
+    p = _command(sub, "reindex", cmd_reindex, "rebuild the engines from the source tables")
+    p.add_argument("--clinic", help="only this clinic")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = _command(sub, "indexer", cmd_indexer, "follow the source database (CDC) until stopped")
+    p.add_argument("--once", action="store_true", help="drain what is pending, then exit")
+    p = _command(sub, "serve", cmd_serve, "run the HTTP API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=None)
+    _apikey_commands(_group(sub, "apikey", "manage API keys"))
+    _audit_commands(_group(sub, "audit", "the audit trail: export, verify, prune"))
+    _operator_commands(sub)
+    p = _command(sub, "demo", cmd_demo, "embedded Postgres, synthetic clinics, indexer, API, page")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--patients", type=int, default=30_000)
-    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -78,6 +78,11 @@ _STATUS_CODES = {
 }
 
 
+def _retry_later(request: Request, code: str, message: str, seconds: int) -> JSONResponse:
+    """503 with Retry-After: the database could not answer now, the request may be repeated."""
+    return error_response(503, code, message, {"Retry-After": str(seconds)}, request=request)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -96,24 +101,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PoolTimeout)
     async def _busy(request: Request, exc: PoolTimeout) -> JSONResponse:
-        return error_response(
-            503,
-            "busy",
-            "the database is busy; retry shortly",
-            {"Retry-After": "1"},
-            request=request,
-        )
+        return _retry_later(request, "busy", "the database is busy; retry shortly", 1)
 
     @app.exception_handler(OperationalError)
     async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:
         log.error("database error", extra={"error": type(exc).__name__})
-        return error_response(
-            503,
-            "unavailable",
-            "the database is unavailable; retry shortly",
-            {"Retry-After": "2"},
-            request=request,
-        )
+        return _retry_later(request, "unavailable", "the database is unavailable; retry shortly", 2)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -31,6 +31,17 @@ JOHN_SMITH: dict[str, Any] = dict(
 _contact_ids = itertools.count(1)
 
 
+def patient(
+    id: str, given: str | None, family: str | None, born: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    """One source row for `seed` / `insert_patient`, written as a line of a table:
+    patient("p2", "Jon", "Smyth", "1990-07-02", mrn="00413") (born: ISO date)."""
+    row: dict[str, Any] = dict(id=id, given=given, family=family, **fields)
+    if born is not None:
+        row["birth_date"] = dt.date.fromisoformat(born)
+    return row
+
+
 def insert_patient(
     conn: psycopg.Connection[Any],
     id: str,
@@ -66,6 +77,13 @@ def insert_patient(
                 ),
             )
     return id
+
+
+def insert_patients(db_url: str, patients: list[dict[str, Any]]) -> None:
+    """Insert the rows (`patient(...)` dicts) in one transaction; nothing is indexed."""
+    with psycopg.connect(db_url) as conn:
+        for p in patients:
+            insert_patient(conn, **p)
 
 
 def seed(

@@ -12,88 +12,60 @@ from fastapi.testclient import TestClient
 from core.apikeys import create_key
 from core.settings import Settings
 from search_api.app import create_app
-from tests.factories import cloned_database, seed
+from tests.factories import JOHN_SMITH, cloned_database, patient, seed
+
+# The John Smith both clinics hold: the same MRN and phone (f1 in clinic-a, b1 in clinic-b).
+_JOHN = dict(JOHN_SMITH, birth_date=dt.date(1974, 3, 14), sex="male", phones=["(555) 123-4567"])
+_GARCIA_GIVEN = [
+    "Ana",
+    "Luis",
+    "Maria",
+    "Jose",
+    "Carmen",
+    "Jorge",
+    "Rosa",
+    "Pedro",
+    "Elena",
+    "Diego",
+    "Lucia",
+    "Pablo",
+    "Sara",
+    "Hugo",
+    "Marta",
+    "Ivan",
+    "Julia",
+    "Raul",
+    "Alba",
+    "Mario",
+    "Nora",
+    "Tomas",
+]
 
 PATIENTS: list[dict[str, Any]] = [
-    dict(
-        id="f1",
-        given="John",
-        family="Smith",
-        birth_date=dt.date(1974, 3, 14),
-        mrn="00412",
-        sex="male",
-        postal_code="02139",
-        phones=["(555) 123-4567"],
-        emails=["John.Smith@Example.com"],
-    ),
-    dict(id="f2", given="Mary", family="SMITH", birth_date=dt.date(1974, 12, 25), sex="female"),
-    dict(id="f3", given="Ana", family="Smíth", birth_date=dt.date(1980, 6, 1), sex="female"),
-    dict(id="f4", given="Peter", family="smith", birth_date=dt.date(1990, 1, 1), sex="male"),
-    dict(
-        id="f5",
-        given="Ada",
-        family="Jones",
-        birth_date=dt.date(1974, 7, 4),
-        sex="female",
-        active=False,
-        postal_code="02140",
-    ),
-    dict(id="f6", given="Bob", family="Brown", birth_date=dt.date(1975, 1, 1), sex="male"),
-    dict(id="f7", given="Carl", family="Smithers", birth_date=dt.date(1960, 5, 5), sex="male"),
-    dict(id="weird id/1", given="Zoe", family="Quill", birth_date=dt.date(2000, 2, 2)),
+    dict(_JOHN, id="f1", postal_code="02139", emails=["John.Smith@Example.com"]),
+    patient("f2", "Mary", "SMITH", "1974-12-25", sex="female"),
+    patient("f3", "Ana", "Smíth", "1980-06-01", sex="female"),
+    patient("f4", "Peter", "smith", "1990-01-01", sex="male"),
+    patient("f5", "Ada", "Jones", "1974-07-04", sex="female", active=False, postal_code="02140"),
+    patient("f6", "Bob", "Brown", "1975-01-01", sex="male"),
+    patient("f7", "Carl", "Smithers", "1960-05-05", sex="male"),
+    patient("weird id/1", "Zoe", "Quill", "2000-02-02"),
     # Namesakes enough for several pages.
     *(
-        dict(
-            id=f"g{i:02d}",
-            given=given,
-            family="Garcia",
+        patient(
+            f"g{i:02d}",
+            given,
+            "Garcia",
             birth_date=dt.date(1950 + i, 1 + i % 12, 1 + i % 28),
             sex="female" if i % 2 else "male",
         )
-        for i, given in enumerate(
-            [
-                "Ana",
-                "Luis",
-                "Maria",
-                "Jose",
-                "Carmen",
-                "Jorge",
-                "Rosa",
-                "Pedro",
-                "Elena",
-                "Diego",
-                "Lucia",
-                "Pablo",
-                "Sara",
-                "Hugo",
-                "Marta",
-                "Ivan",
-                "Julia",
-                "Raul",
-                "Alba",
-                "Mario",
-                "Nora",
-                "Tomas",
-            ]
-        )
+        for i, given in enumerate(_GARCIA_GIVEN)
     ),
     # More namesakes than the ranking window holds (200).
-    *(
-        dict(id=f"lee{i:03d}", given=f"Kim{i:03d}", family="Lee", birth_date=dt.date(1980, 1, 1))
-        for i in range(205)
-    ),
+    *(patient(f"lee{i:03d}", f"Kim{i:03d}", "Lee", "1980-01-01") for i in range(205)),
     # Another clinic: the same John Smith, the same MRN and phone. Never seen by clinic-a.
-    dict(
-        id="b1",
-        clinic_id="clinic-b",
-        given="John",
-        family="Smith",
-        birth_date=dt.date(1974, 3, 14),
-        mrn="00412",
-        sex="male",
-        phones=["(555) 123-4567"],
-    ),
-    dict(id="b2", clinic_id="clinic-b", given="Ana", family="Garcia", birth_date="1974-01-01"),
+    dict(_JOHN, id="b1", clinic_id="clinic-b"),
+    patient("b2", "Ana", "Garcia", "1974-01-01", clinic_id="clinic-b"),
 ]
 GARCIAS = {p["id"] for p in PATIENTS if p["family"] == "Garcia" and "clinic_id" not in p}
 CLINIC_B = {p["id"] for p in PATIENTS if p.get("clinic_id") == "clinic-b"}

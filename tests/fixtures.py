@@ -4,6 +4,8 @@
   the test database (embedded server only: roles are cluster-wide); `connect_as`
   opens a connection as one of them.
 - `indexer_settings`: Settings for an indexer on the test database (its own slot).
+- `start_indexer`, `kill_9_until`: `python -m indexer` as a child process, and the loop
+  that kills it with SIGKILL at random moments while a writer thread runs.
 - `dead_url`: an http URL of a local port where nothing listens (a server that is down).
 - `ErrorServer`: a local HTTP server answering every request with one error status and
   recording what it was sent (method, path, Authorization, JSON body): for checking the
@@ -14,9 +16,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -113,6 +120,43 @@ def env_for(settings: Settings) -> dict[str, str]:
         if value is not None:
             out[f"PATIENT_SEARCH_{name.upper()}"] = str(value)
     return out
+
+
+def start_indexer(
+    env: dict[str, str], *args: str, stderr: int = subprocess.PIPE
+) -> subprocess.Popen[bytes]:
+    """`python -m indexer` with the variables of `env_for`; stderr kept for asserts."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "indexer", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+
+
+def kill_9_until(
+    done: threading.Event,
+    env: dict[str, str],
+    *,
+    at_least: int,
+    alive_s: tuple[float, float],
+    seed: int,
+    started: Callable[[], None] = lambda: None,
+) -> int:
+    """Start the indexer and kill -9 it after a random `alive_s`, over and over, until
+    `done` is set and it died `at_least` times; `started()` runs once, after the first
+    start. Returns the number of kills."""
+    rng = random.Random(seed)
+    kills = 0
+    while not done.is_set() or kills < at_least:
+        proc = start_indexer(env, stderr=subprocess.DEVNULL)  # nobody reads a killed one's
+        if kills == 0:
+            started()
+        time.sleep(rng.uniform(*alive_s))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        kills += 1
+    return kills
 
 
 @pytest.fixture

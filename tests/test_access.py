@@ -17,12 +17,12 @@ from core.apikeys import create_key
 from core.audit import verify
 from core.settings import Settings
 from search_api.app import create_app
-from tests.factories import JOHN_SMITH, seed
+from tests.factories import JOHN_SMITH, patient, seed
 
 PATIENTS: list[dict[str, Any]] = [
     dict(JOHN_SMITH, id="p1", phones=["(555) 010-2233"]),
-    dict(id="p2", given="Jon", family="Smyth", birth_date=dt.date(1990, 7, 2)),
-    dict(id="p3", given="Ann", family="Lee", birth_date=dt.date(1970, 1, 1)),
+    patient("p2", "Jon", "Smyth", "1990-07-02"),
+    patient("p3", "Ann", "Lee", "1970-01-01"),
     dict(JOHN_SMITH, id="q1", clinic_id="clinic-b", mrn=None),
 ]
 

@@ -8,7 +8,6 @@ screenshot test write its PNGs to DIR (`make screenshot`); otherwise they go to 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import socket
@@ -25,7 +24,7 @@ from bench.browser import chromium, missing
 from core.apikeys import create_key
 from core.settings import Settings
 from search_api.app import create_app
-from tests.factories import JOHN_SMITH, cloned_database, seed
+from tests.factories import JOHN_SMITH, cloned_database, patient, seed
 
 try:
     from selenium.webdriver.common.by import By
@@ -41,47 +40,28 @@ pytestmark = pytest.mark.skipif(missing() is not None, reason=missing() or "")
 PATIENTS: list[dict[str, Any]] = [
     dict(JOHN_SMITH, id="b1", sex="male", phones=["(555) 010-2233"]),
     # b2 looks like a second registration of b1: same date of birth, near name.
-    dict(id="b2", given="Jon", family="Smyth", birth_date=dt.date(1985, 3, 14), mrn="00977"),
-    dict(id="b3", given="Johanna", family="Smithers", birth_date=dt.date(1962, 8, 30)),
-    dict(
-        id="b4",
-        given="Margaret",
+    patient("b2", "Jon", "Smyth", "1985-03-14", mrn="00977"),
+    patient("b3", "Johanna", "Smithers", "1962-08-30"),
+    patient(
+        "b4",
+        "Margaret",
+        "Thompson",
+        "1950-12-25",
         middle="Anne",
-        family="Thompson",
-        birth_date=dt.date(1950, 12, 25),
         sex="female",
         mrn="00501",
         phones=["555-010-7788", "+44 20 7946 0958"],
         emails=["m.thompson@example.org"],
     ),
-    dict(id="b5", given="Mark", family="Thomas", birth_date=dt.date(1978, 5, 2), sex="male"),
-    dict(id="b6", given="Martha", family="Thompkins", birth_date=dt.date(1944, 1, 19)),
+    patient("b5", "Mark", "Thomas", "1978-05-02", sex="male"),
+    patient("b6", "Martha", "Thompkins", "1944-01-19"),
     # b7 and b8 share a phone and a near name (a nickname): a duplicate by phone.
-    dict(
-        id="b7",
-        given="Katherine",
-        family="O'Connell",
-        birth_date=dt.date(1990, 6, 2),
-        sex="female",
-        phones=["555 010 4455"],
-    ),
-    dict(
-        id="b8",
-        given="Kathy",
-        family="OConnell",
-        birth_date=dt.date(1991, 1, 7),
-        phones=["(555) 010-4455"],
-    ),
-    dict(id="b9", given="Ahmed", family="Khan", birth_date=dt.date(2024, 2, 11), sex="male"),
-    dict(
-        id="b10",
-        given="Elizabeth",
-        family="Van der Berg",
-        birth_date=dt.date(1979, 6, 15),
-        active=False,
-    ),
-    dict(id="b11", given="William", family="Garcia-Lopez", birth_date=dt.date(1972, 11, 5)),
-    dict(id="b12", given="José", family="Núñez", birth_date=dt.date(2001, 1, 9), sex="male"),
+    patient("b7", "Katherine", "O'Connell", "1990-06-02", sex="female", phones=["555 010 4455"]),
+    patient("b8", "Kathy", "OConnell", "1991-01-07", phones=["(555) 010-4455"]),
+    patient("b9", "Ahmed", "Khan", "2024-02-11", sex="male"),
+    patient("b10", "Elizabeth", "Van der Berg", "1979-06-15", active=False),
+    patient("b11", "William", "Garcia-Lopez", "1972-11-05"),
+    patient("b12", "José", "Núñez", "2001-01-09", sex="male"),
 ]
 # Words of the patients above that must never reach the page's URL or history.
 PRIVATE = ["smith", "smyth", "thompson", "margaret", "margret", "00412", "1985", "2233", "b1"]
@@ -137,18 +117,20 @@ def api(seeded_db: tuple[str, str], settings: Settings) -> Iterator[str]:
         yield base
 
 
-def new_driver(width: int = 1280, height: int = 900) -> WebDriver:
-    driver: WebDriver = chromium(width, height)
-    return driver
-
-
-@pytest.fixture(scope="module")
-def driver() -> Iterator[WebDriver]:
-    d = new_driver()
+@contextmanager
+def browser(width: int = 1280, height: int = 900) -> Iterator[WebDriver]:
+    """A Chromium window of its own, closed afterwards."""
+    d: WebDriver = chromium(width, height)
     try:
         yield d
     finally:
         d.quit()
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[WebDriver]:
+    with browser() as d:
+        yield d
 
 
 # ---- helpers -----------------------------------------------------------------------------
@@ -254,8 +236,7 @@ def test_stale_answers_are_dropped(driver: WebDriver, api: str, seeded_db: tuple
 
 
 def test_keyboard_only_flow(api: str, seeded_db: tuple[str, str]) -> None:
-    d = new_driver()
-    try:
+    with browser() as d:
         d.get(api + "/")
         # Sign in with the keyboard: focus is in the key box on load, Enter submits.
         wait_for(d, lambda d: focused_id(d) == "key")
@@ -306,8 +287,6 @@ def test_keyboard_only_flow(api: str, seeded_db: tuple[str, str]) -> None:
         assert options(d) == []
         assert d.find_element(By.ID, "q").get_attribute("aria-expanded") == "false"
         assert not d.find_element(By.ID, "reading").is_displayed()
-    finally:
-        d.quit()
 
 
 def test_back_button_closes_the_panel_and_nothing_reaches_url_or_history(
@@ -381,23 +360,18 @@ def test_degraded_banner_with_a_broken_primary(
 
     dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens: the primary is down
     primary = MeiliEngine(make_client(dead, "key", 0.2), "patients", require_verified=False)
-    d = new_driver()
-    try:
-        with serve(create_app(settings, seeded_db[0], primary=primary)) as base:
-            open_signed_in(d, base, seeded_db[1])
-            rows = results_for(d, "thompson")
-            banner = d.find_element(By.ID, "banner")
-            assert banner.is_displayed() and "backup engine" in banner.text
-            assert banner.get_attribute("data-kind") == "degraded"
-            assert rows and rows[0].startswith("THOMPSON")  # still answers, from PostgreSQL
-    finally:
-        d.quit()
+    with browser() as d, serve(create_app(settings, seeded_db[0], primary=primary)) as base:
+        open_signed_in(d, base, seeded_db[1])
+        rows = results_for(d, "thompson")
+        banner = d.find_element(By.ID, "banner")
+        assert banner.is_displayed() and "backup engine" in banner.text
+        assert banner.get_attribute("data-kind") == "degraded"
+        assert rows and rows[0].startswith("THOMPSON")  # still answers, from PostgreSQL
 
 
 def test_unreachable_banner_then_recovery(seeded_db: tuple[str, str], settings: Settings) -> None:
-    d = new_driver()
     port = _free_port()
-    try:
+    with browser() as d:
         with serve(create_app(settings, seeded_db[0]), port) as base:
             open_signed_in(d, base, seeded_db[1])
             results_for(d, "khan")
@@ -413,8 +387,6 @@ def test_unreachable_banner_then_recovery(seeded_db: tuple[str, str], settings: 
             wait_for(d, lambda d: not banner.is_displayed(), timeout=30)
             assert d.find_element(By.ID, "chips").text.endswith("khan ahmed")
             assert options(d)[0].text.startswith("KHAN, Ahmed")
-    finally:
-        d.quit()
 
 
 def test_wrong_key_asks_again(driver: WebDriver, api: str) -> None:
@@ -429,8 +401,7 @@ def test_wrong_key_asks_again(driver: WebDriver, api: str) -> None:
 def test_tablet_width_and_200_percent_zoom(api: str, seeded_db: tuple[str, str]) -> None:
     """No sideways scrolling at a tablet's width, nor at 200% zoom of a 1280 px screen
     (a 640 CSS px viewport at device scale 2)."""
-    d = new_driver()
-    try:
+    with browser() as d:
         for width, height, scale in ((768, 1024, 1), (640, 450, 2)):
             d.execute_cdp_cmd(
                 "Emulation.setDeviceMetricsOverride",
@@ -447,8 +418,6 @@ def test_tablet_width_and_200_percent_zoom(api: str, seeded_db: tuple[str, str])
             box = d.find_element(By.ID, "q").rect
             assert box["width"] > width * 0.6
             d.switch_to.active_element.send_keys(Keys.ESCAPE)
-    finally:
-        d.quit()
 
 
 def _axe(driver: WebDriver) -> list[dict[str, Any]]:
@@ -471,8 +440,7 @@ def test_accessibility_scan(api: str, seeded_db: tuple[str, str]) -> None:
     critical violation on the sign-in form, the results list, the detail panel and the
     empty state."""
     pytest.importorskip("axe_playwright_python", reason="axe-playwright-python is not installed")
-    d = new_driver()
-    try:
+    with browser() as d:
         d.get(api + "/")
         wait_for(d, lambda d: focused_id(d) == "key")
         found = {"sign-in": _axe(d)}
@@ -490,8 +458,6 @@ def test_accessibility_scan(api: str, seeded_db: tuple[str, str]) -> None:
             k: [(v["id"], v["impact"], len(v["nodes"])) for v in vs] for k, vs in found.items()
         }
         assert not any(found.values()), summary
-    finally:
-        d.quit()
 
 
 def test_screenshots(api: str, seeded_db: tuple[str, str], settings: Settings) -> None:
@@ -519,8 +485,7 @@ def take_screenshots(
         d.save_screenshot(str(path))
         written.append(path)
 
-    d = new_driver(1200, 820)
-    try:
+    with browser(1200, 820) as d:
         d.get(api + "/")
         wait_for(d, lambda d: focused_id(d) == "key")
         shot(d, "01-sign-in")
@@ -540,13 +505,10 @@ def take_screenshots(
         type_query(d, "zzyzx qwerty")
         wait_for(d, lambda d: d.find_element(By.ID, "empty").is_displayed())
         shot(d, "06-empty-state")
-    finally:
-        d.quit()
 
     dead = f"http://127.0.0.1:{_free_port()}"
     primary = MeiliEngine(make_client(dead, "key", 0.2), "patients", require_verified=False)
-    d = new_driver(1200, 820)
-    try:
+    with browser(1200, 820) as d:
         with serve(create_app(settings, seeded_db[0], primary=primary)) as base:
             open_signed_in(d, base, seeded_db[1])
             results_for(d, "thompson")
@@ -556,11 +518,8 @@ def take_screenshots(
             d, lambda d: d.find_element(By.ID, "banner").get_attribute("data-kind") == "unreachable"
         )
         shot(d, "08-unreachable-banner")
-    finally:
-        d.quit()
 
-    d = new_driver()
-    try:
+    with browser() as d:
         for name, width, height, scale in (
             ("09-tablet", 768, 1024, 1),
             ("10-zoom-200", 640, 450, 2),
@@ -572,6 +531,4 @@ def take_screenshots(
             open_signed_in(d, api, seeded_db[1])
             results_for(d, "smith 3/14/1985")
             shot(d, name)
-    finally:
-        d.quit()
     return written

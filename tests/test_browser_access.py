@@ -18,8 +18,8 @@ from tests.test_browser import (
     By,
     Keys,
     WebDriver,
+    browser,
     focused_id,
-    new_driver,
     open_signed_in,
     options,
     pytestmark,  # noqa: F401 - the same skip when no browser is here
@@ -35,11 +35,8 @@ pytest.importorskip("search_api.access", reason="needs accountable access (issue
 
 @pytest.fixture
 def d() -> Iterator[WebDriver]:
-    driver = new_driver()
-    try:
+    with browser() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _audit_rows(url: str, since: float) -> list[tuple[str | None, str, int, list[str]]]:

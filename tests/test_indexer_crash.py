@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import psycopg
 
 from tests.factories import Workload, assert_projection_matches_source
-from tests.fixtures import env_for, make_indexer_settings
+from tests.fixtures import env_for, kill_9_until, make_indexer_settings, start_indexer
 
 CHANGES = 3000
-
-
-def start_indexer(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "indexer", *args],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
 
 
 def wait_until_streaming(db_url: str, slot_name: str, timeout_s: float = 60.0) -> None:
@@ -63,17 +51,16 @@ def test_kill_9_during_stream_then_restart_converges(db_url: str) -> None:
 
     thread = threading.Thread(target=writer)
     thread.start()
-    rng = random.Random(7)
-    kills = 0
     try:
-        while not done.is_set() or kills < 4:
-            proc = start_indexer(env)
-            if kills == 0:  # the first one gets going, however slow the machine is to start it
-                wait_until_streaming(db_url, settings.slot_name)
-            time.sleep(rng.uniform(0.4, 1.6))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-            kills += 1
+        # The first indexer gets going, however slow the machine is to start it.
+        kills = kill_9_until(
+            done,
+            env,
+            at_least=4,
+            alive_s=(0.4, 1.6),
+            seed=7,
+            started=lambda: wait_until_streaming(db_url, settings.slot_name),
+        )
     finally:
         thread.join(60)
     with psycopg.connect(db_url) as conn:

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -20,7 +16,7 @@ from core.settings import Settings
 from indexer.debezium import UNAVAILABLE, decode_record
 from indexer.runner import run
 from tests.factories import Workload, assert_projection_matches_source, execute, projection
-from tests.fixtures import env_for, make_indexer_settings
+from tests.fixtures import env_for, kill_9_until, make_indexer_settings, start_indexer
 
 # ---------------------------------------------------------------- pure decoding
 
@@ -253,29 +249,13 @@ def test_kafka_kill_9_with_duplicates_and_reordering(db_url: str, kafka_bootstra
 
     thread = threading.Thread(target=producer)
     thread.start()
-    rng = random.Random(13)
-    kills = 0
-    try:
-        while not done.is_set() or kills < 3:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "indexer"],
-                env={**os.environ, **env},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(rng.uniform(3.0, 6.0))  # joining the group takes a few seconds
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-            kills += 1
+    try:  # joining the group takes a few seconds
+        kill_9_until(done, env, at_least=3, alive_s=(3.0, 6.0), seed=13)
     finally:
         thread.join(120)
-    final = subprocess.run(
-        [sys.executable, "-m", "indexer", "--once"],
-        env={**os.environ, **env},
-        capture_output=True,
-        timeout=180,
-    )
-    assert final.returncode == 0, final.stderr.decode()[-2000:]
+    final = start_indexer(env, "--once")
+    _, err = final.communicate(timeout=180)
+    assert final.returncode == 0, err.decode()[-2000:]
     assert_projection_matches_source(db_url)
     with psycopg.connect(db_url) as conn:
         row = conn.execute(

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import psycopg
 import pytest
 
+from core.settings import Settings
 from indexer.check import check
 from indexer.runner import run
 from tests.factories import execute, projection
 from tests.fixtures import make_indexer_settings
 
 
+def indexed(db_url: str, *source_sql: str, **overrides: Any) -> Settings:
+    """Run `source_sql` on the source, then the indexer once (the first run creates the
+    publication and the slot and syncs what is there); returns its settings for more runs."""
+    if source_sql:
+        execute(db_url, *source_sql)
+    settings = make_indexer_settings(db_url, **overrides)
+    assert run(settings, once=True) == 0
+    return settings
+
+
 def test_inserts_updates_deletes_on_both_tables(db_url: str) -> None:
-    settings = make_indexer_settings(db_url)
-    assert run(settings, once=True) == 0  # creates publication and slot
+    settings = indexed(db_url)
     execute(
         db_url,
         "insert into patients (id, clinic_id, mrn, given_name, family_name, birth_date) values "
@@ -77,13 +88,11 @@ def test_inserts_updates_deletes_on_both_tables(db_url: str) -> None:
 
 
 def test_initial_sync_and_truncate(db_url: str) -> None:
-    execute(
+    settings = indexed(
         db_url,
         "insert into patients (id, clinic_id, given_name) "
         "select 'p' || g, 'c' || (g % 3), 'Name' || g from generate_series(1, 2500) g",
     )
-    settings = make_indexer_settings(db_url)
-    assert run(settings, once=True) == 0
     assert len(projection(db_url)) == 2500  # initial load on slot creation
     execute(
         db_url,
@@ -95,8 +104,7 @@ def test_initial_sync_and_truncate(db_url: str) -> None:
 
 
 def test_deleted_patient_never_resurrected(db_url: str) -> None:
-    settings = make_indexer_settings(db_url, batch_size=2)
-    assert run(settings, once=True) == 0
+    settings = indexed(db_url, batch_size=2)
     execute(
         db_url,
         "insert into patients (id, clinic_id, given_name) values ('p1', 'c1', 'Ann')",
@@ -127,8 +135,7 @@ def test_deleted_patient_never_resurrected(db_url: str) -> None:
 
 
 def test_second_indexer_cannot_take_the_slot(db_url: str) -> None:
-    settings = make_indexer_settings(db_url)
-    assert run(settings, once=True) == 0
+    settings = indexed(db_url)
     stop = threading.Event()
     first = threading.Thread(target=run, args=(settings,), kwargs={"stop": stop})
     first.start()
@@ -142,8 +149,7 @@ def test_second_indexer_cannot_take_the_slot(db_url: str) -> None:
 
 
 def test_heartbeat_advances_slot_on_quiet_database(db_url: str) -> None:
-    settings = make_indexer_settings(db_url)
-    assert run(settings, once=True) == 0
+    settings = indexed(db_url)
     with psycopg.connect(db_url, autocommit=True) as conn:
         before = conn.execute(
             "select confirmed_flush_lsn from pg_replication_slots where slot_name = %s",
@@ -174,13 +180,11 @@ def test_heartbeat_advances_slot_on_quiet_database(db_url: str) -> None:
 
 
 def test_check_reports_and_repairs_drift(db_url: str) -> None:
-    execute(
+    indexed(
         db_url,
         "insert into patients (id, clinic_id, given_name) values "
         "('a', 'c1', 'Ann'), ('b', 'c1', 'Bob'), ('c', 'c2', 'Cy')",
     )
-    settings = make_indexer_settings(db_url)
-    assert run(settings, once=True) == 0
     with psycopg.connect(db_url) as conn:
         reports = check(conn, schema="public", region="US")
         assert [r.ok for r in reports] == [True, True]

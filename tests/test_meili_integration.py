@@ -11,7 +11,6 @@ budget is the production one (200 ms), not a generous test value.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import time
 import uuid
@@ -39,7 +38,7 @@ from indexer.sync import sync_patients
 from search_api.failover import Router
 from search_api.plan import SearchInput
 from search_api.service import search
-from tests.factories import JOHN_SMITH, insert_patient
+from tests.factories import JOHN_SMITH, insert_patient, patient
 
 MEILI_URL = os.environ.get("PATIENT_SEARCH_MEILI_URL")
 pytestmark = [
@@ -49,20 +48,14 @@ pytestmark = [
 
 POPULATION: list[dict[str, Any]] = [
     dict(JOHN_SMITH, id="p1", phones=["(555) 010-2233"], emails=["john.smith@example.com"]),
-    dict(id="p2", given="Jon", family="Smyth", birth_date=dt.date(1990, 7, 2), mrn="00413"),
-    dict(id="p3", given="William", family="Garcia-Lopez", birth_date=dt.date(1972, 11, 5)),
-    dict(id="p 4/ü", given="Siobhan", family="O'Brien", birth_date=dt.date(2001, 1, 30)),
-    dict(
-        id="p5",
-        given="Maria",
-        family="Gonzalez",
-        clinic_id="clinic-b",
-        birth_date=dt.date(1985, 3, 14),
-    ),
-    dict(id="p6", given="Robert", family="Smith", active=False),
+    patient("p2", "Jon", "Smyth", "1990-07-02", mrn="00413"),
+    patient("p3", "William", "Garcia-Lopez", "1972-11-05"),
+    patient("p 4/ü", "Siobhan", "O'Brien", "2001-01-30"),
+    patient("p5", "Maria", "Gonzalez", "1985-03-14", clinic_id="clinic-b"),
+    patient("p6", "Robert", "Smith", active=False),
     # A clinic whose id differs from clinic-a only in case: never visible to clinic-a.
-    dict(id="p8", given="John", family="Smith", clinic_id="CLINIC-A", mrn="00412"),
-    dict(id="p9", given="Johanna", family="Smithers", birth_date=dt.date(1985, 3, 14)),
+    patient("p8", "John", "Smith", clinic_id="CLINIC-A", mrn="00412"),
+    patient("p9", "Johanna", "Smithers", "1985-03-14"),
 ]
 QUERIES = [
     "smith",

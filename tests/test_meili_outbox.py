@@ -180,19 +180,25 @@ class RefusingSink(MeiliSink):
         self.written += ids
 
 
-def test_only_the_refused_document_is_set_aside(db_url: str) -> None:
+def _drained_into_refusing_sink(db_url: str, ids: list[str]) -> RefusingSink:
+    """Ann Lees with these ids, queued in the outbox, then one drain: every id is handled."""
     with psycopg.connect(db_url) as conn:
-        for pid in ("a1", "bad", "c3"):
+        for pid in ids:
             insert_patient(conn, pid, given="Ann", family="Lee")
         conn.commit()
         with conn.transaction():
-            sync_patients(conn, ["a1", "bad", "c3"], sinks=[OutboxSink(conn)])
+            sync_patients(conn, ids, sinks=[OutboxSink(conn)])
     sink = RefusingSink()
     drainer = MeiliDrainer(db_url, sink)
     try:
-        assert drainer.drain_once() == 3
+        assert drainer.drain_once() == len(ids)
     finally:
         drainer.stop()
+    return sink
+
+
+def test_only_the_refused_document_is_set_aside(db_url: str) -> None:
+    sink = _drained_into_refusing_sink(db_url, ["a1", "bad", "c3"])
     assert sorted(sink.written) == ["a1", "c3"]
     assert _outbox(db_url) == []
     with psycopg.connect(db_url) as conn:
@@ -207,18 +213,7 @@ def test_only_the_refused_document_is_set_aside(db_url: str) -> None:
 
 def test_an_id_meilisearch_cannot_hold_is_set_aside(db_url: str) -> None:
     long_id = "é" * 400  # 800 bytes: over Meilisearch's 511-byte id limit even encoded
-    with psycopg.connect(db_url) as conn:
-        for pid in ("a1", long_id):
-            insert_patient(conn, pid, given="Ann", family="Lee")
-        conn.commit()
-        with conn.transaction():
-            sync_patients(conn, ["a1", long_id], sinks=[OutboxSink(conn)])
-    sink = RefusingSink()
-    drainer = MeiliDrainer(db_url, sink)
-    try:
-        assert drainer.drain_once() == 2
-    finally:
-        drainer.stop()
+    sink = _drained_into_refusing_sink(db_url, ["a1", long_id])
     assert sink.written == ["a1"] and _outbox(db_url) == []
     with psycopg.connect(db_url) as conn:
         row = conn.execute("select patient_id, reason from patient_search.dead_letters").fetchone()

@@ -15,7 +15,7 @@ from core.documents import build_document
 from core.settings import Settings
 from search_api.annotate import duplicate_reason, format_phone, names_near
 from search_api.app import create_app
-from tests.factories import JOHN_SMITH, seed
+from tests.factories import JOHN_SMITH, patient, seed
 
 PATIENTS: list[dict[str, Any]] = [
     dict(
@@ -24,12 +24,12 @@ PATIENTS: list[dict[str, Any]] = [
         phones=["555.010.2233", "+44 20 7946 0958"],
         emails=["John.Smith@Example.com"],
     ),
-    dict(id="p2", given="Jon", family="Smyth", birth_date=dt.date(1985, 3, 14)),
-    dict(id="p3", given="José", family="Núñez", birth_date=dt.date(2001, 1, 9)),
-    dict(id="p4", given="Katherine", family="O'Connell", phones=["555 010 4455"]),
-    dict(id="p5", given="Kathy", family="OConnell", phones=["(555) 010-4455"]),
-    dict(id="p6", given="Peter", family="Smith", birth_date=dt.date(1985, 3, 14)),
-    dict(id="p7", given="Ronald", family="McDonald", birth_date=dt.date(1970, 1, 2)),
+    patient("p2", "Jon", "Smyth", "1985-03-14"),
+    patient("p3", "José", "Núñez", "2001-01-09"),
+    patient("p4", "Katherine", "O'Connell", phones=["555 010 4455"]),
+    patient("p5", "Kathy", "OConnell", phones=["(555) 010-4455"]),
+    patient("p6", "Peter", "Smith", "1985-03-14"),
+    patient("p7", "Ronald", "McDonald", "1970-01-02"),
 ]
 
 

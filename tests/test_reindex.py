@@ -12,7 +12,7 @@ from core.state import ReindexBusy, reindex_guard
 from indexer import reindex as rx
 from indexer import runner
 from indexer.sync import sync_patients
-from tests.factories import insert_patient
+from tests.factories import insert_patient, insert_patients, patient
 from tests.fixtures import make_indexer_settings
 
 
@@ -21,18 +21,15 @@ def _projection(conn: psycopg.Connection) -> dict[str, dict]:
     return {r[0]: r[1] for r in rows}
 
 
+def _numbered(i: int) -> dict[str, Any]:
+    """Patient i of `populated`: every third in clinic-b, its own family name and phone."""
+    given, clinic = ["Ana", "John", "Mary"][i % 3], "clinic-a" if i % 3 else "clinic-b"
+    return patient(f"p{i:04d}", given, f"Family{i}", clinic_id=clinic, phones=[f"555-010-{i:04d}"])
+
+
 @pytest.fixture
 def populated(db_url: str) -> str:
-    with psycopg.connect(db_url) as conn:
-        for i in range(300):
-            insert_patient(
-                conn,
-                f"p{i:04d}",
-                clinic_id="clinic-a" if i % 3 else "clinic-b",
-                given=["Ana", "John", "Mary"][i % 3],
-                family=f"Family{i}",
-                phones=[f"555-010-{i:04d}"],
-            )
+    insert_patients(db_url, [_numbered(i) for i in range(300)])
     return db_url
 
 
@@ -59,9 +56,9 @@ def test_clinic_reindex_touches_only_that_clinic(populated: str) -> None:
     with psycopg.connect(populated) as conn:
         projection = _projection(conn)
     assert len(projection) == 300
-    for patient in projection.values():
-        expected = "Changed" if patient["clinic_id"] == "clinic-b" else patient["family_name"]
-        assert patient["family_name"] == expected
+    for doc in projection.values():
+        expected = "Changed" if doc["clinic_id"] == "clinic-b" else doc["family_name"]
+        assert doc["family_name"] == expected
     assert any(p["family_name"] != "Changed" for p in projection.values())
 
 

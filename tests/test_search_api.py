@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import logging
@@ -20,36 +19,18 @@ from core.apikeys import create_key
 from core.logging import json_handler
 from core.settings import Settings
 from search_api.app import create_app
-from tests.factories import JOHN_SMITH, seed
+from tests.factories import JOHN_SMITH, patient, seed
 
 PATIENTS: list[dict[str, Any]] = [
     dict(JOHN_SMITH, id="p1", phones=["(555) 010-2233"], emails=["John.Smith@Example.com"]),
-    dict(id="p2", given="Jon", family="Smyth", birth_date=dt.date(1990, 7, 2), mrn="00413"),
-    dict(
-        id="p3",
-        given="William",
-        family="Garcia-Lopez",
-        birth_date=dt.date(1972, 11, 5),
-        phones=["555.010.7788"],
-    ),
-    dict(id="p4", given="José", family="Núñez", birth_date=dt.date(2001, 1, 9)),
-    dict(id="p5", given="Margaret", family="O’Brien", birth_date=dt.date(1950, 12, 25)),
-    dict(
-        id="p6",
-        given="Maria",
-        middle="Isabel",
-        family="de la Cruz",
-        birth_date=dt.date(1988, 4, 30),
-    ),
-    dict(id="p7", given="John", family="Smith", birth_date=dt.date(1961, 9, 1), mrn="00999"),
-    dict(
-        id="p8",
-        given="Elizabeth",
-        family="Van der Berg",
-        birth_date=dt.date(1979, 6, 15),
-        active=False,
-    ),
-    dict(id="p9", given="Ahmed", family="Khan", birth_date=dt.date(1999, 2, 11)),
+    patient("p2", "Jon", "Smyth", "1990-07-02", mrn="00413"),
+    patient("p3", "William", "Garcia-Lopez", "1972-11-05", phones=["555.010.7788"]),
+    patient("p4", "José", "Núñez", "2001-01-09"),
+    patient("p5", "Margaret", "O’Brien", "1950-12-25"),
+    patient("p6", "Maria", "de la Cruz", "1988-04-30", middle="Isabel"),
+    patient("p7", "John", "Smith", "1961-09-01", mrn="00999"),
+    patient("p8", "Elizabeth", "Van der Berg", "1979-06-15", active=False),
+    patient("p9", "Ahmed", "Khan", "1999-02-11"),
     # Another clinic holds a near twin of p1: it must never show up for clinic-a.
     dict(JOHN_SMITH, id="q1", clinic_id="clinic-b", phones=["(555) 010-2233"]),
 ]

@@ -10,7 +10,7 @@ from core.schema import migrate
 from core.settings import Settings
 from indexer import reindex as rx
 from indexer.sync import sync_patients
-from tests.factories import insert_patient
+from tests.factories import insert_patient, patient, seed
 
 
 def _counts(conn: psycopg.Connection) -> dict[str, int]:
@@ -30,19 +30,20 @@ def _expected(conn: psycopg.Connection) -> dict[str, int]:
 
 @pytest.fixture
 def clinics(db_url: str) -> str:
-    with psycopg.connect(db_url) as conn:
-        for i in range(12):
-            insert_patient(
-                conn,
-                f"a{i}",
-                clinic_id="clinic-a",
-                given=["Ana", "John", "Mary"][i % 3],
-                family="Smith" if i % 2 else f"Rare{i}",
-                birth_date="1985-03-14" if i < 4 else f"1990-01-{i + 1:02d}",
-            )
-        for i in range(5):
-            insert_patient(conn, f"b{i}", clinic_id="clinic-b", given="Ana", family="Smith")
-    rx.reindex(db_url, Settings(), progress=False)
+    """12 patients in clinic-a (6 Smiths, 4 born 1985-03-14), 5 Ana Smiths in clinic-b."""
+    given = ["Ana", "John", "Mary"]
+    a = [
+        patient(
+            f"a{i}",
+            given[i % 3],
+            "Smith" if i % 2 else f"Rare{i}",
+            "1985-03-14" if i < 4 else f"1990-01-{i + 1:02d}",
+            clinic_id="clinic-a",
+        )
+        for i in range(12)
+    ]
+    b = [patient(f"b{i}", "Ana", "Smith", clinic_id="clinic-b") for i in range(5)]
+    seed(db_url, a + b, Settings(), keys=lambda _: None)
     return db_url
 
 
