@@ -4,8 +4,8 @@ Passes run from strict to loose and stop once the page asked for is filled:
 identifiers; then, with a typed date, each name level narrowed by the date
 (and the date with any one word); then the name levels alone: every word
 exactly (with its nickname group), with prefix completions, with typo
-corrections and phonetic codes; and only when nothing matched, any one word
-and whole-name trigram similarity. Order within the result set is decided
+corrections, with phonetic codes; then any one word, level by level; and only
+when nothing matched, whole-name trigram similarity. Order within the result set is decided
 later by the re-ranker; a pass only has to find the right patient. Every
 term is scoped to the caller's clinics inside the query.
 """
@@ -216,8 +216,8 @@ def find_candidates(
 ) -> list[Candidate]:
     """Candidates for the re-ranker, from the strictest pass that finds enough.
 
-    Only the loosest level is ordered (by closeness); the others are homogeneous
-    enough for the re-ranker to order, and an unordered LIMIT stops reading early
+    No name pass is ordered: each level is homogeneous enough for the re-ranker to
+    order, stricter levels run first, and an unordered LIMIT stops reading early
     even when a common name matches thousands. Their order is still
     deterministic for the same projection, which keeps pagination stable.
     """
