@@ -335,10 +335,12 @@ class Ours:
         return [r.candidate.id for r in ranked]
 
 
-def _load_dictionary(url: str) -> list[tuple[str, int]]:
+def _load_dictionary(url: str) -> list[tuple[str, str, int]]:
+    """The API's word dictionary (engines.pg_search.words_of), on a connection of its own."""
+    from engines.pg_search import words_of
+
     with psycopg.connect(url) as conn:
-        rows = conn.execute("select term, frequency from patient_search.name_dictionary")
-        return [(r[0], r[1]) for r in rows]
+        return words_of(conn)
 
 
 # --- running and reporting --------------------------------------------------------------------
