@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
+from anyio import to_thread
 from fastapi import APIRouter, FastAPI
 
 from core.settings import Settings
@@ -36,10 +37,19 @@ async def lifespan(
     app: FastAPI, *, settings: Settings, database_url: str, primary: Any
 ) -> AsyncIterator[None]:
     app.state.search = AppState.open(settings, database_url, primary)
+    # Handlers run in anyio's thread pool (40 threads by default). Threads beyond what
+    # the connection pools can serve only wait on the pools' locks while contending for
+    # the GIL: under 50 clients that churn cost more than the waiting (issue 11).
+    to_thread.current_default_thread_limiter().total_tokens = handler_threads(settings)
     try:
         yield
     finally:
         app.state.search.close()
+
+
+def handler_threads(settings: Settings) -> int:
+    """Threads for route handlers: two per pooled connection, at least eight."""
+    return max(8, 2 * settings.pool_size)
 
 
 def create_app(settings: Settings, database_url: str, *, primary: Any = None) -> FastAPI:

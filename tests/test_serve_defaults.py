@@ -4,8 +4,11 @@ workers together keep about four connections per core (issue 11)."""
 from __future__ import annotations
 
 import pytest
+from anyio import to_thread
+from fastapi.testclient import TestClient
 
 from core.settings import Settings, available_cores
+from search_api.app import create_app, handler_threads
 
 
 def test_workers_default_to_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -20,3 +23,14 @@ def test_pool_is_the_workers_share_of_the_cores(monkeypatch: pytest.MonkeyPatch)
     assert Settings(workers=1).pool_size == 8
     assert Settings(workers=16).pool_size == 2  # never below POOL_MIN_SIZE
     assert Settings(workers=2, pool_max_size=10).pool_size == 10  # an operator's choice wins
+
+
+def test_handler_threads_follow_the_pools(db_url: str) -> None:
+    """Route handlers get two threads per pooled connection, not anyio's 40: threads that
+    can only wait for a connection contend for the GIL under load."""
+    settings = Settings(workers=2, pool_max_size=6)
+    with TestClient(create_app(settings, db_url)) as client:
+        assert client.portal is not None
+        tokens = client.portal.call(lambda: to_thread.current_default_thread_limiter().total_tokens)
+    assert tokens == handler_threads(settings) == 12
+    assert handler_threads(Settings(workers=2, pool_max_size=1)) == 8  # never below eight
