@@ -55,8 +55,13 @@ class EmptyQuery(InvalidSearch):
 def observe_engine_query(engine: str, slow_ms: float) -> Callable[[str, float], None]:
     """Histogram every engine query; log slow ones by kind and duration only."""
 
+    histograms: dict[str, Any] = {}  # labels() takes a lock and builds a key each call
+
     def observe(kind: str, seconds: float) -> None:
-        ENGINE_QUERY_SECONDS.labels(engine=engine, kind=kind).observe(seconds)
+        histogram = histograms.get(kind)
+        if histogram is None:
+            histogram = histograms[kind] = ENGINE_QUERY_SECONDS.labels(engine=engine, kind=kind)
+        histogram.observe(seconds)
         if seconds * 1000 >= slow_ms:
             log.warning(
                 "slow engine query",
