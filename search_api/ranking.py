@@ -101,8 +101,12 @@ def _nicknames(token: str) -> frozenset[str]:
     return frozenset(nickname_group(token))
 
 
+@lru_cache(maxsize=262_144)
 def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float] | None:
-    """How a typed word matches a stored word: kind and quality in (0, 1]."""
+    """How a typed word matches a stored word: kind and quality in (0, 1].
+
+    Cached: the same pairs recur across a search's candidates and across searches
+    (common names), and each miss may run a phonetic and an edit-distance check."""
     if typed == stored:
         return "exact", 1.0
     if stored.startswith(typed):
