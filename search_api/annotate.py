@@ -56,6 +56,13 @@ def format_phone(value: str, region: str) -> str:
     phone = _phone(value, region)
     if not phone.e164:
         return value
+    if _nanp_home(phone.e164, region):
+        # What libphonenumber lays out for every such number (checked in the tests),
+        # without parsing it again: a search formats every phone on its page.
+        n = phone.e164[2:]
+        return f"({n[:3]}) {n[3:6]}-{n[6:]}" + (
+            f" ext. {phone.extension}" if phone.extension else ""
+        )
     try:
         number = phonenumbers.parse(phone.e164, None)
     except phonenumbers.NumberParseException:
@@ -70,6 +77,16 @@ def format_phone(value: str, region: str) -> str:
     if phone.extension:
         text += f" ext. {phone.extension}"
     return text
+
+
+def _nanp_home(e164: str, region: str) -> bool:
+    """A North American number with a real area code (2-9), shown in a NANP region."""
+    return (
+        len(e164) == 12
+        and e164.startswith("+1")
+        and "2" <= e164[2] <= "9"
+        and phonenumbers.country_code_for_region(region) == 1
+    )
 
 
 def formatted_phones(patient: Mapping[str, Any], region: str) -> list[str]:

@@ -4,15 +4,18 @@ possible-duplicate marks) and how the page itself is served, on real PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
+import random
 from collections.abc import Iterator
 from typing import Any
 
+import phonenumbers
 import pytest
 from fastapi.testclient import TestClient
 
 from core.apikeys import create_key
 from core.documents import build_document
 from core.settings import Settings
+from normalizers.phones import normalize_phone
 from search_api.annotate import duplicate_reason, format_phone, names_near
 from search_api.app import create_app
 from tests.factories import JOHN_SMITH, patient, seed
@@ -181,3 +184,18 @@ def test_the_page_keeps_the_key_out_of_the_url() -> None:
     assert "URLSearchParams" not in script and "localStorage" not in script
     assert "sessionStorage.setItem(KEY_ITEM" in script
     assert "history.pushState({ panel: 'detail' }, '')" in script
+
+
+def test_north_american_phones_are_laid_out_as_libphonenumber_does() -> None:
+    """format_phone lays out NANP numbers without libphonenumber; the layout must be its."""
+    rng = random.Random(7)
+    for _ in range(3000):
+        digits = f"{rng.randint(0, 999):03d}{rng.randint(0, 999):03d}{rng.randint(0, 9999):04d}"
+        if not normalize_phone("+1" + digits, "US").e164:
+            continue  # not a number we read: shown as typed, as before
+        expected = phonenumbers.format_number(
+            phonenumbers.parse("+1" + digits, None), phonenumbers.PhoneNumberFormat.NATIONAL
+        )
+        assert format_phone("+1" + digits, "US") == expected
+    assert format_phone("+1 202 555 0143 ext 12", "US") == "(202) 555-0143 ext. 12"
+    assert format_phone("+1 202 555 0143", "GB") == "+1 202-555-0143"  # abroad: international
