@@ -50,6 +50,11 @@ Observer = Callable[[str, float], None]
 ORDERED_PASS_CAP = 2000
 # Patients born on the typed date read when no name agrees (see names_with_date).
 DOB_ALONE_ROWS = 5
+# Patients born on the typed date read at most to check their names (see born_that_day).
+BORN_THAT_DAY_ROWS = 2000
+# Patients holding each typed word from which a name counts as common: once a typed date
+# has found it, namesakes born on other days are not looked for (see names_with_date).
+COMMON_NAME = 1000
 
 
 class PostgresEngine:
@@ -78,7 +83,7 @@ class PostgresEngine:
                 conn,
                 query,
                 observe=self._observe,
-                expand=self.words.expand,
+                words=self.words,
                 timeout_ms=self.search_timeout_ms,
             )
 
@@ -163,7 +168,6 @@ def _candidate(row: tuple[Any, ...]) -> Candidate:
     return Candidate(id=row[0], patient=doc["patient"], match=doc["match"])
 
 
-Expander = Callable[[Sequence[NameToken], Sequence[str]], Expansions]
 Scoper = Callable[[Iterable[str]], list[str]]
 # A name level: its name and the clinic-scoped terms that count per typed word.
 Level = tuple[str, list[tuple[str, ...]]]
@@ -211,17 +215,20 @@ def find_candidates(
     query: CandidateQuery,
     *,
     observe: Observer,
-    expand: Expander | None = None,
+    words: WordDictionary | None = None,
     timeout_ms: int = DEFAULT_SEARCH_TIMEOUT_MS,
 ) -> list[Candidate]:
     """Candidates for the re-ranker, from the strictest pass that finds enough.
+
+    `words` is the process's word dictionary: typo and prefix expansions, and how
+    common each typed word is. Without it, words match exactly and phonetically.
 
     No name pass is ordered: each level is homogeneous enough for the re-ranker to
     order, stricter levels run first, and an unordered LIMIT stops reading early
     even when a common name matches thousands. Their order is still
     deterministic for the same projection, which keeps pagination stable.
     """
-    return CandidateSearch(conn, query, observe=observe, expand=expand, timeout_ms=timeout_ms).run()
+    return CandidateSearch(conn, query, observe=observe, words=words, timeout_ms=timeout_ms).run()
 
 
 class CandidateSearch:
@@ -239,17 +246,19 @@ class CandidateSearch:
         query: CandidateQuery,
         *,
         observe: Observer,
-        expand: Expander | None = None,
+        words: WordDictionary | None = None,
         timeout_ms: int = DEFAULT_SEARCH_TIMEOUT_MS,
     ) -> None:
         self.conn = conn
+        self.words = words
+        self._common: bool | None = None
         self.query = query
         self.observe = observe
         self.timeout_ms = timeout_ms
         # One deadline for the whole search, however many passes it takes.
         self.deadline = time.monotonic() + timeout_ms / 1000
         self.clinics = sorted(set(query.clinic_ids))
-        widen = expand or no_expansion
+        widen = words.expand if words is not None else no_expansion
         self.found: dict[str, Candidate] = {}
         self.base: list[sql.Composable] = [sql.SQL("clinic_id = any({})").format(self.clinics)]
         if not query.include_inactive:
@@ -289,8 +298,8 @@ class CandidateSearch:
         if self.query.strong_terms:
             self.run_pass("identifier", [self.overlaps(self.query.strong_terms)])
         if self.query.names:
-            if self.dates:
-                self.names_with_date()
+            if self.dates and self.names_with_date() and self.common_name():
+                return  # the namesakes born on other days are an arbitrary few of thousands
             self.names_alone()
             self.last_resorts()
         else:
@@ -298,24 +307,34 @@ class CandidateSearch:
 
     # -- passes, in the order `run` tries them ---------------------------------
 
-    def names_with_date(self) -> None:
-        """A typed date narrows every level before any level is tried without it.
+    def names_with_date(self) -> bool:
+        """A typed date narrows the name before the name is tried without it; True
+        when it found someone.
 
-        So a crowd of namesakes never hides the patient born on that date. The
-        first pass that finds someone ends the date ladder: looser ones would
-        only add patients the re-ranker puts below them.
+        So a crowd of namesakes never hides the patient born on that date. First
+        everyone born that day whose name agrees at any level (the date drives the
+        index read: a few dozen rows even at a million patients, where a common
+        name's posting lists hold thousands); a misspelled namesake born that day,
+        a likely duplicate, is found with the exact one. When that finds no one
+        (a mistyped date, or a day too crowded to read whole), the levels are
+        tried one by one with the date and then with the near dates, up to the
+        first that finds someone.
         """
         before = len(self.found)
-        for level, words in self.ladder:
-            self.levels.append((level, words))
-            for date_kind, date in self.dates:
-                conds = [*(self.holds(w) for w in words), date, *self.weak]
-                self.run_pass(f"{level}_{date_kind}", conds)
-                if len(self.found) > before:
-                    break
-            if len(self.found) > before or self.enough():
-                break
+        self.levels.extend(self.ladder)  # expansions are in-process: every level at once
+        if self.query.dob_terms:
+            self.born_that_day(self.levels[-1][1])
         if len(self.found) == before:
+            for level, words in self.levels:
+                for date_kind, date in self.dates:
+                    conds = [*(self.holds(w) for w in words), date, *self.weak]
+                    self.run_pass(f"{level}_{date_kind}", conds)
+                    if len(self.found) > before:
+                        break
+                if len(self.found) > before or self.enough():
+                    break
+        named = len(self.found) > before
+        if not named:
             # The date with any one word: a half-remembered or unusual name
             # still finds the patient born that day.
             any_date = self.overlaps([*self.query.dob_terms, *self.query.dob_near_terms])
@@ -326,6 +345,34 @@ class CandidateSearch:
             # differently (a married name, another person's) is still on the page
             # when few patients of the clinic were born that day.
             self.run_pass("dob_alone", [self.overlaps(self.query.dob_terms)], rows=DOB_ALONE_ROWS)
+        return named
+
+    def born_that_day(self, loosest: list[tuple[str, ...]]) -> None:
+        """Patients born on the typed date whose every typed word agrees at the loosest
+        level: the day's rows are read through the index (at most BORN_THAT_DAY_ROWS),
+        then the name is checked on them, instead of intersecting the name's posting lists.
+        """
+        day = sql.SQL(" and ").join([*self.base, self.overlaps(self.query.dob_terms)])
+        name = sql.SQL(" and ").join([*(self.holds(w) for w in loosest), *self.weak])
+        stmt = sql.SQL(
+            "select id, doc from (select id, doc, terms from patient_search.patients "
+            "where {} limit {} offset 0) p where {} limit {}"
+        ).format(day, sql.Literal(BORN_THAT_DAY_ROWS), name, sql.Literal(self.query.limit))
+        self.execute("born_that_day", stmt)
+
+    def common_name(self) -> bool:
+        """Every typed word is held by at least COMMON_NAME patients of the key's clinics
+        (the word dictionary's counts): the name alone matches a crowd, and a pass
+        without the date reads long posting lists to pick an arbitrary few of it."""
+        if self.words is None or not self.query.names:
+            return False
+        if self._common is None:
+            held = [
+                sum(self.words.patients(c, t.text) or 0 for c in self.clinics)
+                for t in self.query.names
+            ]
+            self._common = min(held) >= COMMON_NAME
+        return self._common
 
     def names_alone(self) -> None:
         for i in itertools.count():

@@ -233,7 +233,7 @@ def search_ranked(
     plan = plan_for(SearchInput(q=q, limit=limit), clinic_ids, settings)
     with conn.transaction():
         candidates = find_candidates(
-            conn, plan.candidates, observe=lambda kind, s: None, expand=words.expand
+            conn, plan.candidates, observe=lambda kind, s: None, words=words
         )
         counts = term_counts.lookup(conn, count_keys(candidates, dates=bool(plan.rank.birth_dates)))
     return rank(plan.rank, candidates, counts)[:limit]

@@ -6,9 +6,12 @@ import psycopg
 import pytest
 
 from core.settings import Settings
+from engines import pg_search
+from engines.pg_search import find_candidates, words_of
 from engines.word_dictionary import WordDictionary
 from indexer import reindex as rx
-from search_api.service import search_ranked
+from search_api.plan import SearchInput
+from search_api.service import plan_for, search_ranked
 from tests.factories import insert_patient
 
 
@@ -35,15 +38,18 @@ def clinic(db_url: str) -> str:
     return db_url
 
 
-def _words(url: str) -> list[tuple[str, int]]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute("select term, frequency from patient_search.name_dictionary")
-        return [(r[0], r[1]) for r in rows]
+def _dictionary(url: str) -> WordDictionary:
+    """The API's word dictionary of this database (engines.pg_search.words_of)."""
+
+    def load() -> list[tuple[str, str, int]]:
+        with psycopg.connect(url) as conn:
+            return words_of(conn)
+
+    return WordDictionary(load).load_now()
 
 
 def ranked(url: str, q: str) -> list[tuple[str, str]]:
-    words = WordDictionary(lambda: _words(url))
-    words.load()
+    words = _dictionary(url)
     with psycopg.connect(url) as conn:
         found = search_ranked(
             conn, q, ["clinic-a"], settings=Settings(database_url=url), words=words
@@ -71,3 +77,32 @@ def test_grades_certain_for_a_rare_exact_match_and_never_for_a_crowd(clinic: str
     grades = {g for _, g in ranked(clinic, "john smith")}
     assert grades == {"possible"}
     assert ranked(clinic, "john smith 6/6/1955")[0] == ("smith5", "certain")
+
+
+def _passes(url: str, q: str) -> tuple[list[str], list[str]]:
+    """The candidates' ids and the passes that ran, in order."""
+    settings = Settings(database_url=url)
+    plan = plan_for(SearchInput(q=q), ["clinic-a"], settings)
+    ran: list[str] = []
+    with psycopg.connect(url) as conn, conn.transaction():
+        found = find_candidates(
+            conn, plan.candidates, observe=lambda kind, s: ran.append(kind), words=_dictionary(url)
+        )
+    return [c.id for c in found], ran
+
+
+def test_a_common_name_found_by_its_date_reads_no_namesake_born_another_day(
+    clinic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thirty John Smiths: with the name common, the date's answer is the page; the
+    passes without the date (long posting lists at scale) do not run."""
+    with psycopg.connect(clinic) as conn:  # a misspelled namesake born the same day
+        insert_patient(conn, "smyth", given="Jon", family="Smyth", birth_date="1955-06-06")
+    rx.reindex(clinic, Settings(), progress=False)
+    monkeypatch.setattr(pg_search, "COMMON_NAME", 20)
+    ids, ran = _passes(clinic, "john smith 06/06/1955")
+    assert sorted(ids) == ["smith5", "smyth"] and ran == ["born_that_day"]
+    monkeypatch.setattr(pg_search, "COMMON_NAME", 1000)  # uncommon: namesakes fill the page
+    ids, ran = _passes(clinic, "john smith 06/06/1955")
+    assert {"smith5", "smyth"} < set(ids) and len(ids) > 10
+    assert ran[0] == "born_that_day" and "exact" in ran
