@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -27,7 +28,7 @@ from core import term_counts, terms
 from engines.base import Candidate, CandidateQuery, NameToken
 from engines.filters import NAME_FIELDS, Filter, folded_words
 from engines.pg_projection import SCOPE, scope_terms
-from engines.word_dictionary import Expansions, WordDictionary
+from engines.word_dictionary import TOTAL_WORD, Expansions, WordDictionary
 
 log = logging.getLogger(__name__)
 # Time a whole search may take in the database (all its passes together).
@@ -52,6 +53,12 @@ ORDERED_PASS_CAP = 2000
 DOB_ALONE_ROWS = 5
 # Patients born on the typed date read at most to check their names (see born_that_day).
 BORN_THAT_DAY_ROWS = 2000
+# Name keys read at most per clinic and word when a common name is driven by one word.
+DRIVEN_ROWS = 2000
+# One patient probed by id costs about as much as this many GIN postings read (measured
+# at 1M: 10,000 Jennifer Johnsons, 21 ms to overlap 200,000 postings; 1,430 probes of
+# James Smiths, 43 ms).
+PROBE_COST = 100
 # Patients holding each typed word from which a name counts as common: once a typed date
 # has found it, namesakes born on other days are not looked for (see names_with_date).
 COMMON_NAME = 1000
@@ -158,8 +165,14 @@ def load_words(pool: ConnectionPool) -> list[tuple[str, str, int]]:
 
 
 def words_of(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
-    """Every clinic's name words with their patient counts (table name_words)."""
-    rows = conn.execute("select clinic_id, term, patients from patient_search.name_words")
+    """Every clinic's name words with their patient counts (table name_words), and each
+    clinic's number of patients as the empty word (core.term_counts' total row)."""
+    rows = conn.execute(
+        "select clinic_id, term, patients from patient_search.name_words "
+        "union all select left(term, -2), '', count from patient_search.term_counts "
+        "where right(term, 2) = %s",
+        (term_counts.SEP + term_counts.TOTAL,),
+    )
     return [(r[0], r[1], r[2]) for r in rows]
 
 
@@ -171,6 +184,12 @@ def _candidate(row: tuple[Any, ...]) -> Candidate:
 Scoper = Callable[[Iterable[str]], list[str]]
 # A name level: its name and the clinic-scoped terms that count per typed word.
 Level = tuple[str, list[tuple[str, ...]]]
+
+
+def _name_key(scoped: str) -> tuple[str, str] | None:
+    """(clinic, word) of a scoped name-word term; None for any other kind of term."""
+    clinic, _, term = scoped.partition(SCOPE)
+    return (clinic, term[len(NAME_LEAD) :]) if term.startswith(NAME_LEAD) else None
 
 
 def no_expansion(tokens: Sequence[NameToken], clinics: Sequence[str]) -> Expansions:
@@ -251,7 +270,6 @@ class CandidateSearch:
     ) -> None:
         self.conn = conn
         self.words = words
-        self._common: bool | None = None
         self.query = query
         self.observe = observe
         self.timeout_ms = timeout_ms
@@ -361,18 +379,9 @@ class CandidateSearch:
         self.execute("born_that_day", stmt)
 
     def common_name(self) -> bool:
-        """Every typed word is held by at least COMMON_NAME patients of the key's clinics
-        (the word dictionary's counts): the name alone matches a crowd, and a pass
-        without the date reads long posting lists to pick an arbitrary few of it."""
-        if self.words is None or not self.query.names:
-            return False
-        if self._common is None:
-            held = [
-                sum(self.words.patients(c, t.text) or 0 for c in self.clinics)
-                for t in self.query.names
-            ]
-            self._common = min(held) >= COMMON_NAME
-        return self._common
+        """The typed name, word for word, is a crowd (see crowd): a pass without the date
+        reads long posting lists to pick an arbitrary few of it."""
+        return bool(self.levels) and self.crowd(self.levels[0][1])
 
     def names_alone(self) -> None:
         for i in itertools.count():
@@ -384,37 +393,88 @@ class CandidateSearch:
                     break
                 self.levels.append(reached)
             level, words = self.levels[i]
-            if level == "completed" and len(words) == 1 and not self.weak:
-                self.completions_pass(words[0])
+            one_word = len(words) == 1 and not self.weak
+            if one_word and (level == "completed" or (level == "exact" and self.crowd(words))):
+                self.completions_pass(words[0], kind="completed" if i else "exact_keyed")
+            elif level != "close" and (driver := self.driver(words)) is not None:
+                self.driven_pass(level, words, driver)
             else:
                 self.run_pass(level, [*(self.holds(w) for w in words), *self.weak])
 
-    def completions_pass(self, scoped: Sequence[str]) -> None:
+    def driver(self, words: list[tuple[str, ...]]) -> int | None:
+        """The typed word to read a crowd through, or None for the GIN overlap.
+
+        When every word of a name is common (COMMON_NAME patients at least, at this
+        level), the overlap reads each word's whole posting list to keep a page of an
+        equally good crowd (10,000 Jennifer Johnsons in the crowded population). The
+        rarest word can lead instead, through its name words: the B-tree of name keys
+        holds no nickname term, so a match of that word by nickname alone is left to
+        the looser levels (it ranks below the crowd of direct matches anyway), and the
+        phonetic level is never driven.
+        """
+        if len(words) < 2 or self.words is None or not self.crowd(words):
+            return None
+        held = [sum(self._holders(t) for t in scoped) for scoped in words]
+        driver = min(range(len(words)), key=lambda i: held[i])
+        # The share of the driver's rows that hold every other word: the driven read
+        # probes about limit / share patients, the overlap reads every posting.
+        patients = sum(self.words.patients(c, TOTAL_WORD) or 0 for c in self.clinics)
+        share = math.prod(min(h / max(patients, 1), 1.0) for i, h in enumerate(held) if i != driver)
+        probes = self.query.limit / max(share, 1e-9)
+        cheaper = probes * PROBE_COST < sum(held) and probes < DRIVEN_ROWS
+        return driver if cheaper else None
+
+    def crowd(self, words: list[tuple[str, ...]]) -> bool:
+        """Every word is held by COMMON_NAME patients at least: the GIN overlap of its
+        posting lists would read a crowd to keep a page of it."""
+        return self.words is not None and all(
+            sum(self._holders(t) for t in scoped) >= COMMON_NAME for scoped in words
+        )
+
+    def _holders(self, scoped: str) -> int:
+        key = _name_key(scoped)
+        if key is None or self.words is None:
+            return 0
+        return self.words.patients(*key) or 0
+
+    def driven_pass(self, level: str, words: list[tuple[str, ...]], driver: int) -> None:
+        """A common name read through its driving word's name keys, keeping the patients
+        that hold the other words too: O(page / share) probes instead of every posting."""
+        keys = [k for t in words[driver] if (k := _name_key(t)) is not None]
+        others = [self.holds(w) for i, w in enumerate(words) if i != driver]
+        self.keyed_pass(f"{level}_driven", keys, DRIVEN_ROWS, [*others, *self.weak])
+
+    def completions_pass(self, scoped: Sequence[str], kind: str = "completed") -> None:
         """One typed word and its completions (as-you-type): read a few patients per word
         from the B-tree of name keys, most frequent words first, instead of overlapping
         every completion's posting list in the GIN index (a 2-letter prefix matched a
         tenth of a clinic there). Reads O(page) entries whatever the population."""
-        pairs = [t.split(SCOPE, 1) for t in scoped]
-        words = [(c, w[len(NAME_LEAD) :]) for c, w in pairs if w.startswith(NAME_LEAD)]
-        if not words:
-            return
-        each = max(2, -(-self.query.limit // len(words)))
-        active = sql.SQL("") if self.query.include_inactive else sql.SQL("where p.active")
+        keys = [k for t in scoped if (k := _name_key(t)) is not None]
+        if keys:
+            self.keyed_pass(kind, keys, max(2, -(-self.query.limit // len(keys))), [])
+
+    def keyed_pass(
+        self, kind: str, keys: list[tuple[str, str]], per_key: int, conds: list[sql.Composable]
+    ) -> None:
+        """Patients read through the B-tree of name keys, at most `per_key` per (clinic,
+        word) in key order, kept when the base conditions and `conds` hold: the LIMIT
+        stops the read once the page is full."""
+        where = sql.SQL(" and ").join([*self.base, *conds])
         stmt = sql.SQL(
             "set local enable_indexscan = on; "
-            "select p.id, p.doc from unnest({}::text[], {}::text[]) w(clinic_id, term) "
-            "cross join lateral (select k.id from patient_search.name_keys k "
-            "  where k.clinic_id = w.clinic_id and k.term = w.term limit {}) k "
-            "join patient_search.patients p on p.id = k.id {} limit {}; "
+            "select p.id, p.doc from unnest({}::text[], {}::text[]) w(key_clinic, key_term) "
+            "cross join lateral (select k.id as key_id from patient_search.name_keys k "
+            "  where k.clinic_id = w.key_clinic and k.term = w.key_term limit {}) k "
+            "join patient_search.patients p on p.id = k.key_id where {} limit {}; "
             "set local enable_indexscan = off"
         ).format(
-            [c for c, _ in words],
-            [w for _, w in words],
-            sql.Literal(each),
-            active,
+            [c for c, _ in keys],
+            [w for _, w in keys],
+            sql.Literal(per_key),
+            where,
             sql.Literal(self.query.limit),
         )
-        self.execute("completed", stmt, statements_before=1)
+        self.execute(kind, stmt, statements_before=1)
 
     def last_resorts(self) -> None:
         """When the levels did not fill the page: any one word, level by level (a name

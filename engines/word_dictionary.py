@@ -33,6 +33,8 @@ from normalizers.names import typo_budget
 log = logging.getLogger(__name__)
 
 Loader = Callable[[], list[tuple[str, str, int]]]  # (clinic, word, patients)
+# The loader's row for a clinic's number of patients: no name word is empty.
+TOTAL_WORD = ""
 # Per typed word, the (clinic, dictionary word) pairs it may stand for: (completions, typos).
 Expansions = tuple[dict[str, set[tuple[str, str]]], dict[str, set[tuple[str, str]]]]
 # The same as name terms (`n:word`), for an engine that filters clinics itself (Meilisearch).
@@ -46,8 +48,8 @@ class _Snapshot:
     """One clinic's words."""
 
     def __init__(self, rows: list[tuple[str, int]]) -> None:
-        self.words = sorted(word for word, _ in rows)
-        self.frequency = dict(rows)
+        self.frequency = dict(rows)  # TOTAL_WORD included: patients() answers it
+        self.words = sorted(word for word, _ in rows if word != TOTAL_WORD)
         self.by_initial_length: dict[tuple[str, int], list[str]] = {}
         for word in self.words:
             self.by_initial_length.setdefault((word[:1], len(word)), []).append(word)

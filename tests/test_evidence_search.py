@@ -106,3 +106,21 @@ def test_a_common_name_found_by_its_date_reads_no_namesake_born_another_day(
     ids, ran = _passes(clinic, "john smith 06/06/1955")
     assert {"smith5", "smyth"} < set(ids) and len(ids) > 10
     assert ran[0] == "born_that_day" and "exact" in ran
+
+
+def test_a_crowd_is_read_through_the_name_keys_and_finds_the_same_patients(
+    clinic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thirty John Smiths made a crowd (COMMON_NAME 20): one word is read through the
+    B-tree of name keys, two words are driven by one word's keys, and both find what the
+    GIN overlap finds."""
+    gin = {q: _passes(clinic, q) for q in ("smith", "jon smyth")}
+    assert "exact_keyed" not in gin["smith"][1] and "typo_driven" not in gin["jon smyth"][1]
+    monkeypatch.setattr(pg_search, "COMMON_NAME", 20)
+    monkeypatch.setattr(pg_search, "PROBE_COST", 0)  # a probe as cheap as a posting
+    ids, ran = _passes(clinic, "smith")
+    assert ran == ["exact_keyed"] and len(ids) == 30
+    assert set(ids) == set(gin["smith"][0])
+    ids, ran = _passes(clinic, "jon smyth")
+    assert "typo_driven" in ran and set(ids) == set(gin["jon smyth"][0])
+    assert {f"smith{i}" for i in range(30)} <= set(ids)
