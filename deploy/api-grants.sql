@@ -8,6 +8,7 @@ grant select on
   patient_search.patients,
   patient_search.name_words,
   patient_search.name_keys,
+  patient_search.term_counts,
   patient_search.api_keys,
   patient_search.state,
   patient_search.meili_outbox,
