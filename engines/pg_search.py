@@ -77,7 +77,6 @@ class PostgresEngine:
         self.pool = pool
         self._observe = observe or (lambda kind, seconds: None)
         self.words = WordDictionary(lambda: load_words(pool))
-        self._sizes: dict[str, tuple[float, int]] = {}  # clinic size key: (read at, patients)
         self.search_timeout_ms = search_timeout_ms
 
     # -- reads ---------------------------------------------------------------
@@ -97,9 +96,9 @@ class PostgresEngine:
     def term_counts(self, keys: Sequence[str]) -> dict[str, int]:
         """Per-clinic counts of name words and dates, for evidence weights (core.term_counts).
 
-        Name words come from the in-process dictionary (the same counts, refreshed with
-        it) and clinic sizes from a copy as old at most; only what neither holds (dates)
-        costs a round trip, and a search without a typed date asks for none.
+        Name words and clinic sizes come from the in-process dictionary (the same
+        counts, refreshed with it); only dates cost a round trip, and a search without
+        a typed date asks for none.
         """
         found: dict[str, int] = {}
         missing: list[str] = []
@@ -111,20 +110,13 @@ class PostgresEngine:
                 found[key] = count
         if missing:
             with self.pool.connection() as conn:
-                read = term_counts.lookup(conn, missing)
-            now = time.monotonic()
-            for key, count in read.items():
-                if key.endswith(term_counts.SEP + term_counts.TOTAL):
-                    self._sizes[key] = (now, count)
-            found.update(read)
+                found.update(term_counts.lookup(conn, missing))
         return found
 
     def _known_count(self, key: str) -> int | None:
         clinic, _, term = key.partition(term_counts.SEP)
         if term == term_counts.TOTAL:
-            size = self._sizes.get(key)
-            fresh = size is not None and time.monotonic() - size[0] < self.words.max_age_s
-            return size[1] if size is not None and fresh else None
+            return self.words.patients(clinic, TOTAL_WORD) or None  # unknown yet: read it
         if term.startswith(NAME_LEAD):
             return self.words.patients(clinic, term[len(NAME_LEAD) :])
         return None

@@ -99,7 +99,7 @@ class _Snapshot:
 class WordDictionary:
     def __init__(self, load: Loader, *, max_age_s: float = 30.0) -> None:
         self._load = load
-        self.max_age_s = max_age_s
+        self._max_age_s = max_age_s
         self._snapshot: dict[str, _Snapshot] | None = None
         self._loaded_at = 0.0
         self._refreshing = threading.Lock()
@@ -169,7 +169,7 @@ class WordDictionary:
         return self
 
     def _current(self) -> dict[str, _Snapshot]:
-        if time.monotonic() - self._loaded_at > self.max_age_s:
+        if time.monotonic() - self._loaded_at > self._max_age_s:
             self._refresh_in_background()
         return self._snapshot or {}
 

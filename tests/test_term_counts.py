@@ -104,3 +104,38 @@ def test_migration_fills_counts_from_an_existing_projection(clinics: str) -> Non
         conn.commit()
         assert 40 in migrate(conn)
         assert _counts(conn) == before
+
+
+def test_the_engine_reads_word_counts_and_clinic_sizes_from_its_dictionary(clinics: str) -> None:
+    """The API's counts (PostgresEngine.term_counts) equal the table's, though only the
+    date's are read from it: words and clinic sizes come from the word dictionary."""
+    from core.database import open_pool
+    from engines.pg_search import PostgresEngine
+
+    wanted = [
+        key("clinic-a", "#"),
+        key("clinic-b", "#"),
+        key("clinic-a", "n:smith"),
+        key("clinic-b", "n:ana"),
+        key("clinic-a", "n:nobody"),
+        key("clinic-a", "dob:1985-03-14"),
+    ]
+    pool = open_pool(clinics, Settings(pool_min_size=1, pool_max_size=2))
+    try:
+        engine = PostgresEngine(pool)
+        engine.words.load_now()
+        with psycopg.connect(clinics) as conn:
+            assert engine.term_counts(wanted) == term_counts.lookup(conn, wanted)
+            conn.execute(
+                "delete from patient_search.term_counts where term not like %s", ("%dob:%",)
+            )
+            conn.commit()  # only dates are left in the table: the rest is the dictionary's
+        assert engine.term_counts(wanted) == {
+            key("clinic-a", "#"): 12,
+            key("clinic-b", "#"): 5,
+            key("clinic-a", "n:smith"): 6,
+            key("clinic-b", "n:ana"): 5,
+            key("clinic-a", "dob:1985-03-14"): 4,
+        }
+    finally:
+        pool.close()
