@@ -130,8 +130,10 @@ def name_tokens(text: str | None) -> list[str]:
     return kept if kept else tokens
 
 
+@lru_cache(maxsize=4096)
 def is_particle(token: str) -> bool:
-    """True for family-name particles (de, van, von, ...)."""
+    """True for family-name particles (de, van, von, ...). Cached: the re-ranker asks
+    it of each typed word once per candidate, and folding is not cheap."""
     return fold(token) in PARTICLES if isinstance(token, str) else False
 
 

@@ -90,12 +90,6 @@ def _primary_code(token: str) -> str | None:
     return codes[0] if codes else None
 
 
-@lru_cache(maxsize=4096)
-def _particle(token: str) -> bool:
-    """is_particle, once per typed word: it folds the word, and every candidate asks."""
-    return is_particle(token)
-
-
 @lru_cache(maxsize=65536)
 def _nicknames(token: str) -> frozenset[str]:
     return frozenset(nickname_group(token))
@@ -181,7 +175,7 @@ def match_names(query: RankQuery, match: MatchFields) -> _NameResult:
         used_q[qi] = (kind, quality, words[wi][0])
         stored_of[qi] = words[wi][1]
         used_w.add(wi)
-    required = [qi for qi, t in enumerate(query.names) if not (_particle(t) and qi not in used_q)]
+    required = [qi for qi, t in enumerate(query.names) if not (is_particle(t) and qi not in used_q)]
     if not used_q:
         return _NameResult(None, 0.0, 0.0, frozenset(), False)
     unmatched = [qi for qi in required if qi not in used_q]
