@@ -117,9 +117,8 @@ class PostgresEngine:
         clinic, _, term = key.partition(term_counts.SEP)
         if term == term_counts.TOTAL:
             return self.words.patients(clinic, TOTAL_WORD) or None  # unknown yet: read it
-        if term.startswith(NAME_LEAD):
-            return self.words.patients(clinic, term[len(NAME_LEAD) :])
-        return None
+        name = _name_key(key)  # a count key is the clinic-scoped term itself
+        return self.words.patients(*name) if name is not None else None
 
     def get(self, patient_id: str, clinic_ids: tuple[str, ...]) -> Candidate | None:
         with self.pool.connection() as conn:
@@ -161,9 +160,10 @@ def words_of(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
     clinic's number of patients as the empty word (core.term_counts' total row)."""
     rows = conn.execute(
         "select clinic_id, term, patients from patient_search.name_words "
-        "union all select left(term, -2), '', count from patient_search.term_counts "
-        "where right(term, 2) = %s",
-        (term_counts.SEP + term_counts.TOTAL,),
+        "union all select c.clinic_id, %(total)s, t.count "
+        "from (select distinct clinic_id from patient_search.name_words) c "
+        "join patient_search.term_counts t on t.term = c.clinic_id || %(suffix)s",
+        {"total": TOTAL_WORD, "suffix": term_counts.SEP + term_counts.TOTAL},
     )
     return [(r[0], r[1], r[2]) for r in rows]
 
@@ -404,9 +404,11 @@ class CandidateSearch:
         the looser levels (it ranks below the crowd of direct matches anyway), and the
         phonetic level is never driven.
         """
-        if len(words) < 2 or self.words is None or not self.crowd(words):
+        if len(words) < 2 or self.words is None:
             return None
-        held = [sum(self._holders(t) for t in scoped) for scoped in words]
+        held = self.held(words)
+        if min(held) < COMMON_NAME:
+            return None
         driver = min(range(len(words)), key=lambda i: held[i])
         # The share of the driver's rows that hold every other word: the driven read
         # probes about limit / share patients, the overlap reads every posting.
@@ -419,15 +421,17 @@ class CandidateSearch:
     def crowd(self, words: list[tuple[str, ...]]) -> bool:
         """Every word is held by COMMON_NAME patients at least: the GIN overlap of its
         posting lists would read a crowd to keep a page of it."""
-        return self.words is not None and all(
-            sum(self._holders(t) for t in scoped) >= COMMON_NAME for scoped in words
-        )
+        return self.words is not None and min(self.held(words)) >= COMMON_NAME
 
-    def _holders(self, scoped: str) -> int:
-        key = _name_key(scoped)
-        if key is None or self.words is None:
-            return 0
-        return self.words.patients(*key) or 0
+    def held(self, words: list[tuple[str, ...]]) -> list[int]:
+        """Per typed word, the patients holding its name words at this level (the word
+        dictionary's counts; nickname and phonetic terms are not counted)."""
+        if self.words is None:
+            return [0] * len(words)
+        return [
+            sum(self.words.patients(*k) or 0 for t in scoped if (k := _name_key(t)) is not None)
+            for scoped in words
+        ]
 
     def driven_pass(self, level: str, words: list[tuple[str, ...]], driver: int) -> None:
         """A common name read through its driving word's name keys, keeping the patients
