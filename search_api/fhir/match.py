@@ -14,10 +14,9 @@ from typing import Any
 from engines.filters import folded_words
 from search_api.fhir.errors import FhirError
 from search_api.plan import SearchInput
-from search_api.ranking import Ranked
+from search_api.ranking import GRADES, Ranked
 
 _DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-GRADES = ("certain", "probable", "possible")
 
 
 @dataclass(frozen=True)
