@@ -71,16 +71,17 @@ class AppState:
 
 
 def open_cache(settings: Settings) -> AnswerCache:
-    store: Store = (
-        RedisStore(settings.redis_url)
-        if settings.redis_url
-        else LocalStore(settings.cache_max_entries)
-    )
     ttl = {
         "search": settings.cache_search_ttl_s,
         "lookup": settings.cache_search_ttl_s,
         "patient": settings.cache_patient_ttl_s,
     }
+    forget_after_s = 2 * max(ttl.values()) + 60  # a generation outlives its entries
+    store: Store = (
+        RedisStore(settings.redis_url, forget_after_s=forget_after_s)
+        if settings.redis_url
+        else LocalStore(settings.cache_max_entries, forget_after_s=forget_after_s)
+    )
     return AnswerCache(store, ttl_s=ttl)
 
 
