@@ -25,6 +25,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -227,6 +228,7 @@ class AnswerCache:
             }
         return {
             "enabled": True,
+            "process": os.getpid(),  # each API worker counts its own
             "live": self.live,
             "store": type(self.store).__name__,
             "ttl_s": self.ttl_s,
