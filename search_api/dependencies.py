@@ -85,7 +85,9 @@ def open_cache(settings: Settings) -> AnswerCache:
     return AnswerCache(store, ttl_s=ttl)
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
+    """Async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a hop
+    per request for an attribute read."""
     state: AppState = request.app.state.search
     return state
 
