@@ -129,7 +129,7 @@ def test_a_crowd_is_read_through_the_name_keys_and_finds_the_same_patients(
 def test_a_crowd_held_by_nickname_only_is_read_through_its_group_s_name_keys(
     clinic: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """"Jack" is nobody's name here, but thirty Johns answer it by nickname: a crowd the
+    """Nobody here is called Jack, but thirty Johns answer "jack" by nickname: a crowd the
     name keys hold under "john". Read by key, one word and two words find what the GIN
     overlap finds, and a family name of the group (Jackson) is not taken for a nickname."""
     with psycopg.connect(clinic) as conn:
