@@ -433,7 +433,7 @@ class CandidateSearch:
             sum(self.words.patients(*k) or 0 for k in self.name_keys(scoped)) for scoped in words
         ]
 
-    def name_keys(self, scoped: Iterable[str]) -> list[tuple[str, str]]:
+    def name_keys(self, scoped: Iterable[str], *, nicknames: bool = True) -> list[tuple[str, str]]:
         """The (clinic, name word) keys to read a typed word's scoped terms through: a
         name word is its own key; a nickname term stands for the clinic's words of that
         nickname group (kim, kimberly, kimberley for k:kimberly), so a crowd that holds
@@ -443,7 +443,7 @@ class CandidateSearch:
             clinic, _, term = t.partition(SCOPE)
             if term.startswith(NAME_LEAD):
                 keys[(clinic, term[len(NAME_LEAD) :])] = None
-            elif term.startswith(NICKNAME_LEAD) and self.words is not None:
+            elif nicknames and term.startswith(NICKNAME_LEAD) and self.words is not None:
                 member = term[len(NICKNAME_LEAD) :]
                 keys.update(
                     dict.fromkeys((clinic, w) for w in self.words.nicknamed(clinic, member))
@@ -466,11 +466,14 @@ class CandidateSearch:
 
         At the exact level (a crowd: the word, or its nickname group) every key may fill
         the page, the typed word's own first: its matches are all equally good."""
-        keys = self.name_keys(scoped)
-        if keys:
-            spread = max(2, -(-self.query.limit // len(keys)))
-            per_key = spread if kind == "completed" else self.query.limit
-            self.keyed_pass(kind, keys, per_key, [self.holds(scoped)])
+        if kind == "completed":  # the word itself and its group were read at the exact level
+            keys = self.name_keys(scoped, nicknames=False)
+            if keys:
+                per_key = max(2, -(-self.query.limit // len(keys)))
+                self.keyed_pass(kind, keys, per_key, [])
+        elif keys := self.name_keys(scoped):
+            # A key of the nickname group may hold the word in another field.
+            self.keyed_pass(kind, keys, self.query.limit, [self.holds(scoped)])
 
     def keyed_pass(
         self, kind: str, keys: list[tuple[str, str]], per_key: int, conds: list[sql.Composable]
