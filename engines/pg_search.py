@@ -45,6 +45,16 @@ class DeadlineReached(Exception):
 
 NAME_LEAD = terms.name("")  # "n:": name keys hold name words only
 NICKNAME_LEAD = terms.term(terms.NICKNAME, "")  # "k:", read through its group's name words
+# Sent with every pass, in its statement string: a string is one transaction, so the
+# API's connections need none around a search (autocommit: no BEGIN and COMMIT round
+# trips). Every pass must go through the terms index: with LIMIT and skewed name
+# frequencies the planner otherwise bets on a sequential scan and can lose by seconds
+# (measured at 1M patients).
+PASS_SETTINGS = sql.SQL(
+    "set local enable_seqscan = off; set local enable_indexscan = off; "
+    "set local pg_trgm.similarity_threshold = 0.3; "
+)
+PASS_SETTINGS_COUNT = 3
 
 Observer = Callable[[str, float], None]
 
@@ -281,13 +291,6 @@ class CandidateSearch:
             for kind, terms in (("dob", query.dob_terms), ("dob_near", query.dob_near_terms))
             if terms
         ]
-        # Every pass must go through the terms index: with LIMIT and skewed name
-        # frequencies the planner otherwise bets on a sequential scan and can lose
-        # by seconds (measured at 1M patients). Sent with the first pass: one round
-        # trip fewer.
-        self.prelude: sql.Composable | None = sql.SQL(
-            "set local enable_seqscan = off; set local enable_indexscan = off; "
-        )
         # Name levels reached so far, pulled lazily from the ladder: the dictionary
         # is asked only if the exact level did not find enough.
         self.levels: list[Level] = []
@@ -510,7 +513,6 @@ class CandidateSearch:
                 self.run_pass("any_name", [any_word, *self.weak])
         name_text = self.query.name_text
         if not self.found and name_text:
-            self.conn.execute("set local pg_trgm.similarity_threshold = 0.3")
             self.run_pass(
                 "trigram",
                 [sql.SQL("name_text % {}").format(name_text)],
@@ -583,11 +585,8 @@ class CandidateSearch:
             raise DeadlineReached
         started = time.perf_counter()
         timeout = sql.SQL("set local statement_timeout = {}; ").format(sql.Literal(left_ms))
-        if self.prelude is not None:
-            timeout, self.prelude = self.prelude + timeout, None
-            statements_before += 2
-        cur = self.conn.execute(timeout + stmt)
-        for _ in range(1 + statements_before):
+        cur = self.conn.execute(PASS_SETTINGS + timeout + stmt)
+        for _ in range(PASS_SETTINGS_COUNT + 1 + statements_before):
             cur.nextset()
         fetched = cur.fetchall()
         self.observe(kind, time.perf_counter() - started)
