@@ -112,22 +112,10 @@ def name_terms(fields: Mapping[str, tuple[Sequence[str], Sequence[str]]]) -> set
     """Name, nickname and phonetic terms for the inverted index."""
     terms: set[str] = set()
     for fld, (tokens, keys) in fields.items():
-        terms.update(_field_terms(tuple(tokens), tuple(keys), fld != "family"))
+        terms.update(t.name(key) for key in keys)
+        for token in tokens:
+            terms.update(_word_terms(token, fld != "family"))
     return terms
-
-
-@lru_cache(maxsize=200_000)
-def _field_terms(tokens: tuple[str, ...], keys: tuple[str, ...], nicknames: bool) -> frozenset[str]:
-    """The terms of one name field; a census-weighted name repeats on thousands of patients."""
-    terms = {t.name(key) for key in keys}
-    for token in tokens:
-        terms.update(_word_terms(token, nicknames))
-    return frozenset(terms)
-
-
-@lru_cache(maxsize=200_000)
-def _sort_key(family: str | None, given: str | None) -> str:
-    return fold(" ".join(filter(None, [family, given])))
 
 
 @dataclass
@@ -227,7 +215,7 @@ def build_document(
         # For ordering namesakes: the most recently updated record first.
         "updated_at": row["updated_at"].isoformat() if row.get("updated_at") else None,
     }
-    sort_key = _sort_key(row.get("family_name"), row.get("given_name"))
+    sort_key = fold(" ".join(filter(None, [row.get("family_name"), row.get("given_name")])))
     return PatientDocument(
         id=str(row["id"]),
         clinic_id=str(row["clinic_id"]),

@@ -65,7 +65,9 @@ def reindex(
     registration: ReindexState = {"clinic_id": clinic_id, "engine": "postgres"}
     with reindex_guard(url, registration, on_release=_drop_rebuild_tables) as guard:
         filled = _build(url, guard.conn, settings, clinic_id, progress)
+        swapping = time.monotonic()
         _swap(guard, settings, clinic_id, filled, stream=stream)
+    log.info("reindex swapped in", extra={"seconds": _since(swapping)})
     if stream is not None and stream.kind == "logical":
         _catch_up_stream(url, settings)
     log.info(
