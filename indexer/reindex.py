@@ -181,13 +181,18 @@ def _create_rebuild_tables(conn: psycopg.Connection[Any], *, full: bool) -> None
         )
 
 
-def _index_lanes(*, full: bool) -> list[list[sql.Composed]]:
-    """The rebuild's index builds (and statistics) in two lanes of about equal length:
-    the GIN index on terms alone, everything else beside it."""
+def _index_lanes(*, full: bool) -> tuple[list[list[sql.Composed]], list[sql.Composed]]:
+    """The rebuild's index builds (and statistics) in two lanes of about equal length,
+    the GIN index on terms alone in the first, then what must follow both.
+
+    Lanes hold only locks that let each other run (CREATE INDEX takes SHARE): the
+    primary key is built as a unique index and attached after both (ALTER TABLE ADD
+    PRIMARY KEY, and ANALYZE, would wait for the other lane's build to end)."""
     rebuild = sql.Identifier(SCHEMA, REBUILD)
+    pkey = sql.Identifier(f"{REBUILD}_pkey")
     terms, *others = projection_indexes_ddl(REBUILD)
     rest: list[sql.Composed] = [
-        sql.SQL("alter table {} add primary key (id)").format(rebuild),
+        sql.SQL("create unique index {} on {} (id)").format(pkey, rebuild),
         *others,
     ]
     if full:
@@ -204,26 +209,40 @@ def _index_lanes(*, full: bool) -> list[list[sql.Composed]]:
             sql.SQL("create index {} on {} (id)").format(sql.Identifier(f"{NAME_KEYS}_id"), keys),
             sql.SQL("analyze {}").format(keys),
         ]
-    # Statistics before the swap: the rename carries them, and the few rows the swap
-    # re-syncs do not change them.
-    rest.append(sql.SQL("analyze {}").format(rebuild))
-    return [[terms], rest]
+    after = [
+        sql.SQL("alter table {} add constraint {} primary key using index {}").format(
+            rebuild, pkey, pkey
+        ),
+        # Statistics before the swap: the rename carries them, and the few rows the
+        # swap re-syncs do not change them.
+        sql.SQL("analyze {}").format(rebuild),
+    ]
+    return [[terms], rest], after
 
 
-def _build_indexes(url: str, lanes: list[list[sql.Composed]], *, workers: int) -> None:
+def _build_indexes(
+    url: str, plan: tuple[list[list[sql.Composed]], list[sql.Composed]], *, workers: int
+) -> None:
     """Each lane on a connection of its own, at once when there is more than one core."""
+    lanes, after = plan
 
     def run(statements: list[sql.Composed]) -> None:
         with psycopg.connect(url, autocommit=True) as lane:
             for statement in statements:
+                started = time.monotonic()
                 lane.execute(statement)
+                log.debug(
+                    "reindex index step",
+                    extra={"step": statement.as_string(lane)[:60], "seconds": _since(started)},
+                )
 
     if workers <= 1:
-        run([s for lane in lanes for s in lane])
+        run([s for lane in lanes for s in lane] + after)
         return
     with ThreadPoolExecutor(len(lanes)) as pool:
         for done in [pool.submit(run, lane) for lane in lanes]:
             done.result()
+    run(after)
 
 
 def _copy_owners(conn: psycopg.Connection[Any], docs: list[PatientDocument]) -> None:
