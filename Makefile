@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format typecheck check bench-relevance bench-external bench-indexer bench-load screenshot clean
+.PHONY: demo test lint format typecheck check bench-relevance bench-external bench-indexer bench-load bench-cache screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench-indexer: $(STAMP)
 
 bench-load: $(STAMP)
 	$(BIN)/python -m bench.load $(ARGS)
+
+bench-cache: $(STAMP)
+	$(BIN)/python -m bench.cache $(ARGS)
 
 # PNG screenshots of the search page's main states (real Chromium, real API and PostgreSQL).
 SCREENSHOTS ?= docs/screenshots

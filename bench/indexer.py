@@ -45,16 +45,17 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def fresh_database(server_url: str) -> str:
+def fresh_database(server_url: str, db: str = DB, slot_name: str = SLOT) -> str:
+    """An empty database `db` on the server, migrated, with no slot left from a last run."""
     with psycopg.connect(server_url, autocommit=True) as admin:
         for (slot,) in admin.execute(
             "select slot_name from pg_replication_slots where database = %s or slot_name = %s",
-            (DB, SLOT),
+            (db, slot_name),
         ).fetchall():
             admin.execute("select pg_drop_replication_slot(%s)", (slot,))
-        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(DB)))
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(DB)))
-    url = make_conninfo(server_url, dbname=DB)
+        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(db)))
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(db)))
+    url = make_conninfo(server_url, dbname=db)
     with psycopg.connect(url) as conn:
         create_source_tables(conn)
         migrate(conn)

@@ -284,22 +284,17 @@ class AuditWriter:
         self._carry = batch  # close() writes it first, then whatever is still queued
 
     def _gather(self) -> list[AuditRecord]:
-        """Records arriving within flush_ms of the first one (or until the batch is full)."""
+        """Records arriving within flush_ms of the first one (or until the batch is full).
+        The thread sleeps through the window, then drains: waiting on the queue instead
+        woke it at every record, taking the GIL from the request threads each time."""
         interval = self.flush_ms / 1000
         try:
             batch = [self._queue.get(timeout=interval)]
         except queue.Empty:
             return []
-        deadline = time.monotonic() + interval
-        while len(batch) < self.batch_size and not self._stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self._queue.get(timeout=min(remaining, 0.05)))
-            except queue.Empty:
-                continue
-            batch.extend(self._drain(self.batch_size - len(batch)))
+        if self._queue.qsize() < self.batch_size - 1:
+            self._stop.wait(interval)
+        batch.extend(self._drain(self.batch_size - 1))
         return batch
 
     def _write(self, batch: list[AuditRecord]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -103,7 +104,7 @@ def upsert_documents(
         after.subtract(before)
         adjust_words(conn, after)
         refresh_name_keys(conn, ids)
-        notify_changed(conn, {d.clinic_id for d in docs} | {c for c, _ in before})
+        notify_changed(conn, {d.clinic_id for d in docs} | {c for c, _ in before}, ids)
 
 
 def delete_documents(
@@ -122,7 +123,7 @@ def delete_documents(
     if table == PROJECTION:  # contact_owner, words and term counts mirror the projection
         adjust_words(conn, Counter({k: -n for k, n in words_gone.items()}))
         conn.execute("delete from patient_search.name_keys where id = any(%s)", (wanted,))
-        notify_changed(conn, {r[0] for r in gone})
+        notify_changed(conn, {r[0] for r in gone}, wanted)
         _count_terms(conn, [(r[0], r[1]) for r in gone], [])
         conn.execute(
             "delete from patient_search.contact_owner where patient_id = any(%s)", (wanted,)
@@ -262,17 +263,52 @@ def owners_of_contacts(conn: psycopg.Connection[Any], contact_ids: Iterable[str]
     return {r[0] for r in rows}
 
 
-# Projection changes are announced on this channel, one notification per clinic
-# (ALL_CLINICS for a full rebuild), so answer caches can drop what they hold.
+# Projection changes are announced on two channels, so answer caches drop what they hold:
+# CHANNEL names each changed clinic (ALL_CLINICS for a full rebuild): its search answers;
+# PATIENTS_CHANNEL names the changed patients, a JSON array of ids per notification (or
+# the JSON string "*" for every patient): their reads, which no other change touches.
 CHANNEL = "patient_search_changes"
 ALL_CLINICS = "*"
+PATIENTS_CHANNEL = "patient_search_patients"
+_PAYLOAD_BYTES = 7_000  # below NOTIFY's 8,000-byte payload limit
 
 
-def notify_changed(conn: psycopg.Connection[Any], clinics: Iterable[str]) -> None:
+def notify_changed(
+    conn: psycopg.Connection[Any],
+    clinics: Iterable[str],
+    patients: Iterable[str] = (),
+    *,
+    every_patient: bool = False,
+) -> None:
     """In the writer's transaction: listeners hear of it when (and only if) it commits."""
     wanted = sorted(set(clinics))
     if wanted:
         conn.execute("select pg_notify(%s, c) from unnest(%s::text[]) c", (CHANNEL, wanted))
+    payloads = ['"*"'] if every_patient else patient_payloads(sorted(set(patients)))
+    if payloads:
+        conn.execute(
+            "select pg_notify(%s, p) from unnest(%s::text[]) p", (PATIENTS_CHANNEL, payloads)
+        )
+
+
+def patient_payloads(ids: Sequence[str]) -> list[str]:
+    """JSON arrays of ids, each within one notification's payload; an id too long for
+    any payload stands for every patient ("*")."""
+    payloads: list[str] = []
+    chunk: list[str] = []
+    size = 2  # the brackets
+    for encoded in (json.dumps(pid) for pid in ids):
+        length = len(encoded.encode()) + 1
+        if length + 2 > _PAYLOAD_BYTES:
+            return ['"*"']
+        if chunk and size + length > _PAYLOAD_BYTES:
+            payloads.append("[" + ",".join(chunk) + "]")
+            chunk, size = [], 2
+        chunk.append(encoded)
+        size += length
+    if chunk:
+        payloads.append("[" + ",".join(chunk) + "]")
+    return payloads
 
 
 def stored_words(

@@ -44,6 +44,7 @@ class DeadlineReached(Exception):
 
 
 NAME_LEAD = terms.name("")  # "n:": name keys hold name words only
+NICKNAME_LEAD = terms.term(terms.NICKNAME, "")  # "k:", read through its group's name words
 
 Observer = Callable[[str, float], None]
 
@@ -429,25 +430,47 @@ class CandidateSearch:
         if self.words is None:
             return [0] * len(words)
         return [
-            sum(self.words.patients(*k) or 0 for t in scoped if (k := _name_key(t)) is not None)
-            for scoped in words
+            sum(self.words.patients(*k) or 0 for k in self.name_keys(scoped)) for scoped in words
         ]
+
+    def name_keys(self, scoped: Iterable[str]) -> list[tuple[str, str]]:
+        """The (clinic, name word) keys to read a typed word's scoped terms through: a
+        name word is its own key; a nickname term stands for the clinic's words of that
+        nickname group (kim, kimberly, kimberley for k:kimberly), so a crowd that holds
+        a word only by nickname is read by key too."""
+        keys: dict[tuple[str, str], None] = {}
+        for t in scoped:
+            clinic, _, term = t.partition(SCOPE)
+            if term.startswith(NAME_LEAD):
+                keys[(clinic, term[len(NAME_LEAD) :])] = None
+            elif term.startswith(NICKNAME_LEAD) and self.words is not None:
+                member = term[len(NICKNAME_LEAD) :]
+                keys.update(
+                    dict.fromkeys((clinic, w) for w in self.words.nicknamed(clinic, member))
+                )
+        return list(keys)
 
     def driven_pass(self, level: str, words: list[tuple[str, ...]], driver: int) -> None:
         """A common name read through its driving word's name keys, keeping the patients
         that hold the other words too: O(page / share) probes instead of every posting."""
-        keys = [k for t in words[driver] if (k := _name_key(t)) is not None]
-        others = [self.holds(w) for i, w in enumerate(words) if i != driver]
-        self.keyed_pass(f"{level}_driven", keys, DRIVEN_ROWS, [*others, *self.weak])
+        keys = self.name_keys(words[driver])
+        # A key of the nickname group may be read for a word held in another field.
+        held = [self.holds(w) for w in words]
+        self.keyed_pass(f"{level}_driven", keys, DRIVEN_ROWS, [*held, *self.weak])
 
     def completions_pass(self, scoped: Sequence[str], kind: str = "completed") -> None:
         """One typed word and its completions (as-you-type): read a few patients per word
         from the B-tree of name keys, most frequent words first, instead of overlapping
         every completion's posting list in the GIN index (a 2-letter prefix matched a
-        tenth of a clinic there). Reads O(page) entries whatever the population."""
-        keys = [k for t in scoped if (k := _name_key(t)) is not None]
+        tenth of a clinic there). Reads O(page) entries whatever the population.
+
+        At the exact level (a crowd: the word, or its nickname group) every key may fill
+        the page, the typed word's own first: its matches are all equally good."""
+        keys = self.name_keys(scoped)
         if keys:
-            self.keyed_pass(kind, keys, max(2, -(-self.query.limit // len(keys))), [])
+            spread = max(2, -(-self.query.limit // len(keys)))
+            per_key = spread if kind == "completed" else self.query.limit
+            self.keyed_pass(kind, keys, per_key, [self.holds(scoped)])
 
     def keyed_pass(
         self, kind: str, keys: list[tuple[str, str]], per_key: int, conds: list[sql.Composable]

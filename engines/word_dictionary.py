@@ -28,7 +28,7 @@ from rapidfuzz.distance import DamerauLevenshtein
 
 from core import terms
 from engines.base import NameToken
-from normalizers.names import typo_budget
+from normalizers.names import nickname_group, typo_budget
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,21 @@ class _Snapshot:
             self.by_initial_length.setdefault((word[:1], len(word)), []).append(word)
         # Typed words repeat (as-you-type, common names): expansions are kept per snapshot.
         self._seen: dict[tuple[str, bool], list[str]] = {}
+        self._by_nickname: dict[str, list[str]] | None = None  # built on first use
+
+    def nicknamed(self, member: str) -> list[str]:
+        """Words whose nickname group holds `member` (the words a document's `k:member`
+        term comes from), most frequent first."""
+        if self._by_nickname is None:
+            index: dict[str, list[str]] = {}
+            for word in self.words:
+                for name in nickname_group(word):
+                    index.setdefault(name, []).append(word)
+            self._by_nickname = {
+                name: heapq.nsmallest(PREFIX_LIMIT, found, key=lambda w: (-self.frequency[w], w))
+                for name, found in index.items()
+            }
+        return self._by_nickname.get(member, [])
 
     def expansions(self, token: str, *, typos: bool) -> list[str]:
         key = (token, typos)
@@ -142,6 +157,11 @@ class WordDictionary:
         if snapshot is None:
             return None
         return snapshot.frequency.get(word, 0)
+
+    def nicknamed(self, clinic: str, member: str) -> list[str]:
+        """The clinic's words of the nickname group of `member` (see _Snapshot.nicknamed)."""
+        snapshot = self._current().get(clinic)
+        return [] if snapshot is None else snapshot.nicknamed(member)
 
     @property
     def ready(self) -> bool:

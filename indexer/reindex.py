@@ -383,7 +383,7 @@ def _swap(
             conn.execute("delete from patient_search.name_keys where clinic_id = %s", (clinic_id,))
             pg_projection.fill_name_keys(conn, clinic_id=clinic_id)
             pg_projection.count_words(conn, clinic_id=clinic_id)
-            pg_projection.notify_changed(conn, [clinic_id])
+            pg_projection.notify_changed(conn, [clinic_id], every_patient=True)
         again = set(touched)
         aside = [(p, r) for p, r in filled.rejected if p not in again] + rejected
         deadletters.record(

@@ -1,14 +1,19 @@
 """Answer cache: search results for a few seconds, patient reads for longer, dropped the
-moment the indexer changes a patient of that clinic.
+moment the indexer changes what they show.
 
-- Keys are a SHA-256 of (kind, the caller's clinics, the canonical request): no query
-  text is kept as a key. Values are the serialized answers.
-- Invalidation is pushed, not polled: the indexer's projection writes send
-  `NOTIFY patient_search_changes, '<clinic>'` in their transaction (delivered on
-  commit, engines.pg_projection), and each API process LISTENs on its own
-  connection. A change bumps that clinic's generation; an entry stored under an
-  older generation of any of its clinics is a miss. While the listener is not
-  connected nothing is served from the cache (it could be stale).
+- Keys are a SHA-256 of (kind, the caller's clinics, the generations the answer depends
+  on, the canonical request): no query text is kept as a key. Values are the serialized
+  answers.
+- Invalidation is pushed, not polled: the indexer's projection writes notify in their
+  transaction (delivered on commit, engines.pg_projection), and each API process LISTENs
+  on its own connection. A search answer depends on its clinics' generations, bumped by
+  any change in the clinic; a patient read on that patient's generation alone, so the
+  day's churn elsewhere in the clinic leaves it cached. An entry stored under an older
+  generation is a miss. While the listener is not connected nothing is served from the
+  cache (it could be stale).
+- A bump gives a name a value never used before (one counter per store), so a name can
+  be forgotten once every entry stored under it has expired: memory stays bounded
+  however many patients change in a day.
 - In process by default; shared between processes and replicas through Redis when
   `PATIENT_SEARCH_REDIS_URL` is set (the generations then live in Redis too).
 - Hits and misses per kind are counted in /metrics and at GET /cache.
@@ -17,8 +22,10 @@ moment the indexer changes a patient of that clinic.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -29,7 +36,7 @@ from typing import Any, Protocol
 import psycopg
 from prometheus_client import Counter
 
-from engines.pg_projection import ALL_CLINICS, CHANNEL
+from engines.pg_projection import ALL_CLINICS, CHANNEL, PATIENTS_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +45,26 @@ HITS = Counter("patient_search_cache_hits_total", "Answers served from the cache
 MISSES = Counter("patient_search_cache_misses_total", "Answers not in the cache", ["kind"])
 
 
+# The generation names a patient read depends on: that patient, and every patient at once
+# (a clinic rebuilt, an id too long to be named).
+EVERY_PATIENT = "patients:*"
+
+
+def patient_generation(patient_id: str) -> str:
+    return f"patient:{patient_id}"
+
+
+def patient_generations(patient_id: str) -> tuple[str, ...]:
+    return (EVERY_PATIENT, patient_generation(patient_id))
+
+
 class Store(Protocol):
-    """Where entries and clinic generations live (this process, or Redis)."""
+    """Where entries and generations live (this process, or Redis). A generation is
+    named by a clinic or a patient; ALL_CLINICS's is part of every key."""
 
-    def generations(self, clinics: Sequence[str]) -> tuple[int, ...]: ...
+    def generations(self, names: Sequence[str]) -> tuple[int, ...]: ...
 
-    def bump(self, clinic: str) -> None: ...
+    def bump(self, names: Sequence[str]) -> None: ...
 
     def get(self, key: str) -> bytes | None: ...
 
@@ -55,23 +76,33 @@ class Store(Protocol):
 class LocalStore:
     """A bounded LRU with per-entry expiry, in this process."""
 
-    def __init__(self, max_entries: int = 20_000) -> None:
+    def __init__(self, max_entries: int = 20_000, *, forget_after_s: float = 600.0) -> None:
         self.max_entries = max_entries
+        self.forget_after_s = forget_after_s  # longer than any entry lives
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
-        self._generations: dict[str, int] = {}
-        self._all = 0
+        # name -> (generation, when bumped), oldest bump first
+        self._generations: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._counter = itertools.count(1)
         self._lock = threading.Lock()
 
-    def generations(self, clinics: Sequence[str]) -> tuple[int, ...]:
-        return (self._all, *(self._generations.get(c, 0) for c in clinics))
+    def generations(self, names: Sequence[str]) -> tuple[int, ...]:
+        known = self._generations
+        return tuple(known.get(n, (0, 0.0))[0] for n in (ALL_CLINICS, *names))
 
-    def bump(self, clinic: str) -> None:
+    def bump(self, names: Sequence[str]) -> None:
+        now = time.monotonic()
         with self._lock:
-            if clinic == ALL_CLINICS:
-                self._all += 1
+            if ALL_CLINICS in names:
                 self._entries.clear()
-            else:
-                self._generations[clinic] = self._generations.get(clinic, 0) + 1
+            generation = next(self._counter)
+            for name in names:
+                self._generations[name] = (generation, now)
+                self._generations.move_to_end(name)
+            while self._generations:
+                name, (_, bumped) = next(iter(self._generations.items()))
+                if bumped > now - self.forget_after_s:
+                    break
+                del self._generations[name]
 
     def get(self, key: str) -> bytes | None:
         hit = self._entries.get(key)
@@ -98,19 +129,24 @@ class LocalStore:
 
 
 class RedisStore:
-    """Shared by every API process and replica: entries expire in Redis itself."""
+    """Shared by every API process and replica: entries and generations expire in Redis."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, forget_after_s: float = 600.0) -> None:
         import redis
 
         self.redis = redis.Redis.from_url(url, socket_timeout=0.05, socket_connect_timeout=0.5)
+        self.forget_after_ms = int(forget_after_s * 1000)
 
-    def generations(self, clinics: Sequence[str]) -> tuple[int, ...]:
-        values = self.redis.mget([f"ps:gen:{c}" for c in (ALL_CLINICS, *clinics)])
+    def generations(self, names: Sequence[str]) -> tuple[int, ...]:
+        values = self.redis.mget([f"ps:gen:{n}" for n in (ALL_CLINICS, *names)])
         return tuple(int(v or 0) for v in values)
 
-    def bump(self, clinic: str) -> None:
-        self.redis.incr(f"ps:gen:{clinic}")
+    def bump(self, names: Sequence[str]) -> None:
+        generation = self.redis.incr("ps:generation")
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.set(f"ps:gen:{name}", generation, px=self.forget_after_ms)
+            pipe.execute()
 
     def get(self, key: str) -> bytes | None:
         value = self.redis.get(f"ps:v:{key}")
@@ -120,7 +156,7 @@ class RedisStore:
         self.redis.set(f"ps:v:{key}", value, px=max(1, int(ttl_s * 1000)))
 
     def clear(self) -> None:
-        self.bump(ALL_CLINICS)
+        self.bump([ALL_CLINICS])
 
 
 class AnswerCache:
@@ -131,18 +167,29 @@ class AnswerCache:
         self.hits: dict[str, int] = {}
         self.misses: dict[str, int] = {}
 
-    def key(self, kind: str, clinics: Sequence[str], request: Any) -> str:
-        """Clinic generations are part of the key: a change makes older entries unreachable."""
+    def key(
+        self, kind: str, clinics: Sequence[str], request: Any, depends_on: Sequence[str]
+    ) -> str:
+        """The generations of what the answer depends on are part of the key: a change
+        makes older entries unreachable."""
         clinics = sorted(set(clinics))
-        generations = self.store.generations(clinics)
+        generations = self.store.generations(depends_on)
         material = json.dumps([kind, clinics, generations, request], sort_keys=True, default=str)
         return hashlib.sha256(material.encode()).hexdigest()
 
-    def slot(self, kind: str, clinics: Sequence[str], request: Any) -> CacheSlot:
-        """A shared store that fails (Redis away) makes a miss that stores nothing,
-        never a failed request."""
+    def slot(
+        self,
+        kind: str,
+        clinics: Sequence[str],
+        request: Any,
+        depends_on: Sequence[str] | None = None,
+    ) -> CacheSlot:
+        """`depends_on` names the generations the answer hangs on (by default the
+        caller's clinics). A shared store that fails (Redis away) makes a miss that
+        stores nothing, never a failed request."""
         try:
-            key = self.key(kind, clinics, request)
+            names = sorted(set(clinics)) if depends_on is None else depends_on
+            key = self.key(kind, clinics, request, names)
             return CacheSlot(self, key, self.get(kind, key))
         except Exception as exc:
             log.warning("answer cache unavailable", extra={"error": type(exc).__name__})
@@ -159,12 +206,15 @@ class AnswerCache:
         if self.live:
             self.store.put(key, value, self.ttl_s[kind])
 
-    def invalidate(self, clinic: str) -> None:
+    def invalidate(self, names: Sequence[str]) -> None:
         """A shared store that is away misses the bump; its entries expire by their time."""
         try:
-            self.store.bump(clinic)
+            self.store.bump(names)
         except Exception as exc:
             log.warning("answer cache unavailable", extra={"error": type(exc).__name__})
+
+    def forget_everything(self) -> None:
+        self.invalidate([ALL_CLINICS])
 
     def stats(self) -> dict[str, Any]:
         kinds = sorted(set(self.hits) | set(self.misses))
@@ -178,6 +228,7 @@ class AnswerCache:
             }
         return {
             "enabled": True,
+            "process": os.getpid(),  # each API worker counts its own
             "live": self.live,
             "store": type(self.store).__name__,
             "ttl_s": self.ttl_s,
@@ -202,6 +253,23 @@ class CacheSlot:
                 log.warning("answer cache unavailable", extra={"error": type(exc).__name__})
 
 
+def changed_names(channel: str, payload: str) -> list[str]:
+    """The generations a notification bumps: a clinic (or ALL_CLINICS) on CHANNEL; on
+    PATIENTS_CHANNEL each patient named, or every patient. A payload that cannot be
+    read drops everything rather than risk a stale answer."""
+    if channel == CHANNEL:
+        return [payload or ALL_CLINICS]
+    try:
+        ids = json.loads(payload)
+    except ValueError:
+        return [ALL_CLINICS]
+    if ids == "*":
+        return [EVERY_PATIENT]
+    if isinstance(ids, list) and all(isinstance(i, str) for i in ids):
+        return [patient_generation(i) for i in ids]
+    return [ALL_CLINICS]
+
+
 def listen_for_changes(
     url: str, cache: AnswerCache, stop: threading.Event, *, retry_s: float = 1.0
 ) -> threading.Thread:
@@ -212,12 +280,12 @@ def listen_for_changes(
         while not stop.is_set():
             try:
                 with psycopg.connect(url, autocommit=True) as conn:
-                    conn.execute(f"listen {CHANNEL}")
-                    cache.invalidate(ALL_CLINICS)
+                    conn.execute(f"listen {CHANNEL}; listen {PATIENTS_CHANNEL}")
+                    cache.forget_everything()
                     cache.live = True
                     while not stop.is_set():
                         for note in conn.notifies(timeout=1.0):
-                            cache.invalidate(note.payload or ALL_CLINICS)
+                            cache.invalidate(changed_names(note.channel, note.payload))
             except Exception as exc:
                 log.warning("cache invalidation listener down", extra={"error": type(exc).__name__})
             finally:

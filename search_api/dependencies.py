@@ -71,20 +71,23 @@ class AppState:
 
 
 def open_cache(settings: Settings) -> AnswerCache:
-    store: Store = (
-        RedisStore(settings.redis_url)
-        if settings.redis_url
-        else LocalStore(settings.cache_max_entries)
-    )
     ttl = {
         "search": settings.cache_search_ttl_s,
         "lookup": settings.cache_search_ttl_s,
         "patient": settings.cache_patient_ttl_s,
     }
+    forget_after_s = 2 * max(ttl.values()) + 60  # a generation outlives its entries
+    store: Store = (
+        RedisStore(settings.redis_url, forget_after_s=forget_after_s)
+        if settings.redis_url
+        else LocalStore(settings.cache_max_entries, forget_after_s=forget_after_s)
+    )
     return AnswerCache(store, ttl_s=ttl)
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
+    """Async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a hop
+    per request for an attribute read."""
     state: AppState = request.app.state.search
     return state
 

@@ -22,7 +22,7 @@ import math
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 from rapidfuzz.fuzz import ratio, token_set_ratio, token_sort_ratio
@@ -60,6 +60,13 @@ class RankQuery:
     emails: tuple[str, ...] = ()
     mrns: tuple[str, ...] = ()
     literal: str = ""  # the typed names, case-folded with accents kept (see literal_text)
+
+    @cached_property
+    def identified(self) -> bool:
+        """Whether any identifier was typed (most searches are names alone)."""
+        return any(
+            (self.phones, self.phone_nationals, self.phone_fragments, self.emails, self.mrns)
+        )
 
 
 Grade = Literal["certain", "probable", "possible"]
@@ -230,6 +237,8 @@ def match_identifiers(query: RankQuery, match: MatchFields) -> tuple[set[str], s
     """(fields matched exactly, fields matched partially, contradiction)."""
     exact: set[str] = set()
     partial: set[str] = set()
+    if not query.identified:
+        return exact, partial, False
     mrn = match.get("mrn")
     if mrn and mrn in query.mrns:
         exact.add("mrn")

@@ -40,3 +40,18 @@ def test_census_population_is_census_weighted() -> None:
     assert 250 < family["Smith"] < 600
     crowded = {(p.given_name, p.family_name) for p, _ in generate(5_000, population="crowded")}
     assert len(crowded) <= 100
+
+
+def test_cache_benchmark_smoke(db_url: str, tmp_path: Path) -> None:
+    """A short day: the indexer changes patients while staff search and read them."""
+    from bench import cache
+
+    out = tmp_path / "cache.json"
+    args = ["--database-url", db_url, "--patients", "300", "--schedule", "40", "--clients", "3"]
+    args += ["--seconds", "4", "--changes-per-s", "5", "--workers", "1", "--json", str(out)]
+    assert cache.main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["changes"] > 0 and report["workers"] == 1
+    reads = report["kinds"]["patient"]
+    assert reads["hits"] > 0 and reads["misses"] > 0  # opened again within a visit; first reads
+    assert report["kinds"]["search"]["misses"] > 0

@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -27,6 +27,7 @@ def seeded(db_url: str) -> tuple[str, str]:
     with psycopg.connect(db_url) as conn:
         insert_patient(conn, "a1", given="Ann", family="Smith", phones=["555-010-2233"])
         insert_patient(conn, "b1", clinic_id="clinic-b", given="Bob", family="Smith")
+        insert_patient(conn, "a2", given="Carl", family="Jones")
         key = create_key(conn, ["clinic-a"])
         conn.commit()
     reindex(db_url, Settings(), progress=False)
@@ -48,6 +49,13 @@ def wait_live(client: TestClient) -> None:
         time.sleep(0.05)
 
 
+def wait_until(done: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 5
+    while not done():
+        assert time.monotonic() < deadline, f"{what} never reached the cache"
+        time.sleep(0.05)
+
+
 def check_cache(client: TestClient, url: str) -> None:
     wait_live(client)
     assert search(client, "smith") == (None, ["Ann"])
@@ -60,15 +68,21 @@ def check_cache(client: TestClient, url: str) -> None:
         conn.commit()
     time.sleep(0.3)
     assert search(client, "smith") == ("hit", ["Ann"])
+    with psycopg.connect(url) as conn:  # another patient of this clinic changes
+        conn.execute("update patients set given_name = 'Carla' where id = 'a2'")
+        sync_patients(conn, ["a2"])
+        conn.commit()
+    wait_until(lambda: search(client, "smith")[0] is None, "the clinic's change")
+    # ... which leaves the read of a1 cached: it shows a1 alone.
+    assert client.get("/v1/patients/a1").headers.get("x-cache") == "hit"
     with psycopg.connect(url) as conn:  # the indexer changes a patient of this clinic
         conn.execute("update patients set given_name = 'Anna' where id = 'a1'")
         sync_patients(conn, ["a1"])
         conn.commit()
-    deadline = time.monotonic() + 5
-    while search(client, "smith")[1] != ["Anna"]:
-        assert time.monotonic() < deadline, "the change never reached the cache"
-        time.sleep(0.05)
-    assert client.get("/v1/patients/a1").json()["patient"]["given_name"] == "Anna"
+    wait_until(lambda: search(client, "smith")[1] == ["Anna"], "the change")
+    read = client.get("/v1/patients/a1")
+    assert read.headers.get("x-cache") is None
+    assert read.json()["patient"]["given_name"] == "Anna"
     stats = client.get("/cache").json()
     assert stats["kinds"]["search"]["hits"] >= 2 and stats["kinds"]["search"]["misses"] >= 2
     assert "patient_search_cache_hits_total" in client.get("/metrics").text
@@ -79,6 +93,21 @@ def test_in_process_cache_is_invalidated_by_the_indexer(seeded: tuple[str, str])
     app = create_app(Settings(pool_min_size=1, pool_max_size=2), url)
     with TestClient(app, headers={"X-API-Key": key}) as client:
         check_cache(client, url)
+
+
+def test_a_clinic_rebuilt_drops_its_patient_reads(seeded: tuple[str, str]) -> None:
+    url, key = seeded
+    app = create_app(Settings(pool_min_size=1, pool_max_size=2), url)
+    with TestClient(app, headers={"X-API-Key": key}) as client:
+        wait_live(client)
+        client.get("/v1/patients/a1")
+        assert client.get("/v1/patients/a1").headers.get("x-cache") == "hit"
+        with psycopg.connect(url) as conn:  # changed behind the indexer's back
+            conn.execute("update patients set given_name = 'Anne' where id = 'a1'")
+            conn.commit()
+        reindex(url, Settings(), clinic_id="clinic-a", progress=False)
+        wait_until(lambda: client.get("/v1/patients/a1").headers.get("x-cache") is None, "rebuild")
+        assert client.get("/v1/patients/a1").json()["patient"]["given_name"] == "Anne"
 
 
 def test_cache_off_serves_nothing_twice(seeded: tuple[str, str]) -> None:
@@ -137,7 +166,41 @@ def test_redis_away_is_a_miss_not_a_failure() -> None:
 
     cache = AnswerCache(RedisStore("redis://127.0.0.1:1/0"), ttl_s={"search": 10.0})
     cache.live = True
-    cache.invalidate("clinic-a")  # logged, not raised
+    cache.invalidate(["clinic-a"])  # logged, not raised
     slot = cache.slot("search", ["clinic-a"], {"q": "smith"})
     assert slot.hit is None
     slot.put("search", b"{}")  # stores nothing, raises nothing
+
+
+def test_patient_notifications_fit_a_payload_and_name_every_patient() -> None:
+    from engines.pg_projection import PATIENTS_CHANNEL, patient_payloads
+    from search_api.cache import EVERY_PATIENT, changed_names, patient_generation
+
+    ids = [f"patient-{n:06d}-ü" for n in range(2_000)]
+    payloads = patient_payloads(ids)
+    assert len(payloads) > 1
+    assert all(len(p.encode()) < 8_000 for p in payloads)
+    named = [n for p in payloads for n in changed_names(PATIENTS_CHANNEL, p)]
+    assert named == [patient_generation(i) for i in ids]
+    assert patient_payloads(["x" * 9_000]) == ['"*"']
+    assert changed_names(PATIENTS_CHANNEL, '"*"') == [EVERY_PATIENT]
+    assert changed_names(PATIENTS_CHANNEL, "not json") == ["*"]  # everything, not nothing
+
+
+def test_a_forgotten_generation_is_never_reused() -> None:
+    """A name is forgotten once its entries have expired; bumped again, it must not take
+    a value an older entry was stored under."""
+    from search_api.cache import LocalStore
+
+    store = LocalStore(forget_after_s=0.05)
+    store.bump(["patient:a1"])
+    (_, first) = store.generations(["patient:a1"])
+    time.sleep(0.06)
+    store.bump(["patient:b9"])  # forgets patient:a1
+    assert store.generations(["patient:a1"]) == (0, 0)
+    store.bump(["patient:a1"])
+    (_, again) = store.generations(["patient:a1"])
+    assert again not in (0, first)
+    time.sleep(0.06)
+    store.bump(["clinic-a"])
+    assert store.generations(["patient:a1", "patient:b9"]) == (0, 0, 0)

@@ -124,3 +124,25 @@ def test_a_crowd_is_read_through_the_name_keys_and_finds_the_same_patients(
     ids, ran = _passes(clinic, "jon smyth")
     assert "typo_driven" in ran and set(ids) == set(gin["jon smyth"][0])
     assert {f"smith{i}" for i in range(30)} <= set(ids)
+
+
+def test_a_crowd_held_by_nickname_only_is_read_through_its_group_s_name_keys(
+    clinic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody here is called Jack, but thirty Johns answer "jack" by nickname: a crowd the
+    name keys hold under "john". Read by key, one word and two words find what the GIN
+    overlap finds, and a family name of the group (Jackson) is not taken for a nickname."""
+    with psycopg.connect(clinic) as conn:
+        insert_patient(conn, "jackson", given="Mary", family="Jackson")
+    rx.reindex(clinic, Settings(), progress=False)
+    gin = {q: _passes(clinic, q) for q in ("jack", "jack smith")}
+    assert "exact_keyed" not in gin["jack"][1]
+    assert {f"smith{i}" for i in range(30)} <= set(gin["jack"][0])
+    monkeypatch.setattr(pg_search, "COMMON_NAME", 20)
+    monkeypatch.setattr(pg_search, "PROBE_COST", 0)
+    ids, ran = _passes(clinic, "jack")
+    assert ran[0] == "exact_keyed" and "jackson" not in ids[:30]
+    assert {f"smith{i}" for i in range(30)} <= set(ids)
+    assert set(ids) == set(gin["jack"][0])
+    ids, ran = _passes(clinic, "jack smith")
+    assert ran[0] == "exact_driven" and set(ids) == set(gin["jack smith"][0])

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from search_api import models
 from search_api.access import Access, require
 from search_api.annotate import annotate_results, formatted_phones
-from search_api.cache import CacheSlot
+from search_api.cache import CacheSlot, patient_generations
 from search_api.dependencies import AppState, State
 from search_api.errors import ApiError
 from search_api.metrics import RESULTS
@@ -45,11 +45,17 @@ def _json(content: str | bytes, sent: Response, **headers: str) -> Response:
     return answer
 
 
-def _cached(state: AppState, kind: str, clinics: tuple[str, ...], request: Any) -> CacheSlot:
+def _cached(
+    state: AppState,
+    kind: str,
+    clinics: tuple[str, ...],
+    request: Any,
+    depends_on: tuple[str, ...] | None = None,
+) -> CacheSlot:
     """The cache key and, when the answer is there, its bytes (None without a cache)."""
     if state.cache is None:
         return CacheSlot(None, "", None)
-    return state.cache.slot(kind, clinics, request)
+    return state.cache.slot(kind, clinics, request, depends_on)
 
 
 @router.post("/search", response_model=models.SearchResponse, responses=_ERRORS)
@@ -147,7 +153,8 @@ def lookup(body: models.LookupRequest, access: LookupAccess, state: State) -> mo
 def get_patient(patient_id: str, access: ReadAccess, state: State, response: Response) -> Response:
     if len(patient_id) > 200 or not patient_id.isprintable():
         raise ApiError(422, "invalid_request", "patient id too long or not printable")
-    slot = _cached(state, "patient", access.clinics, patient_id)
+    # A read shows one patient: only that patient's changes drop it.
+    slot = _cached(state, "patient", access.clinics, patient_id, patient_generations(patient_id))
     if slot.hit is not None:
         access.returned([patient_id])
         return _json(slot.hit, response, **{"X-Cache": "hit"})
