@@ -93,7 +93,36 @@ def staff(base: str, key: str, day: Day, stop: threading.Event, seed: int, think
             stop.wait(rng.expovariate(1 / think_s) if think_s > 0 else 0)
 
 
-def writer(url: str, day: Day, rate: float, stop: threading.Event, done: list[int]) -> None:
+def stale_reads(base: str, key: str, url: str, changed: list[str]) -> int:
+    """Reads that still show an older postal code once the indexer has caught up: each
+    changed patient is read twice (the second read may come from the cache)."""
+    with psycopg.connect(url) as conn:
+        deadline = time.monotonic() + 30
+        while conn.execute(  # the indexer has applied every change (projection = source)
+            "select count(*) from patients s join patient_search.patients p using (id) "
+            "where s.id = any(%s) and p.doc #>> '{patient,postal_code}' "
+            "is distinct from s.postal_code",
+            (changed,),
+        ).fetchone() != (0,):
+            conn.rollback()
+            if time.monotonic() > deadline:
+                raise RuntimeError("the indexer did not catch up within 30 s")
+            time.sleep(0.2)
+        source = dict(
+            conn.execute("select id, postal_code from patients where id = any(%s)", (changed,))
+        )
+    stale = 0
+    with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=10) as client:
+        for patient_id in changed:
+            for _ in range(2):
+                shown = client.get(f"/v1/patients/{patient_id}").json()["patient"]["postal_code"]
+                stale += shown != source[patient_id]
+    return stale
+
+
+def writer(
+    url: str, day: Day, rate: float, stop: threading.Event, done: list[int], changed: list[str]
+) -> None:
     rng = random.Random(3)
     with psycopg.connect(url, autocommit=True) as conn:
         start = time.perf_counter()
@@ -103,10 +132,12 @@ def writer(url: str, day: Day, rate: float, stop: threading.Event, done: list[in
                 stop.wait(delay)
                 continue
             pool = day.scheduled if rng.random() < 0.5 else day.others
+            patient_id = rng.choice(pool)[0]
             conn.execute(
                 "update patients set postal_code = %s, updated_at = now() where id = %s",
-                (f"{rng.randrange(100_000):05d}", rng.choice(pool)[0]),
+                (f"{rng.randrange(100_000):05d}", patient_id),
             )
+            changed.append(patient_id)
             done[0] += 1
 
 
@@ -151,13 +182,15 @@ def run_day(url: str, key: str, args: argparse.Namespace) -> dict[str, Any]:
         day = Day(url, args.schedule, seed=5)
         workers = _worker_count(api.pid)
         before = cache_counts(base, workers)
-        stop, changes = threading.Event(), [0]
+        stop, changes, changed = threading.Event(), [0], []
         threads = [
             threading.Thread(target=staff, args=(base, key, day, stop, i, args.think_ms / 1000))
             for i in range(args.clients)
         ]
         threads.append(
-            threading.Thread(target=writer, args=(url, day, args.changes_per_s, stop, changes))
+            threading.Thread(
+                target=writer, args=(url, day, args.changes_per_s, stop, changes, changed)
+            )
         )
         for t in threads:
             t.start()
@@ -166,6 +199,8 @@ def run_day(url: str, key: str, args: argparse.Namespace) -> dict[str, Any]:
         for t in threads:
             t.join(30)
         after = cache_counts(base, workers)
+        # The patients changed last, read while their changes reach the cache.
+        stale = stale_reads(base, key, url, sorted(set(changed[-50:])))
     finally:
         for proc in (api, indexer):
             proc.send_signal(signal.SIGTERM)
@@ -180,7 +215,7 @@ def run_day(url: str, key: str, args: argparse.Namespace) -> dict[str, Any]:
                 "misses": misses,
                 "hit_rate": round(hits / (hits + misses), 3),
             }
-    return {"kinds": kinds, "changes": changes[0], "workers": workers}
+    return {"kinds": kinds, "changes": changes[0], "workers": workers, "stale_reads": stale}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind, row in sorted(result["kinds"].items()):
         print(f"{kind:<8} {row['hits']:>8} {row['misses']:>8} {row['hit_rate']:>9.3f}")
     print("(search answers are dropped by any change in their clinics: the clinic-wide baseline)")
+    print(f"stale reads of the last patients changed, once indexed: {result['stale_reads']}")
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))

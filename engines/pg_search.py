@@ -45,6 +45,16 @@ class DeadlineReached(Exception):
 
 NAME_LEAD = terms.name("")  # "n:": name keys hold name words only
 NICKNAME_LEAD = terms.term(terms.NICKNAME, "")  # "k:", read through its group's name words
+# Sent with every pass, in its statement string: a string is one transaction, so the
+# API's connections need none around a search (autocommit: no BEGIN and COMMIT round
+# trips). Every pass must go through the terms index: with LIMIT and skewed name
+# frequencies the planner otherwise bets on a sequential scan and can lose by seconds
+# (measured at 1M patients).
+PASS_SETTINGS = sql.SQL(
+    "set local enable_seqscan = off; set local enable_indexscan = off; "
+    "set local pg_trgm.similarity_threshold = 0.3; "
+)
+PASS_SETTINGS_COUNT = 3
 
 Observer = Callable[[str, float], None]
 
@@ -281,13 +291,6 @@ class CandidateSearch:
             for kind, terms in (("dob", query.dob_terms), ("dob_near", query.dob_near_terms))
             if terms
         ]
-        # Every pass must go through the terms index: with LIMIT and skewed name
-        # frequencies the planner otherwise bets on a sequential scan and can lose
-        # by seconds (measured at 1M patients). Sent with the first pass: one round
-        # trip fewer.
-        self.prelude: sql.Composable | None = sql.SQL(
-            "set local enable_seqscan = off; set local enable_indexscan = off; "
-        )
         # Name levels reached so far, pulled lazily from the ladder: the dictionary
         # is asked only if the exact level did not find enough.
         self.levels: list[Level] = []
@@ -433,7 +436,7 @@ class CandidateSearch:
             sum(self.words.patients(*k) or 0 for k in self.name_keys(scoped)) for scoped in words
         ]
 
-    def name_keys(self, scoped: Iterable[str]) -> list[tuple[str, str]]:
+    def name_keys(self, scoped: Iterable[str], *, nicknames: bool = True) -> list[tuple[str, str]]:
         """The (clinic, name word) keys to read a typed word's scoped terms through: a
         name word is its own key; a nickname term stands for the clinic's words of that
         nickname group (kim, kimberly, kimberley for k:kimberly), so a crowd that holds
@@ -443,7 +446,7 @@ class CandidateSearch:
             clinic, _, term = t.partition(SCOPE)
             if term.startswith(NAME_LEAD):
                 keys[(clinic, term[len(NAME_LEAD) :])] = None
-            elif term.startswith(NICKNAME_LEAD) and self.words is not None:
+            elif nicknames and term.startswith(NICKNAME_LEAD) and self.words is not None:
                 member = term[len(NICKNAME_LEAD) :]
                 keys.update(
                     dict.fromkeys((clinic, w) for w in self.words.nicknamed(clinic, member))
@@ -466,11 +469,14 @@ class CandidateSearch:
 
         At the exact level (a crowd: the word, or its nickname group) every key may fill
         the page, the typed word's own first: its matches are all equally good."""
-        keys = self.name_keys(scoped)
-        if keys:
-            spread = max(2, -(-self.query.limit // len(keys)))
-            per_key = spread if kind == "completed" else self.query.limit
-            self.keyed_pass(kind, keys, per_key, [self.holds(scoped)])
+        if kind == "completed":  # the word itself and its group were read at the exact level
+            keys = self.name_keys(scoped, nicknames=False)
+            if keys:
+                per_key = max(2, -(-self.query.limit // len(keys)))
+                self.keyed_pass(kind, keys, per_key, [])
+        elif keys := self.name_keys(scoped):
+            # A key of the nickname group may hold the word in another field.
+            self.keyed_pass(kind, keys, self.query.limit, [self.holds(scoped)])
 
     def keyed_pass(
         self, kind: str, keys: list[tuple[str, str]], per_key: int, conds: list[sql.Composable]
@@ -507,7 +513,6 @@ class CandidateSearch:
                 self.run_pass("any_name", [any_word, *self.weak])
         name_text = self.query.name_text
         if not self.found and name_text:
-            self.conn.execute("set local pg_trgm.similarity_threshold = 0.3")
             self.run_pass(
                 "trigram",
                 [sql.SQL("name_text % {}").format(name_text)],
@@ -580,11 +585,8 @@ class CandidateSearch:
             raise DeadlineReached
         started = time.perf_counter()
         timeout = sql.SQL("set local statement_timeout = {}; ").format(sql.Literal(left_ms))
-        if self.prelude is not None:
-            timeout, self.prelude = self.prelude + timeout, None
-            statements_before += 2
-        cur = self.conn.execute(timeout + stmt)
-        for _ in range(1 + statements_before):
+        cur = self.conn.execute(PASS_SETTINGS + timeout + stmt)
+        for _ in range(PASS_SETTINGS_COUNT + 1 + statements_before):
             cur.nextset()
         fetched = cur.fetchall()
         self.observe(kind, time.perf_counter() - started)

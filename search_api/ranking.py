@@ -124,20 +124,19 @@ def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float]
     return None
 
 
-def _stored_words(match: MatchFields) -> list[tuple[str, str]]:
+# A record's name words: given, middle, family, family keys, given keys.
+NameWords = tuple[tuple[str, ...], ...]
+
+
+def _stored_words(stored: NameWords) -> list[tuple[str, str]]:
     """(field, word) pairs, compound keys included (smithjones, delacruz)."""
+    given, middle, family, family_keys, given_keys = stored
     words: list[tuple[str, str]] = []
-    fields = (
-        ("given", match.get("given")),
-        ("middle", match.get("middle")),
-        ("family", match.get("family")),
-    )
-    for fld, stored in fields:
-        words.extend((fld, w) for w in stored or ())
-    words.extend(
-        ("family", w) for w in match.get("family_keys") or () if ("family", w) not in words
-    )
-    words.extend(("given", w) for w in match.get("given_keys") or () if ("given", w) not in words)
+    words.extend(("given", w) for w in given)
+    words.extend(("middle", w) for w in middle)
+    words.extend(("family", w) for w in family)
+    words.extend(("family", w) for w in family_keys if ("family", w) not in words)
+    words.extend(("given", w) for w in given_keys if ("given", w) not in words)
     return words
 
 
@@ -154,11 +153,27 @@ class _NameResult:
 
 
 def match_names(query: RankQuery, match: MatchFields) -> _NameResult:
-    words = _stored_words(match)
+    """How the typed names match the record's. Cached: candidates and searches share
+    names (a crowd of John Smiths, the same prefix typed again)."""
+    stored: NameWords = (
+        tuple(match.get("given") or ()),
+        tuple(match.get("middle") or ()),
+        tuple(match.get("family") or ()),
+        tuple(match.get("family_keys") or ()),
+        tuple(match.get("given_keys") or ()),
+    )
+    return _match_names(query.names, query.roles, stored)
+
+
+@lru_cache(maxsize=16_384)
+def _match_names(
+    names: tuple[str, ...], roles: tuple[str | None, ...], stored: NameWords
+) -> _NameResult:
+    words = _stored_words(stored)
     pairs: list[tuple[int, float, int, int, str]] = []
-    for qi, typed in enumerate(query.names):
-        for wi, (fld, stored) in enumerate(words):
-            found = word_match(typed, stored, nicknames=fld != "family")
+    for qi, typed in enumerate(names):
+        for wi, (fld, word) in enumerate(words):
+            found = word_match(typed, word, nicknames=fld != "family")
             if found:
                 kind, quality = found
                 pairs.append((KIND_RANK[kind], quality, qi, wi, kind))
@@ -168,12 +183,12 @@ def match_names(query: RankQuery, match: MatchFields) -> _NameResult:
     used_w: set[int] = set()
     # Two typed words that together spell one stored word ("mc donald" for McDonald,
     # "garcia lopez" for Garcialopez) are both exact matches of it.
-    for qi in range(len(query.names) - 1):
-        joined = query.names[qi] + query.names[qi + 1]
-        for wi, (fld, stored) in enumerate(words):
-            if stored == joined and wi not in used_w and qi not in used_q:
+    for qi in range(len(names) - 1):
+        joined = names[qi] + names[qi + 1]
+        for wi, (fld, word) in enumerate(words):
+            if word == joined and wi not in used_w and qi not in used_q:
                 used_q[qi] = used_q[qi + 1] = ("exact", 1.0, fld)
-                stored_of[qi] = stored
+                stored_of[qi] = word
                 used_w.add(wi)
                 break
     for _rank, quality, qi, wi, kind in pairs:
@@ -182,7 +197,7 @@ def match_names(query: RankQuery, match: MatchFields) -> _NameResult:
         used_q[qi] = (kind, quality, words[wi][0])
         stored_of[qi] = words[wi][1]
         used_w.add(wi)
-    required = [qi for qi, t in enumerate(query.names) if not (is_particle(t) and qi not in used_q)]
+    required = [qi for qi, t in enumerate(names) if not (is_particle(t) and qi not in used_q)]
     if not used_q:
         return _NameResult(None, 0.0, 0.0, frozenset(), False)
     unmatched = [qi for qi in required if qi not in used_q]
@@ -190,13 +205,13 @@ def match_names(query: RankQuery, match: MatchFields) -> _NameResult:
     weakest = min(kinds, key=lambda k: KIND_RANK[k])
     quality = sum(v[1] for v in used_q.values()) / max(len(required), 1)
     swapped = any(
-        query.roles[qi] is not None and query.roles[qi] != fld and fld != "middle"
+        roles[qi] is not None and roles[qi] != fld and fld != "middle"
         for qi, (_k, _q, fld) in used_q.items()
-        if qi < len(query.roles)
+        if qi < len(roles)
     )
     fields = frozenset(v[2] for v in used_q.values())
     level = sum(KIND_RANK[used_q[qi][0]] for qi in required if qi in used_q) / max(len(required), 1)
-    agreed = tuple((query.names[qi], stored_of[qi], used_q[qi][0]) for qi in sorted(stored_of))
+    agreed = tuple((names[qi], stored_of[qi], used_q[qi][0]) for qi in sorted(stored_of))
     return _NameResult(
         "partial" if unmatched else weakest,
         quality,

@@ -55,3 +55,4 @@ def test_cache_benchmark_smoke(db_url: str, tmp_path: Path) -> None:
     reads = report["kinds"]["patient"]
     assert reads["hits"] > 0 and reads["misses"] > 0  # opened again within a visit; first reads
     assert report["kinds"]["search"]["misses"] > 0
+    assert report["stale_reads"] == 0  # every changed patient read as it now is
