@@ -99,6 +99,35 @@ def refresh(conn: psycopg.Connection[Any], *, table: str, clinic_id: str | None 
     )
 
 
+def refresh_all(conn: psycopg.Connection[Any], *, table: str) -> None:
+    """Every clinic's counts after a full rebuild, the same numbers as `refresh`: name
+    words from the word dictionary (recounted from the same documents just before),
+    dates and clinic sizes from `table`'s columns (a document's one `dob:` term is its
+    birth_date), instead of unnesting every document's terms (a reindex's swap, issue 11)."""
+    conn.execute("delete from patient_search.term_counts")
+    conn.execute(
+        sql.SQL(
+            """
+            with dates as (
+              select clinic_id, birth_date, count(*) as n from {source} group by 1, 2
+            )
+            insert into patient_search.term_counts (term, count)
+            select clinic_id || {name} || term, patients from patient_search.name_words
+            union all
+            select clinic_id || {dob} || to_char(birth_date, 'YYYY-MM-DD'), n
+            from dates where birth_date is not null
+            union all
+            select clinic_id || {total}, sum(n) from dates group by clinic_id
+            """
+        ).format(
+            source=sql.Identifier(SCHEMA, table),
+            name=SEP + terms.term(terms.NAME, ""),
+            dob=SEP + terms.term(terms.DOB, ""),
+            total=SEP + TOTAL,
+        )
+    )
+
+
 def lookup(conn: psycopg.Connection[Any], keys: Sequence[str]) -> dict[str, int]:
     """Counts of the given clinic-scoped keys; a key nobody holds is absent."""
     wanted = sorted(set(keys))

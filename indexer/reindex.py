@@ -19,7 +19,7 @@ import multiprocessing as mp
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from queue import Empty
 from typing import Any
@@ -29,6 +29,7 @@ from psycopg import sql
 from tqdm import tqdm
 
 from core import term_counts
+from core.database import fast_json
 from core.documents import PatientDocument
 from core.schema import (
     PROJECTION,
@@ -64,7 +65,9 @@ def reindex(
     registration: ReindexState = {"clinic_id": clinic_id, "engine": "postgres"}
     with reindex_guard(url, registration, on_release=_drop_rebuild_tables) as guard:
         filled = _build(url, guard.conn, settings, clinic_id, progress)
+        swapping = time.monotonic()
         _swap(guard, settings, clinic_id, filled, stream=stream)
+    log.info("reindex swapped in", extra={"seconds": _since(swapping)})
     if stream is not None and stream.kind == "logical":
         _catch_up_stream(url, settings)
     log.info(
@@ -125,17 +128,9 @@ def _build(
     clinic_id: str | None,
     progress: bool,
 ) -> _Filled:
-    """Fill the rebuild table from one snapshot, in parallel partitions, then index it."""
+    """Fill the rebuild tables from one snapshot, in parallel partitions, then index them."""
     with conn.transaction():
-        conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, REBUILD)))
-        conn.execute(projection_table_ddl(REBUILD, primary_key=False))
-        conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, OWNERS)))
-        if clinic_id is None:
-            conn.execute(
-                sql.SQL(
-                    "create table {} (contact_id text not null, patient_id text not null)"
-                ).format(sql.Identifier(SCHEMA, OWNERS))
-            )
+        _create_rebuild_tables(conn, full=clinic_id is None)
     with psycopg.connect(url) as holder:
         # One snapshot for every partition: the rebuild is a consistent picture.
         holder.execute("set transaction isolation level repeatable read, read only")
@@ -163,23 +158,91 @@ def _build(
         holder.commit()
     log.info("reindex filled", extra={"documents": filled.total, "seconds": _since(filling)})
     indexing = time.monotonic()
-    with conn.transaction():
-        conn.execute(
-            sql.SQL("alter table {} add primary key (id)").format(sql.Identifier(SCHEMA, REBUILD))
-        )
-        for ddl in projection_indexes_ddl(REBUILD):
-            conn.execute(ddl)
-        if clinic_id is None:
-            conn.execute(
-                "alter table patient_search.contact_owner_rebuild "
-                "add constraint contact_owner_rebuild_pkey primary key (contact_id)"
-            )
-            conn.execute(
-                "create index contact_owner_rebuild_patient "
-                "on patient_search.contact_owner_rebuild (patient_id)"
-            )
+    _build_indexes(url, _index_lanes(full=clinic_id is None), workers=settings.reindex_workers)
     log.info("reindex indexes built", extra={"seconds": _since(indexing)})
     return filled
+
+
+def _create_rebuild_tables(conn: psycopg.Connection[Any], *, full: bool) -> None:
+    """The fresh projection; for a full rebuild also its contact owners and name keys,
+    filled beside it by the same partitions (no second pass over the documents)."""
+    _drop_rebuild_tables(conn)
+    conn.execute(projection_table_ddl(REBUILD, primary_key=False))
+    if full:
+        conn.execute(
+            sql.SQL("create table {} (contact_id text not null, patient_id text not null)").format(
+                sql.Identifier(SCHEMA, OWNERS)
+            )
+        )
+        conn.execute(
+            sql.SQL("create table {} (like patient_search.name_keys including defaults)").format(
+                sql.Identifier(SCHEMA, NAME_KEYS)
+            )
+        )
+
+
+def _index_lanes(*, full: bool) -> tuple[list[list[sql.Composed]], list[sql.Composed]]:
+    """The rebuild's index builds (and statistics) in two lanes of about equal length,
+    the GIN index on terms alone in the first, then what must follow both.
+
+    Lanes hold only locks that let each other run (CREATE INDEX takes SHARE): the
+    primary key is built as a unique index and attached after both (ALTER TABLE ADD
+    PRIMARY KEY, and ANALYZE, would wait for the other lane's build to end)."""
+    rebuild = sql.Identifier(SCHEMA, REBUILD)
+    pkey = sql.Identifier(f"{REBUILD}_pkey")
+    terms, *others = projection_indexes_ddl(REBUILD)
+    rest: list[sql.Composed] = [
+        sql.SQL("create unique index {} on {} (id)").format(pkey, rebuild),
+        *others,
+    ]
+    if full:
+        keys = sql.Identifier(SCHEMA, NAME_KEYS)
+        owners = sql.Identifier(SCHEMA, OWNERS)
+        rest += [
+            sql.SQL("alter table {} add constraint {} primary key (contact_id)").format(
+                owners, sql.Identifier(f"{OWNERS}_pkey")
+            ),
+            sql.SQL("create index {} on {} (patient_id)").format(
+                sql.Identifier(f"{OWNERS}_patient"), owners
+            ),
+            sql.SQL("alter table {} add primary key (clinic_id, term, id)").format(keys),
+            sql.SQL("create index {} on {} (id)").format(sql.Identifier(f"{NAME_KEYS}_id"), keys),
+            sql.SQL("analyze {}").format(keys),
+        ]
+    after = [
+        sql.SQL("alter table {} add constraint {} primary key using index {}").format(
+            rebuild, pkey, pkey
+        ),
+        # Statistics before the swap: the rename carries them, and the few rows the
+        # swap re-syncs do not change them.
+        sql.SQL("analyze {}").format(rebuild),
+    ]
+    return [[terms], rest], after
+
+
+def _build_indexes(
+    url: str, plan: tuple[list[list[sql.Composed]], list[sql.Composed]], *, workers: int
+) -> None:
+    """Each lane on a connection of its own, at once when there is more than one core."""
+    lanes, after = plan
+
+    def run(statements: list[sql.Composed]) -> None:
+        with psycopg.connect(url, autocommit=True) as lane:
+            for statement in statements:
+                started = time.monotonic()
+                lane.execute(statement)
+                log.debug(
+                    "reindex index step",
+                    extra={"step": statement.as_string(lane)[:60], "seconds": _since(started)},
+                )
+
+    if workers <= 1:
+        run([s for lane in lanes for s in lane] + after)
+        return
+    with ThreadPoolExecutor(len(lanes)) as pool:
+        for done in [pool.submit(run, lane) for lane in lanes]:
+            done.result()
+    run(after)
 
 
 def _copy_owners(conn: psycopg.Connection[Any], docs: list[PatientDocument]) -> None:
@@ -252,6 +315,11 @@ def _fill_partition(
     report = advance or _progress.put
     filled = _Filled()
     with psycopg.connect(job.url) as reader, psycopg.connect(job.url) as writer:
+        fast_json(reader)  # each patient's contacts arrive as json
+        # A crash loses the rebuild anyway (it starts over): no need to wait for each
+        # batch's commit to reach the disk.
+        writer.execute("set synchronous_commit = off")
+        writer.commit()
         reader.execute("set transaction isolation level repeatable read, read only")
         reader.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(job.snapshot)))
         for rows in stream_patients(
@@ -266,6 +334,7 @@ def _fill_partition(
                 pg_projection.copy_documents(writer, docs, table=REBUILD)
                 if job.clinic_id is None:
                     _copy_owners(writer, docs)
+                    pg_projection.copy_name_keys(writer, docs, table=NAME_KEYS)
             filled.total += len(docs)
             filled.rejected += rejected
             report(len(rows))
@@ -293,12 +362,12 @@ def _swap(
         # or unindexable now all leave the rebuilt copy.
         pg_projection.delete_documents(conn, touched, table=REBUILD)
         pg_projection.copy_documents(conn, docs, table=REBUILD)
-        term_counts.refresh(conn, table=REBUILD, clinic_id=clinic_id)
         if clinic_id is None:
             _catch_up_owners(conn, touched, docs)
             # Built beside the live tables; readers wait only for the renames.
-            _build_name_keys(conn)
+            pg_projection.refresh_name_keys(conn, touched, source=REBUILD, target=NAME_KEYS)
             pg_projection.count_words(conn, keys=NAME_KEYS)
+            term_counts.refresh_all(conn, table=REBUILD)
             _rename_into_place(conn, PROJECTION, REBUILD, PROJECTION_INDEX_SUFFIXES)
             _rename_into_place(conn, "contact_owner", OWNERS, ("pkey", "patient"))
             _rename_into_place(conn, "name_keys", NAME_KEYS, ("pkey", "id"))
@@ -306,6 +375,7 @@ def _swap(
             if stream is not None:
                 stream.mark_rebuilt(conn)
         else:
+            term_counts.refresh(conn, table=REBUILD, clinic_id=clinic_id)
             conn.execute(sql.SQL("delete from {} where clinic_id = %s").format(live), (clinic_id,))
             conn.execute(sql.SQL("insert into {} select * from {}").format(live, rebuild))
             conn.execute(sql.SQL("drop table {}").format(rebuild))
@@ -319,22 +389,9 @@ def _swap(
         deadletters.record(
             conn, [DeadLetter("reindex", "reindex", r, p, "document") for p, r in aside]
         )
-    conn.execute(sql.SQL("analyze {}").format(live))
+    if clinic_id is not None:  # a full rebuild was analyzed before its swap
+        conn.execute(sql.SQL("analyze {}").format(live))
     conn.commit()
-
-
-def _build_name_keys(conn: psycopg.Connection[Any]) -> None:
-    """The rebuilt projection's name keys, in a table of their own, indexed."""
-    keys = sql.Identifier(SCHEMA, NAME_KEYS)
-    conn.execute(sql.SQL("drop table if exists {}").format(keys))
-    conn.execute(
-        sql.SQL("create table {} (like patient_search.name_keys including defaults)").format(keys)
-    )
-    pg_projection.fill_name_keys(conn, source=REBUILD, target=NAME_KEYS)
-    conn.execute(sql.SQL("alter table {} add primary key (clinic_id, term, id)").format(keys))
-    conn.execute(
-        sql.SQL("create index {} on {} (id)").format(sql.Identifier(f"{NAME_KEYS}_id"), keys)
-    )
 
 
 def _rename_into_place(

@@ -30,7 +30,12 @@ class Email:
 def _local_ok(local: str) -> bool:
     if not local or len(local) > _MAX_LOCAL:
         return False
-    if any(unicodedata.category(ch)[0] in ("C", "Z") for ch in local):
+    if local.isascii():
+        # ASCII's only control (C) and separator (Z) characters, found without a category
+        # lookup per character (a reindex reads an address for most patients).
+        if not local.isprintable() or " " in local:
+            return False
+    elif any(unicodedata.category(ch)[0] in ("C", "Z") for ch in local):
         return False
     return all(part and _LOCAL_ATOM.match(part) for part in local.split("."))
 

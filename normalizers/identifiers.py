@@ -34,6 +34,14 @@ def normalize_mrn(text: str) -> str | None:
     """
     if not isinstance(text, str):
         return None
+    plain = text[:_MAX_INPUT]
+    if plain.isascii() and plain.isalnum() and plain[:3].lower() != "mrn":
+        # Nothing to strip or fold (most MRNs): the steps below would only upper-case it.
+        return plain.upper() if len(plain) <= MAX_MRN_LENGTH else None
+    return _normalize_general(plain)
+
+
+def _normalize_general(text: str) -> str | None:
     text = ascii_digits(unicodedata.normalize("NFKC", text[:_MAX_INPUT]))
     text = _strip_labels(text)
     folded = fold(text).upper()

@@ -71,15 +71,41 @@ def _fold_once(text: str) -> str:
     return unicodedata.normalize("NFC", " ".join("".join(out).split()))
 
 
+def _ascii_fold_table() -> dict[int, str | None]:
+    """What `_fold_once` does to each ASCII character: on ASCII text every step of it
+    (NFKC, casefold, NFKD, the letter table) works one character at a time."""
+    table: dict[int, str | None] = {}
+    for code in range(128):
+        ch = chr(code)
+        if code in _DROP_FIRST:
+            table[code] = None
+            continue
+        folded = ch.casefold()
+        kind = _char_class(folded)
+        table[code] = {"keep": folded, "space": " ", "hyphen": "-"}.get(kind)
+    return table
+
+
+_ASCII_FOLD = _ascii_fold_table()
+
+
 def fold(text: str) -> str:
     """Fold text to the comparison form used for every name and free-text field.
 
     Accents and case go, digits become ASCII, apostrophes vanish, other punctuation becomes a
     space and hyphens stay (name code splits on them). Looping to a fixed point guarantees
     idempotence even for rare scripts whose casefold/NFKC interplay needs a second pass.
+    ASCII text (nearly every MRN and sort key) takes one table lookup per character, with
+    the same result (tested against the general path): a reindex folds twice per patient.
     """
     if not isinstance(text, str) or not text:
         return ""
+    if text.isascii():
+        return " ".join(text.translate(_ASCII_FOLD).split())
+    return _fold_general(text)
+
+
+def _fold_general(text: str) -> str:
     result = _fold_once(text)
     for _ in range(3):
         again = _fold_once(result)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from normalizers.identifiers import normalize_mrn
+from normalizers.identifiers import _normalize_general, normalize_mrn
 
 
 @pytest.mark.parametrize(
@@ -62,3 +62,13 @@ def test_idempotent_on_label_like_text(raw: str) -> None:
     value = normalize_mrn(raw)
     if value is not None:
         assert normalize_mrn(value) == value
+
+
+@given(
+    st.text(
+        alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyzMRNmrn", max_size=70
+    )
+)
+def test_plain_mrns_take_a_shortcut_to_the_same_answer(raw: str) -> None:
+    """Letters and digits only (most MRNs) skip the label and fold steps, with their result."""
+    assert normalize_mrn(raw) == _normalize_general(raw)

@@ -1,8 +1,12 @@
 """fold: the comparison form of every name and free-text field."""
 
-import pytest
+import itertools
 
-from normalizers.text import ascii_digits, digits_only, fold
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from normalizers.text import _fold_general, ascii_digits, digits_only, fold
 
 
 @pytest.mark.parametrize(
@@ -71,3 +75,16 @@ def test_ascii_digits(raw: str, expected: str) -> None:
 
 def test_digits_only() -> None:
     assert digits_only("(555) ٠١٠-2233") == "5550102233"
+
+
+def test_ascii_fold_fast_path_equals_the_general_fold_on_every_pair() -> None:
+    """The table lookup for ASCII text gives what the Unicode pipeline gives."""
+    ascii_chars = [chr(c) for c in range(128)]
+    for pair in itertools.product(ascii_chars, repeat=2):
+        text = "".join(pair)
+        assert fold(text) == _fold_general(text), repr(text)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+def test_ascii_fold_fast_path_equals_the_general_fold(text: str) -> None:
+    assert fold(text) == _fold_general(text)
