@@ -45,16 +45,18 @@ class DeadlineReached(Exception):
 
 NAME_LEAD = terms.name("")  # "n:": name keys hold name words only
 NICKNAME_LEAD = terms.term(terms.NICKNAME, "")  # "k:", read through its group's name words
-# Sent with every pass, in its statement string: a string is one transaction, so the
-# API's connections need none around a search (autocommit: no BEGIN and COMMIT round
-# trips). Every pass must go through the terms index: with LIMIT and skewed name
-# frequencies the planner otherwise bets on a sequential scan and can lose by seconds
-# (measured at 1M patients).
+# Set at the head of every pass, in its statement string: a string is one transaction,
+# so the API's connections need none around a search (autocommit: no BEGIN and COMMIT
+# round trips), and one SELECT of set_config calls costs one result where SET
+# statements cost one each. Every pass must go through the terms index: with LIMIT
+# and skewed name frequencies the planner otherwise bets on a sequential scan and can
+# lose by seconds (measured at 1M patients); the name-key passes want the B-tree.
 PASS_SETTINGS = sql.SQL(
-    "set local enable_seqscan = off; set local enable_indexscan = off; "
-    "set local pg_trgm.similarity_threshold = 0.3; "
+    "select set_config('enable_seqscan', 'off', true), "
+    "set_config('enable_indexscan', {indexscan}, true), "
+    "set_config('pg_trgm.similarity_threshold', '0.3', true), "
+    "set_config('statement_timeout', {timeout}, true); "
 )
-PASS_SETTINGS_COUNT = 3
 
 Observer = Callable[[str, float], None]
 
@@ -486,12 +488,10 @@ class CandidateSearch:
         stops the read once the page is full."""
         where = sql.SQL(" and ").join([*self.base, *conds])
         stmt = sql.SQL(
-            "set local enable_indexscan = on; "
             "select p.id, p.doc from unnest({}::text[], {}::text[]) w(key_clinic, key_term) "
             "cross join lateral (select k.id as key_id from patient_search.name_keys k "
             "  where k.clinic_id = w.key_clinic and k.term = w.key_term limit {}) k "
-            "join patient_search.patients p on p.id = k.key_id where {} limit {}; "
-            "set local enable_indexscan = off"
+            "join patient_search.patients p on p.id = k.key_id where {} limit {}"
         ).format(
             [c for c, _ in keys],
             [w for _, w in keys],
@@ -499,7 +499,7 @@ class CandidateSearch:
             where,
             sql.Literal(self.query.limit),
         )
-        self.execute(kind, stmt, statements_before=1)
+        self.execute(kind, stmt, indexscan=True)
 
     def last_resorts(self) -> None:
         """When the levels did not fill the page: any one word, level by level (a name
@@ -576,7 +576,7 @@ class CandidateSearch:
             ).format(where, sql.Literal(ORDERED_PASS_CAP), order, sql.Literal(limit))
         self.execute(kind, stmt)
 
-    def execute(self, kind: str, stmt: sql.Composable, *, statements_before: int = 0) -> None:
+    def execute(self, kind: str, stmt: sql.Composable, *, indexscan: bool = False) -> None:
         """Run a pass within what is left of the search's time; keep the rows not yet found."""
         if len(self.found) >= self.query.limit:
             return
@@ -584,10 +584,11 @@ class CandidateSearch:
         if left_ms <= 0:
             raise DeadlineReached
         started = time.perf_counter()
-        timeout = sql.SQL("set local statement_timeout = {}; ").format(sql.Literal(left_ms))
-        cur = self.conn.execute(PASS_SETTINGS + timeout + stmt)
-        for _ in range(PASS_SETTINGS_COUNT + 1 + statements_before):
-            cur.nextset()
+        settings = PASS_SETTINGS.format(
+            indexscan=sql.Literal("on" if indexscan else "off"), timeout=sql.Literal(str(left_ms))
+        )
+        cur = self.conn.execute(settings + stmt)
+        cur.nextset()
         fetched = cur.fetchall()
         self.observe(kind, time.perf_counter() - started)
         for row in fetched:

@@ -142,10 +142,15 @@ class LogicalSource:
                 )
 
     def _ensure_slot(self) -> bool:
-        """Create the slot when missing; True when created (an initial sync is due)."""
+        """Create the slot when missing; True when created (an initial sync is due).
+
+        A slot PostgreSQL invalidated (`wal_status` lost: more WAL than
+        max_slot_wal_keep_size piled up while no indexer read it) streams nothing
+        again and its changes are gone: it is dropped and made anew, and the initial
+        sync re-checks every patient, so no change is lost for good."""
         row = self.control.execute(
-            "select plugin, database = current_database() from pg_replication_slots "
-            "where slot_name = %s",
+            "select plugin, database = current_database(), wal_status = 'lost' "
+            "from pg_replication_slots where slot_name = %s",
             (self.slot,),
         ).fetchone()
         if row is not None:
@@ -153,7 +158,14 @@ class LogicalSource:
                 raise RuntimeError(
                     f"replication slot {self.slot!r} exists with another plugin or database"
                 )
-            return False
+            if not row[2]:
+                return False
+            log.error(
+                "replication slot lost (WAL removed before it was read); recreating it "
+                "and re-checking every patient",
+                extra={"slot": self.slot},
+            )
+            self.control.execute("select pg_drop_replication_slot(%s)", (self.slot,))
         self.control.execute(
             "select pg_create_logical_replication_slot(%s, 'pgoutput')", (self.slot,)
         )

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from core.database import start_embedded
+from core.schema import create_source_tables, migrate
 from core.settings import Settings
 from indexer.check import check
 from indexer.runner import run
@@ -206,3 +209,46 @@ def test_check_reports_and_repairs_drift(db_url: str) -> None:
         assert c1.source_checksum != c1.projection_checksum
         assert check(conn, schema="public", region="US", clinic_id="c1")[0].ok
         assert all(r.ok for r in check(conn, schema="public", region="US"))
+
+
+def _lose_slots(url: str) -> None:
+    """Make PostgreSQL invalidate every slot behind the WAL it keeps (as a long stop of
+    the indexer past max_slot_wal_keep_size does)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("alter system set max_slot_wal_keep_size = '1MB'")
+        conn.execute("select pg_reload_conf()")
+        try:
+            time.sleep(0.3)
+            conn.execute("create table wal_filler (x text)")
+            for _ in range(4):
+                conn.execute(
+                    "insert into wal_filler select repeat('x', 100) from generate_series(1, 1000)"
+                )
+                conn.execute("select pg_switch_wal()")
+            conn.execute("checkpoint")
+        finally:
+            conn.execute("alter system reset max_slot_wal_keep_size")
+            conn.execute("select pg_reload_conf()")
+
+
+def test_a_slot_postgresql_invalidated_is_made_anew_and_every_patient_rechecked(
+    tmp_path: Path,
+) -> None:
+    """The change made before the slot was lost is gone from the stream; the indexer makes
+    a new slot and re-checks every patient, so it still arrives. On a server of its own:
+    invalidating slots is server-wide."""
+    url = start_embedded(tmp_path / "server")
+    with psycopg.connect(url) as conn:
+        create_source_tables(conn)
+        migrate(conn)
+    settings = indexed(
+        url, "insert into patients (id, clinic_id, given_name) values ('p1', 'c1', 'Ann')"
+    )
+    execute(url, "update patients set given_name = 'Anna' where id = 'p1'")
+    _lose_slots(url)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("select wal_status from pg_replication_slots").fetchall() == [("lost",)]
+    assert run(settings, once=True) == 0
+    assert projection(url)["p1"]["patient"]["given_name"] == "Anna"
+    with psycopg.connect(url) as conn:
+        assert conn.execute("select wal_status from pg_replication_slots").fetchall() != [("lost",)]
