@@ -40,6 +40,8 @@ def stored_terms(doc: PatientDocument) -> list[str]:
 
 
 SCOPE = "\x1f"  # between a clinic and a term in a stored term
+NAME_LEAD = terms.name("")  # "n:": name words, the terms name_keys holds
+_SCOPED_NAME = SCOPE + NAME_LEAD
 
 
 def scope_terms(clinic_id: str, terms: Iterable[str]) -> list[str]:
@@ -191,10 +193,7 @@ def _terms_literal(clinic_id: str, terms: list[str]) -> str:
 
 def name_words_of(doc: PatientDocument) -> list[str]:
     """The words a document holds in name_keys (its `n:` terms), as the SQL fills derive them."""
-    return [t[len(_NAME_LEAD) :] for t in doc.terms if t.startswith(_NAME_LEAD)]
-
-
-_NAME_LEAD = terms.name("")
+    return [t[len(NAME_LEAD) :] for t in doc.terms if t.startswith(NAME_LEAD)]
 
 
 def copy_name_keys(
@@ -323,7 +322,7 @@ def stored_words(
     ).fetchall()
     counts: Counter[tuple[str, str]] = Counter()
     for clinic, stored in rows:
-        lead = scope_terms(clinic, [terms.name("")])[0]
+        lead = clinic + _SCOPED_NAME
         counts.update((clinic, t[len(lead) :]) for t in stored if t.startswith(lead))
     return counts
 
@@ -358,39 +357,30 @@ def refresh_name_keys(
     target: str = "name_keys",
 ) -> None:
     """The name keys of these patients, as their stored documents now hold them."""
-    keys = sql.Identifier(SCHEMA, target)
-    conn.execute(sql.SQL("delete from {} where id = any(%s)").format(keys), (list(ids),))
     conn.execute(
-        sql.SQL(
-            "insert into {} (clinic_id, term, id) "
-            "select p.clinic_id, substr(t, length(p.clinic_id) + 4), p.id "
-            "from {} p cross join lateral unnest(p.terms) t "
-            "where p.id = any(%s) and left(t, length(p.clinic_id) + 3) = p.clinic_id || %s"
-        ).format(keys, sql.Identifier(SCHEMA, source)),
-        (list(ids), SCOPE + terms.name("")),
+        sql.SQL("delete from {} where id = any(%s)").format(sql.Identifier(SCHEMA, target)),
+        (list(ids),),
     )
+    _insert_name_keys(conn, source, target, sql.SQL("p.id = any(%s)"), list(ids))
 
 
-def fill_name_keys(
-    conn: psycopg.Connection[Any],
-    *,
-    source: str = PROJECTION,
-    target: str = "name_keys",
-    clinic_id: str | None = None,
+def fill_name_keys(conn: psycopg.Connection[Any], *, clinic_id: str) -> None:
+    """Name keys of every patient of one clinic (after its rebuild)."""
+    _insert_name_keys(conn, PROJECTION, "name_keys", sql.SQL("p.clinic_id = %s"), clinic_id)
+
+
+def _insert_name_keys(
+    conn: psycopg.Connection[Any], source: str, target: str, which: sql.SQL, value: Any
 ) -> None:
-    """Name keys of every patient of `source` (or one clinic's) into `target`."""
+    """The `n:` terms of `source`'s rows matching `which` (one %s, `value`), as keys."""
     conn.execute(
         sql.SQL(
             "insert into {} (clinic_id, term, id) "
-            "select p.clinic_id, substr(t, length(p.clinic_id) + 4), p.id "
+            "select p.clinic_id, substr(t, length(p.clinic_id) + %s), p.id "
             "from {} p cross join lateral unnest(p.terms) t "
-            "where left(t, length(p.clinic_id) + 3) = p.clinic_id || %s{}"
-        ).format(
-            sql.Identifier(SCHEMA, target),
-            sql.Identifier(SCHEMA, source),
-            sql.SQL(" and p.clinic_id = {}").format(clinic_id) if clinic_id else sql.SQL(""),
-        ),
-        (SCOPE + terms.name(""),),
+            "where {} and left(t, length(p.clinic_id) + %s) = p.clinic_id || %s"
+        ).format(sql.Identifier(SCHEMA, target), sql.Identifier(SCHEMA, source), which),
+        (len(_SCOPED_NAME) + 1, value, len(_SCOPED_NAME), _SCOPED_NAME),
     )
 
 

@@ -27,7 +27,7 @@ from psycopg_pool import ConnectionPool
 from core import term_counts, terms
 from engines.base import Candidate, CandidateQuery, NameToken
 from engines.filters import NAME_FIELDS, Filter, folded_words
-from engines.pg_projection import SCOPE, scope_terms
+from engines.pg_projection import NAME_LEAD, SCOPE, scope_terms
 from engines.word_dictionary import TOTAL_WORD, Expansions, WordDictionary
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ class DeadlineReached(Exception):
     """The search's time is up before its next pass."""
 
 
-NAME_LEAD = terms.name("")  # "n:": name keys hold name words only
 NICKNAME_LEAD = terms.term(terms.NICKNAME, "")  # "k:", read through its group's name words
 # Set at the head of every pass, in its statement string: a string is one transaction,
 # so the API's connections need none around a search (autocommit: no BEGIN and COMMIT
