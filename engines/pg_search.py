@@ -190,10 +190,15 @@ Scoper = Callable[[Iterable[str]], list[str]]
 Level = tuple[str, list[tuple[str, ...]]]
 
 
+def _scoped_value(scoped: str, lead: str) -> tuple[str, str] | None:
+    """(clinic, value) of a scoped term of the kind `lead` starts; None for another kind."""
+    clinic, _, term = scoped.partition(SCOPE)
+    return (clinic, term[len(lead) :]) if term.startswith(lead) else None
+
+
 def _name_key(scoped: str) -> tuple[str, str] | None:
     """(clinic, word) of a scoped name-word term; None for any other kind of term."""
-    clinic, _, term = scoped.partition(SCOPE)
-    return (clinic, term[len(NAME_LEAD) :]) if term.startswith(NAME_LEAD) else None
+    return _scoped_value(scoped, NAME_LEAD)
 
 
 def no_expansion(tokens: Sequence[NameToken], clinics: Sequence[str]) -> Expansions:
@@ -391,8 +396,10 @@ class CandidateSearch:
                 self.levels.append(reached)
             level, words = self.levels[i]
             one_word = len(words) == 1 and not self.weak
-            if one_word and (level == "completed" or (level == "exact" and self.crowd(words))):
-                self.completions_pass(words[0], kind="completed" if i else "exact_keyed")
+            if one_word and level == "completed":
+                self.completions_pass(words[0])
+            elif one_word and level == "exact" and self.crowd(words):
+                self.crowd_pass(words[0])
             elif level != "close" and (driver := self.driver(words)) is not None:
                 self.driven_pass(level, words, driver)
             else:
@@ -404,10 +411,9 @@ class CandidateSearch:
         When every word of a name is common (COMMON_NAME patients at least, at this
         level), the overlap reads each word's whole posting list to keep a page of an
         equally good crowd (10,000 Jennifer Johnsons in the crowded population). The
-        rarest word can lead instead, through its name words: the B-tree of name keys
-        holds no nickname term, so a match of that word by nickname alone is left to
-        the looser levels (it ranks below the crowd of direct matches anyway), and the
-        phonetic level is never driven.
+        rarest word can lead instead, through its name keys (its nickname group's words
+        included, see name_keys); the phonetic level, whose codes no name key holds, is
+        never driven.
         """
         if len(words) < 2 or self.words is None:
             return None
@@ -429,8 +435,9 @@ class CandidateSearch:
         return self.words is not None and min(self.held(words)) >= COMMON_NAME
 
     def held(self, words: list[tuple[str, ...]]) -> list[int]:
-        """Per typed word, the patients holding its name words at this level (the word
-        dictionary's counts; nickname and phonetic terms are not counted)."""
+        """Per typed word, the patients holding its name keys at this level (the word
+        dictionary's counts, nickname groups through their words; phonetic codes are
+        not counted)."""
         if self.words is None:
             return [0] * len(words)
         return [
@@ -444,14 +451,12 @@ class CandidateSearch:
         a word only by nickname is read by key too."""
         keys: dict[tuple[str, str], None] = {}
         for t in scoped:
-            clinic, _, term = t.partition(SCOPE)
-            if term.startswith(NAME_LEAD):
-                keys[(clinic, term[len(NAME_LEAD) :])] = None
-            elif nicknames and term.startswith(NICKNAME_LEAD) and self.words is not None:
-                member = term[len(NICKNAME_LEAD) :]
-                keys.update(
-                    dict.fromkeys((clinic, w) for w in self.words.nicknamed(clinic, member))
-                )
+            if (key := _name_key(t)) is not None:
+                keys[key] = None
+            elif nicknames and (nickname := _scoped_value(t, NICKNAME_LEAD)) is not None:
+                clinic, member = nickname
+                words = self.words.nicknamed(clinic, member) if self.words is not None else []
+                keys.update(dict.fromkeys((clinic, w) for w in words))
         return list(keys)
 
     def driven_pass(self, level: str, words: list[tuple[str, ...]], driver: int) -> None:
@@ -462,22 +467,23 @@ class CandidateSearch:
         held = [self.holds(w) for w in words]
         self.keyed_pass(f"{level}_driven", keys, DRIVEN_ROWS, [*held, *self.weak])
 
-    def completions_pass(self, scoped: Sequence[str], kind: str = "completed") -> None:
+    def completions_pass(self, scoped: Sequence[str]) -> None:
         """One typed word and its completions (as-you-type): read a few patients per word
         from the B-tree of name keys, most frequent words first, instead of overlapping
         every completion's posting list in the GIN index (a 2-letter prefix matched a
-        tenth of a clinic there). Reads O(page) entries whatever the population.
+        tenth of a clinic there). Reads O(page) entries whatever the population. The
+        word itself and its nickname group were read at the exact level."""
+        keys = self.name_keys(scoped, nicknames=False)
+        if keys:
+            self.keyed_pass("completed", keys, max(2, -(-self.query.limit // len(keys))), [])
 
-        At the exact level (a crowd: the word, or its nickname group) every key may fill
-        the page, the typed word's own first: its matches are all equally good."""
-        if kind == "completed":  # the word itself and its group were read at the exact level
-            keys = self.name_keys(scoped, nicknames=False)
-            if keys:
-                per_key = max(2, -(-self.query.limit // len(keys)))
-                self.keyed_pass(kind, keys, per_key, [])
-        elif keys := self.name_keys(scoped):
-            # A key of the nickname group may hold the word in another field.
-            self.keyed_pass(kind, keys, self.query.limit, [self.holds(scoped)])
+    def crowd_pass(self, scoped: Sequence[str]) -> None:
+        """One typed word that a crowd holds, by name or nickname: its matches are all
+        equally good, so any key may fill the page, the typed word's own first. A key
+        of the nickname group may hold the word in another field: the level's terms are
+        checked on each row read."""
+        if keys := self.name_keys(scoped):
+            self.keyed_pass("exact_keyed", keys, self.query.limit, [self.holds(scoped)])
 
     def keyed_pass(
         self, kind: str, keys: list[tuple[str, str]], per_key: int, conds: list[sql.Composable]
