@@ -317,6 +317,54 @@ def _m60_fhir_cursors(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+def _m70_token_leases(conn: psycopg.Connection[Any]) -> None:
+    """take_tokens with how many tokens each bucket should give: an API process draws a
+    small lease ahead and spends it locally, instead of one round trip per request."""
+    conn.execute(
+        """
+        create or replace function patient_search.take_tokens(
+          names text[], capacities double precision[], rates double precision[],
+          wants double precision[]
+        ) returns table (allowed boolean, remaining double precision[], wait double precision,
+                         granted double precision[])
+        language plpgsql as $$
+        declare
+          now_ts timestamptz := clock_timestamp();
+          have double precision[] := '{}';
+          gave double precision[] := '{}';
+          ok boolean := true;
+          longest double precision := 0;
+          t double precision;
+        begin
+          -- Callers pass names sorted, so rows are locked in one order (no deadlocks).
+          insert into patient_search.rate_buckets (bucket, tokens, at)
+            select n, c, now_ts from unnest(names, capacities) as u(n, c)
+            on conflict (bucket) do nothing;
+          for i in 1 .. coalesce(array_length(names, 1), 0) loop
+            select least(capacities[i],
+                         b.tokens + greatest(0, extract(epoch from now_ts - b.at)) * rates[i])
+              into t from patient_search.rate_buckets b where b.bucket = names[i] for update;
+            have := have || t;
+            if t < 1 then
+              ok := false;
+              longest := greatest(longest, (1 - t) / rates[i]);
+            end if;
+          end loop;
+          for i in 1 .. coalesce(array_length(names, 1), 0) loop
+            -- All or nothing: a refused request takes no token from any bucket.
+            gave := gave || case when ok then greatest(1, least(wants[i], floor(have[i])))
+                                 else 0 end;
+            have[i] := have[i] - gave[i];
+          end loop;
+          update patient_search.rate_buckets b set tokens = u.h, at = now_ts
+            from unnest(names, have) as u(n, h) where b.bucket = u.n;
+          return query select ok, have, longest, gave;
+        end
+        $$;
+        """
+    )
+
+
 def _m30_name_words(conn: psycopg.Connection[Any]) -> None:
     """The word dictionary per clinic, counted in patients (issue 9, item 6).
 
@@ -396,6 +444,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
         _m50_accountable_access,
     ),
     (60, "fhir paging cursors", _m60_fhir_cursors),
+    (70, "rate limits: leases of several tokens per draw", _m70_token_leases),
 ]
 
 

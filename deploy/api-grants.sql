@@ -28,3 +28,5 @@ grant select, insert, update on patient_search.rate_buckets, patient_search.look
   to patient_search_api;
 grant execute on function patient_search.take_tokens(text[], double precision[],
   double precision[]) to patient_search_api;
+grant execute on function patient_search.take_tokens(text[], double precision[],
+  double precision[], double precision[]) to patient_search_api;

@@ -48,10 +48,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import FastAPI, Header, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from psycopg_pool import ConnectionPool
 
 from core.apikeys import NOTIFY_CHANNEL, ApiKey, find_key, hash_key, plausible_key
@@ -137,22 +139,28 @@ class KeyCache:
         self._generation += 1
         self._entries.clear()
 
-    def get(self, presented: str) -> ApiKey | None:
+    def cached(self, presented: str) -> tuple[bool, ApiKey | None]:
+        """(True, key or None) when the answer is known without the database."""
         if not plausible_key(presented):  # refused before the cache or the database sees it
-            return None
-        digest = hash_key(presented)
-        now = time.monotonic()
+            return True, None
+        cached = self._entries.get(hash_key(presented))
         ttl = self.ttl_s if self._listening.is_set() else 1.0
-        cached = self._entries.get(digest)
-        if cached is None or now - cached[0] > ttl:
-            generation = self._generation
-            with self.pool.connection() as conn:
-                cached = (now, find_key(conn, presented))
-            if generation == self._generation:  # no NOTIFY arrived meanwhile
-                if len(self._entries) > 10_000:
-                    self._entries.clear()
-                self._entries[digest] = cached
-        return cached[1]
+        if cached is None or time.monotonic() - cached[0] > ttl:
+            return False, None
+        return True, cached[1]
+
+    def get(self, presented: str) -> ApiKey | None:
+        known, key = self.cached(presented)
+        if known:
+            return key
+        now, generation = time.monotonic(), self._generation
+        with self.pool.connection() as conn:
+            key = find_key(conn, presented)
+        if generation == self._generation:  # no NOTIFY arrived meanwhile
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[hash_key(presented)] = (now, key)
+        return key
 
     def _listen(self) -> None:
         while not self._stop.is_set():
@@ -295,7 +303,7 @@ def new_access(request: Request, action: str) -> Access:
 
 def require(
     action: str, scope: str | None = None, *, strict: bool = False
-) -> Callable[..., Access]:
+) -> Callable[..., Awaitable[Access]]:
     """A FastAPI dependency for a patient-data route; see the module docstring.
 
     `action` is what the trail records (search, lookup, read, match, audit);
@@ -304,7 +312,7 @@ def require(
     """
     needed = scope or _SCOPE_OF.get(action, action)
 
-    def dependency(
+    async def dependency(
         request: Request,
         response: Response,
         x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
@@ -326,7 +334,9 @@ def require(
             raise ApiError(
                 401, "unauthorized", "missing X-API-Key header (or Bearer token)", _CHALLENGE
             )
-        key = control.keys.get(presented)
+        known, key = control.keys.cached(presented)
+        if not known:  # the database only on a cache miss, off the event loop
+            key = await run_in_threadpool(control.keys.get, presented)
         if key is None or key.expired():
             raise ApiError(401, "unauthorized", "unknown, expired or revoked API key", _CHALLENGE)
         access.key = key
@@ -337,7 +347,11 @@ def require(
             raise ApiError(
                 400, "staff_user_required", "this API key requires the X-Staff-User header"
             )
-        decision = control.limiter.check(key.id, access.staff_user, strict=strict)
+        decision = control.limiter.check_leased(key.id, access.staff_user, strict=strict)
+        if decision is None:  # no live lease: a draw from the shared buckets
+            decision = await run_in_threadpool(
+                partial(control.limiter.check, key.id, access.staff_user, strict=strict)
+            )
         if not decision.allowed:
             access.noted("rate limited")
             raise ApiError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import psycopg
 import pytest
@@ -91,6 +92,36 @@ def test_limiter_buckets_by_key_user_and_strictness(pool: ConnectionPool) -> Non
     disabled = RateLimiter.from_settings(Settings(rate_limit_enabled=False), pool)
     assert disabled.check(1, "ann", strict=True) == Decision(True, (), (), 0.0)
 
+
+def test_leases_spare_round_trips_and_the_limit_holds_across_processes(
+    pool: ConnectionPool,
+) -> None:
+    settings = Settings(rate_limit_key_burst=40, rate_limit_key_per_s=0.01)
+    # Two limiters are two API processes drawing from the same shared bucket.
+    first, second = (RateLimiter.from_settings(settings, pool) for _ in range(2))
+    draws = {"n": 0}
+    for limiter in (first, second):
+        take = limiter.buckets.take  # type: ignore[union-attr]
+
+        def counted(*args: Any, _take: Any = take) -> Decision:
+            draws["n"] += 1
+            return _take(*args)
+
+        object.__setattr__(limiter.buckets, "take", counted)
+    def check(i: int) -> Decision:
+        return (first if i % 2 else second).check(7, None, strict=False)
+
+    allowed = [check(i) for i in range(40)]
+    assert all(d.allowed for d in allowed) and draws["n"] == 10  # leases of 4 (a tenth)
+    refused = [check(i) for i in range(20)]
+    assert not any(d.allowed for d in refused)  # every token spent once, no more
+    assert refused[-1].headers()["RateLimit"].startswith('"key";r=0;')
+    # A refused request spends no leased token of its other buckets.
+    strict = Settings(rate_limit_strict_key_burst=1, rate_limit_strict_key_per_s=0.01)
+    limiter = RateLimiter.from_settings(strict, pool)
+    assert limiter.check(8, None, strict=True).allowed  # leases 20 of the key's 200
+    assert not limiter.check(8, None, strict=True).allowed
+    assert limiter.check(8, None, strict=False).remaining == (pytest.approx(198, abs=0.1),)
 
 def test_lookup_lockout_after_five_misses(db_url: str) -> None:
     settings = Settings()

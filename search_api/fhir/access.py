@@ -10,13 +10,13 @@ errors raised as ApiError become OperationOutcomes under /fhir.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from search_api.access import Access, require
 
 Caller = Access
 
 
-def fhir_access(action: str) -> Callable[..., Access]:
+def fhir_access(action: str) -> Callable[..., Awaitable[Access]]:
     """The dependency of a /fhir route doing `action` (read, search or match)."""
     return require(action, "fhir", strict=action == "match")
