@@ -15,4 +15,6 @@ from search_api.primary_engine import primary_engine
 settings = get_settings()
 configure_logging(settings.log_level)
 configure_normalizers(settings)
-app = create_app(settings, resolve_database_url(settings), primary=primary_engine(settings))
+app = create_app(
+    settings, resolve_database_url(settings), primary=primary_engine(settings), owns_process=True
+)

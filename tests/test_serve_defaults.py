@@ -3,12 +3,14 @@ workers together keep about four connections per core (issue 11)."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from anyio import to_thread
 from fastapi.testclient import TestClient
 
 from core.settings import Settings, available_cores
-from search_api.app import create_app, handler_threads
+from search_api.app import GC_YOUNG_THRESHOLD, create_app, handler_threads
 
 
 def test_workers_default_to_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,3 +36,18 @@ def test_handler_threads_follow_the_pools(db_url: str) -> None:
         tokens = client.portal.call(lambda: to_thread.current_default_thread_limiter().total_tokens)
     assert tokens == handler_threads(settings) == 12
     assert handler_threads(Settings(workers=2, pool_max_size=1)) == 8  # never below eight
+
+
+def test_a_worker_s_app_keeps_the_collector_off_the_request_path(db_url: str) -> None:
+    """A uvicorn worker's app freezes what it loaded and collects the young generation
+    rarely; an app sharing its process (tests, embedding) leaves the collector alone."""
+    before = gc.get_threshold()
+    try:
+        with TestClient(create_app(Settings(), db_url)):
+            assert gc.get_threshold() == before
+        with TestClient(create_app(Settings(), db_url, owns_process=True)):
+            assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
