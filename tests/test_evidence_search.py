@@ -146,3 +146,19 @@ def test_a_crowd_held_by_nickname_only_is_read_through_its_group_s_name_keys(
     assert set(ids) == set(gin["jack"][0])
     ids, ran = _passes(clinic, "jack smith")
     assert ran[0] == "exact_driven" and set(ids) == set(gin["jack smith"][0])
+
+
+def test_the_any_word_pass_reads_no_crowd(clinic: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nobody is called John Quartermaine: the last resort reads patients holding any
+    one of the words, but not an arbitrary page of the thirty Johns once they count
+    as a crowd; Xavier Quartermaine, a married name's kind of match, is still found."""
+    ids, ran = _passes(clinic, "john quartermaine")
+    assert "any_name" in ran and "xavier" in ids and "smith0" in ids
+    monkeypatch.setattr(pg_search, "COMMON_NAME", 20)
+    ids, ran = _passes(clinic, "john quartermaine")
+    assert "any_name" in ran and ids == ["xavier"]
+    ids, ran = _passes(clinic, "isabella john")
+    assert "any_name" in ran and {"ryan", "jessup"} == set(ids)
+    monkeypatch.setattr(pg_search, "COMMON_NAME", 2)  # every word a crowd: no such pass
+    ids, ran = _passes(clinic, "isabella john")
+    assert "any_name" not in ran and ran[-1] == "trigram"  # nothing found: the last resort
