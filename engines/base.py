@@ -39,7 +39,7 @@ class CandidateQuery:
     filters: tuple[Filter, ...] = ()  # conditions every candidate must meet (engines.filters)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
     id: str
     patient: PatientRecord
