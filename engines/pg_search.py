@@ -287,6 +287,7 @@ class CandidateSearch:
         self.clinics = sorted(set(query.clinic_ids))
         widen = words.expand if words is not None else no_expansion
         self.found: dict[str, Candidate] = {}
+        self.holders: dict[tuple[str, ...], int] = {}  # patients holding a word's name keys
         self.base: list[sql.Composable] = [sql.SQL("clinic_id = any({})").format(self.clinics)]
         if not query.include_inactive:
             self.base.append(sql.SQL("active"))
@@ -450,9 +451,15 @@ class CandidateSearch:
         not counted)."""
         if self.words is None:
             return [0] * len(words)
-        return [
-            sum(self.words.patients(*k) or 0 for k in self.name_keys(scoped)) for scoped in words
-        ]
+        return [self._holders(scoped) for scoped in words]
+
+    def _holders(self, scoped: tuple[str, ...]) -> int:
+        """Counted once per search: crowd, driver and the last resorts all ask."""
+        if (count := self.holders.get(scoped)) is None:
+            assert self.words is not None
+            count = sum(self.words.patients(*k) or 0 for k in self.name_keys(scoped))
+            self.holders[scoped] = count
+        return count
 
     def name_keys(self, scoped: Iterable[str], *, nicknames: bool = True) -> list[tuple[str, str]]:
         """The (clinic, name word) keys to read a typed word's scoped terms through: a
