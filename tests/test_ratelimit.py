@@ -108,6 +108,7 @@ def test_leases_spare_round_trips_and_the_limit_holds_across_processes(
             return _take(*args)
 
         object.__setattr__(limiter.buckets, "take", counted)
+
     def check(i: int) -> Decision:
         return (first if i % 2 else second).check(7, None, strict=False)
 
@@ -122,6 +123,7 @@ def test_leases_spare_round_trips_and_the_limit_holds_across_processes(
     assert limiter.check(8, None, strict=True).allowed  # leases 20 of the key's 200
     assert not limiter.check(8, None, strict=True).allowed
     assert limiter.check(8, None, strict=False).remaining == (pytest.approx(198, abs=0.1),)
+
 
 def test_lookup_lockout_after_five_misses(db_url: str) -> None:
     settings = Settings()
