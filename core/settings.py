@@ -142,8 +142,12 @@ class Settings(BaseSettings):
     audit_on_failure: str = "reject"  # reject (503, fail closed) | serve (serve and alarm)
     audit_retention_days: int = Field(default=2192, ge=1)  # `audit prune` keeps this much (6 y)
     rate_limit_enabled: bool = True
-    rate_limit_key_per_s: float = Field(default=100.0, gt=0)  # per key, every patient path
-    rate_limit_key_burst: int = Field(default=200, ge=1)
+    # A key is an integrating system (an EHR, a booking service) serving a whole site's
+    # staff: its bucket stops a runaway or stolen integration at about what one server
+    # answers, and never a busy front desk (50 staff at as-you-type rates passed 100/s).
+    # A person is bounded by the (key, staff user) bucket below.
+    rate_limit_key_per_s: float = Field(default=1000.0, gt=0)  # per key, every patient path
+    rate_limit_key_burst: int = Field(default=2000, ge=1)
     rate_limit_user_per_s: float = Field(default=5.0, gt=0)  # per (key, X-Staff-User)
     rate_limit_user_burst: int = Field(default=30, ge=1)
     rate_limit_strict_key_per_s: float = Field(default=10.0, gt=0)  # lookup and FHIR $match

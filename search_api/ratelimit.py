@@ -16,7 +16,7 @@ bucket; the price is that up to a lease per process may lapse unspent, and a
 request may be refused while another process still holds a few tokens.
 
 Answers carry the IETF draft's headers (draft-ietf-httpapi-ratelimit-headers):
-`RateLimit-Policy: "key";q=200;w=2, "user";q=30;w=6` and
+`RateLimit-Policy: "key";q=2000;w=2, "user";q=30;w=6` and
 `RateLimit: "user";r=12;t=3` for the bucket closest to empty.
 """
 

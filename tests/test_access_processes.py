@@ -143,7 +143,7 @@ def test_one_rate_limit_across_workers_and_processes(
     assert statuses.count(404) == 10  # the burst, once, for all workers together
     assert statuses.count(429) == 20
     assert int(refused.headers["Retry-After"]) >= 1
-    assert refused.headers["RateLimit-Policy"] == '"key";q=200;w=2, "user";q=10;w=10000'
+    assert refused.headers["RateLimit-Policy"] == '"key";q=2000;w=2, "user";q=10;w=10000'
     assert refused.headers["RateLimit"].startswith('"user";r=0;t=')
     assert refused.json()["error"]["code"] == "rate_limited"
 

@@ -118,7 +118,9 @@ def test_leases_spare_round_trips_and_the_limit_holds_across_processes(
     assert not any(d.allowed for d in refused)  # every token spent once, no more
     assert refused[-1].headers()["RateLimit"].startswith('"key";r=0;')
     # A refused request spends no leased token of its other buckets.
-    strict = Settings(rate_limit_strict_key_burst=1, rate_limit_strict_key_per_s=0.01)
+    strict = Settings(
+        rate_limit_key_burst=200, rate_limit_strict_key_burst=1, rate_limit_strict_key_per_s=0.01
+    )
     limiter = RateLimiter.from_settings(strict, pool)
     assert limiter.check(8, None, strict=True).allowed  # leases 20 of the key's 200
     assert not limiter.check(8, None, strict=True).allowed
