@@ -351,8 +351,9 @@ def _m70_token_leases(conn: psycopg.Connection[Any]) -> None:
             end if;
           end loop;
           for i in 1 .. coalesce(array_length(names, 1), 0) loop
-            -- All or nothing: a refused request takes no token from any bucket.
-            gave := gave || case when ok then greatest(1, least(wants[i], floor(have[i])))
+            -- All or nothing: a refused request takes no token from any bucket. A lease
+            -- takes at most half of what is left, so near the limit leases shrink.
+            gave := gave || case when ok then greatest(1, least(wants[i], floor(have[i] / 2)))
                                  else 0 end;
             have[i] := have[i] - gave[i];
           end loop;

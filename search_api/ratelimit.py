@@ -8,7 +8,7 @@ X-Staff-User, from the (key, user) bucket; lookup and FHIR $match draw from
 stricter buckets of their own.
 
 A process draws a small lease ahead (a tenth of a bucket's burst, never more
-than the bucket holds) and spends it locally for up to a second: under load a
+than half of what the bucket holds) and spends it locally for up to a second: under load a
 request then costs no round trip, where one per request on the key's one row
 was a fifth of an exact lookup's time (issue 11). The limit still holds
 across processes, since every token spent was first taken from the shared
@@ -144,7 +144,7 @@ for i, key in ipairs(KEYS) do
   local cap, rate = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1])
   local want = tonumber(ARGV[3 * i])
   gave[i] = 0
-  if ok == 1 then gave[i] = math.max(1, math.min(want, math.floor(have[i]))) end
+  if ok == 1 then gave[i] = math.max(1, math.min(want, math.floor(have[i] / 2))) end
   have[i] = have[i] - gave[i]
   redis.call('HSET', key, 'tokens', tostring(have[i]), 'at', tostring(t))
   redis.call('EXPIRE', key, math.ceil(cap / rate) + 60)
@@ -189,10 +189,17 @@ class _Lease:
 
 
 class Leases:
-    """The tokens this process drew ahead, by bucket name."""
+    """The tokens this process drew ahead, by bucket name.
+
+    One draw at a time leases a bucket: requests that find no lease while it is in
+    flight take one token each. When every thread asked for a lease at once (a lease
+    lapsing under load), sixteen leases of a tenth each emptied a bucket that was far
+    from its limit, and requests were refused.
+    """
 
     def __init__(self) -> None:
         self._held: dict[str, _Lease] = {}
+        self._drawing: set[str] = set()
         self._lock = threading.Lock()
 
     def spend(self, names: Sequence[str]) -> list[float | None]:
@@ -217,12 +224,29 @@ class Leases:
                 if lease is not None:
                     lease.tokens += 1
 
-    def keep(self, name: str, tokens: float, shared: float) -> None:
-        """Hold what a draw gave beyond the token spent now."""
+    def claim(self, name: str) -> bool:
+        """True when this thread may draw a lease for the bucket (no draw in flight);
+        it must `keep` afterwards, whatever the draw gave."""
         with self._lock:
+            if name in self._drawing:
+                return False
+            self._drawing.add(name)
+            return True
+
+    def keep(self, name: str, tokens: float, shared: float) -> None:
+        """Hold what a claimed draw gave beyond the token spent now, with what is left
+        of a lease still live."""
+        now = time.monotonic()
+        with self._lock:
+            self._drawing.discard(name)
+            if tokens < 1:
+                return
             if len(self._held) > 10_000:  # lapsed leases of many users: start over
                 self._held.clear()
-            self._held[name] = _Lease(tokens, shared, time.monotonic() + LEASE_SECONDS)
+            lease = self._held.get(name)
+            if lease is not None and lease.until >= now:
+                tokens += lease.tokens
+            self._held[name] = _Lease(tokens, shared, now + LEASE_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -284,12 +308,20 @@ class RateLimiter:
         ask = [i for i, r in enumerate(remaining) if r is None]
         if not ask:  # another thread's draw leased them meanwhile
             return Decision(True, policies, tuple(r or 0.0 for r in remaining), 0.0)
-        shared = self.buckets.take(
-            [names[i] for i in ask], [policies[i] for i in ask], [policies[i].lease for i in ask]
-        )
+        leasing = {i for i in ask if self.leases.claim(names[i])}
+        try:
+            shared = self.buckets.take(
+                [names[i] for i in ask],
+                [policies[i] for i in ask],
+                [policies[i].lease if i in leasing else 1 for i in ask],
+            )
+        except BaseException:
+            for i in leasing:
+                self.leases.keep(names[i], 0.0, 0.0)
+            raise
         for pos, i in enumerate(ask):
             kept = shared.granted[pos] - 1 if shared.allowed else 0.0
-            if kept >= 1:
+            if i in leasing:
                 self.leases.keep(names[i], kept, shared.remaining[pos])
             remaining[i] = shared.remaining[pos] + kept
         if not shared.allowed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -113,7 +114,8 @@ def test_leases_spare_round_trips_and_the_limit_holds_across_processes(
         return (first if i % 2 else second).check(7, None, strict=False)
 
     allowed = [check(i) for i in range(40)]
-    assert all(d.allowed for d in allowed) and draws["n"] == 10  # leases of 4 (a tenth)
+    # Leases of 4 (a tenth of the burst) while 8 or more are left, then half of the rest.
+    assert all(d.allowed for d in allowed) and draws["n"] == 12
     refused = [check(i) for i in range(20)]
     assert not any(d.allowed for d in refused)  # every token spent once, no more
     assert refused[-1].headers()["RateLimit"].startswith('"key";r=0;')
@@ -125,6 +127,25 @@ def test_leases_spare_round_trips_and_the_limit_holds_across_processes(
     assert limiter.check(8, None, strict=True).allowed  # leases 20 of the key's 200
     assert not limiter.check(8, None, strict=True).allowed
     assert limiter.check(8, None, strict=False).remaining == (pytest.approx(198, abs=0.1),)
+
+
+def test_a_lapsing_lease_under_concurrency_empties_no_bucket(pool: ConnectionPool) -> None:
+    """Sixteen threads find no lease at once: one of them draws a lease, the others a
+    token each, so the forty tokens serve forty requests, then the bucket refuses."""
+    limiter = RateLimiter.from_settings(
+        Settings(rate_limit_key_burst=40, rate_limit_key_per_s=0.01), pool
+    )
+    start = threading.Barrier(16)
+
+    def check(_: int) -> bool:
+        start.wait()
+        return limiter.check(5, None, strict=False).allowed
+
+    with ThreadPoolExecutor(16) as ex:
+        first = list(ex.map(check, range(16)))
+    assert all(first)
+    rest = [limiter.check(5, None, strict=False).allowed for _ in range(30)]
+    assert rest == [True] * 24 + [False] * 6
 
 
 def test_lookup_lockout_after_five_misses(db_url: str) -> None:
