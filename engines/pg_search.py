@@ -29,6 +29,7 @@ from engines.base import Candidate, CandidateQuery, NameToken
 from engines.filters import NAME_FIELDS, Filter, folded_words
 from engines.pg_projection import NAME_LEAD, SCOPE, scope_terms
 from engines.word_dictionary import TOTAL_WORD, Expansions, WordDictionary
+from normalizers.names import typo_distance
 
 log = logging.getLogger(__name__)
 # Time a whole search may take in the database (all its passes together).
@@ -220,7 +221,8 @@ def _name_levels(
     """Per name word, the scoped terms that count at each level, strict to loose.
 
     exact: the word and its nickname group; completed: plus prefix completions;
-    typo: plus typo corrections; close: plus the phonetic code. The dictionary is
+    slip: plus words one edit away (the ranker's "slip", as telling as a sound-alike);
+    typo: plus the other typo corrections; close: plus the phonetic code. The dictionary is
     only asked when the exact level did not find enough, and each clinic's
     expansions are scoped to that clinic alone. Each level is its own unordered
     pass: a row found at a stricter level is already on the page before a looser
@@ -232,8 +234,14 @@ def _name_levels(
     prefixes, fuzzy = expand(names)
     completed = [(*e, *_scoped_words(prefixes[t.text])) for e, t in zip(exact, names, strict=True)]
     yield "completed", completed
+    slip = [
+        (*c, *_scoped_words(p for p in fuzzy[t.text] if typo_distance(t.text, p[1]) == 1))
+        for c, t in zip(completed, names, strict=True)
+    ]
+    if slip != completed:
+        yield "slip", slip
     typo = [(*c, *_scoped_words(fuzzy[t.text])) for c, t in zip(completed, names, strict=True)]
-    if typo != completed:
+    if typo != slip:
         yield "typo", typo
     yield "close", [(*c, *scoped(t.phonetic)) for c, t in zip(typo, names, strict=True)]
 

@@ -115,14 +115,14 @@ def test_a_crowd_is_read_through_the_name_keys_and_finds_the_same_patients(
     B-tree of name keys, two words are driven by one word's keys, and both find what the
     GIN overlap finds."""
     gin = {q: _passes(clinic, q) for q in ("smith", "jon smyth")}
-    assert "exact_keyed" not in gin["smith"][1] and "typo_driven" not in gin["jon smyth"][1]
+    assert "exact_keyed" not in gin["smith"][1] and "slip_driven" not in gin["jon smyth"][1]
     monkeypatch.setattr(pg_search, "COMMON_NAME", 20)
     monkeypatch.setattr(pg_search, "PROBE_COST", 0)  # a probe as cheap as a posting
     ids, ran = _passes(clinic, "smith")
     assert ran == ["exact_keyed"] and len(ids) == 30
     assert set(ids) == set(gin["smith"][0])
     ids, ran = _passes(clinic, "jon smyth")
-    assert "typo_driven" in ran and set(ids) == set(gin["jon smyth"][0])
+    assert "slip_driven" in ran and set(ids) == set(gin["jon smyth"][0])  # smyth: one edit
     assert {f"smith{i}" for i in range(30)} <= set(ids)
 
 
@@ -162,3 +162,14 @@ def test_the_any_word_pass_reads_no_crowd(clinic: str, monkeypatch: pytest.Monke
     monkeypatch.setattr(pg_search, "COMMON_NAME", 2)  # every word a crowd: no such pass
     ids, ran = _passes(clinic, "isabella john")
     assert "any_name" not in ran and ran[-1] == "trigram"  # nothing found: the last resort
+
+
+def test_one_edit_away_is_read_before_the_other_typos(clinic: str) -> None:
+    """A slip (one edit, as telling as a sound-alike) has a level of its own: when its
+    matches fill the page, the wider typo expansions are not read; a word two edits
+    away is still found at the typo level."""
+    ids, ran = _passes(clinic, "jhon smiht")
+    assert ran[:3] == ["exact", "completed", "slip"] and "typo" not in ran
+    assert {f"smith{i}" for i in range(30)} <= set(ids)
+    ids, ran = _passes(clinic, "peyton cpuoo")  # no word one edit away: no slip pass
+    assert ran[:3] == ["exact", "completed", "typo"] and ids[0] == "cupo"
