@@ -327,8 +327,15 @@ class CandidateSearch:
         if self.query.strong_terms:
             self.run_pass("identifier", [self.overlaps(self.query.strong_terms)])
         if self.query.names:
-            if self.dates and self.names_with_date() and self.common_name():
-                return  # the namesakes born on other days are an arbitrary few of thousands
+            if self.dates and self.names_with_date():
+                if self.common_name():
+                    return  # the namesakes born on other days are an arbitrary few of thousands
+                if self.word_for_word():
+                    # The patient meant is found; the namesakes born on other days may be
+                    # duplicates. Looser spellings would only fill the page with strangers.
+                    exact = [self.holds(w) for w in self.levels[0][1]]
+                    self.run_pass("exact", [*exact, *self.weak])
+                    return
             self.names_alone()
             self.last_resorts()
         else:
@@ -393,6 +400,18 @@ class CandidateSearch:
         """The typed name, word for word, is a crowd (see crowd): a pass without the date
         reads long posting lists to pick an arbitrary few of it."""
         return bool(self.levels) and self.crowd(self.levels[0][1])
+
+    def word_for_word(self) -> bool:
+        """Someone found was born on the typed date and holds every typed word as typed
+        (or by nickname): checked on the rows found, by primary key."""
+        if not self.query.dob_terms or not self.found:
+            return False
+        conds = [*(self.holds(w) for w in self.levels[0][1]), self.overlaps(self.query.dob_terms)]
+        stmt = sql.SQL("select 1 from patient_search.patients where id = any({}) and {} limit 1")
+        row = self.conn.execute(
+            stmt.format(list(self.found), sql.SQL(" and ").join(conds))
+        ).fetchone()
+        return row is not None
 
     def names_alone(self) -> None:
         for i in itertools.count():

@@ -35,6 +35,9 @@ from psycopg_pool import ConnectionPool
 
 from core.settings import Settings
 
+LEASE_SHARE = 10  # a lease is this share of a bucket's burst (see the module docstring)
+LEASE_SECONDS = 1.0  # and is spent within this long, or lapses
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -53,10 +56,6 @@ class Policy:
     def lease(self) -> int:
         """Tokens a process draws at once: a tenth of the burst (1 for small buckets)."""
         return max(1, self.burst // LEASE_SHARE)
-
-
-LEASE_SHARE = 10
-LEASE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)

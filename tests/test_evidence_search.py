@@ -173,3 +173,13 @@ def test_one_edit_away_is_read_before_the_other_typos(clinic: str) -> None:
     assert {f"smith{i}" for i in range(30)} <= set(ids)
     ids, ran = _passes(clinic, "peyton cpuoo")  # no word one edit away: no slip pass
     assert ran[:3] == ["exact", "completed", "typo"] and ids[0] == "cupo"
+
+
+def test_a_name_and_date_found_word_for_word_reads_only_the_namesakes(clinic: str) -> None:
+    """Isabella Ryan, born that day, typed as stored: the page is her and her namesakes
+    born on other days (possible duplicates), not looser spellings of the name. Typed
+    with a slip, the looser levels still run: the one found may not be the one meant."""
+    ids, ran = _passes(clinic, "isabella ryan 06/02/1994")
+    assert ids[0] == "ryan" and ran == ["born_that_day", "exact"]
+    ids, ran = _passes(clinic, "isabela ryan 06/02/1994")
+    assert ids[0] == "ryan" and ran[0] == "born_that_day" and "slip" in ran
