@@ -362,6 +362,16 @@ def _m70_token_leases(conn: psycopg.Connection[Any]) -> None:
           return query select ok, have, longest, gave;
         end
         $$;
+        -- The token-a-request form that API processes of migration 50 still call.
+        create or replace function patient_search.take_tokens(
+          names text[], capacities double precision[], rates double precision[]
+        ) returns table (allowed boolean, remaining double precision[], wait double precision)
+        language sql as $$
+          select t.allowed, t.remaining, t.wait from patient_search.take_tokens(
+            names, capacities, rates, array_fill(1::double precision,
+                                                 array[coalesce(array_length(names, 1), 0)])
+          ) t
+        $$;
         """
     )
 

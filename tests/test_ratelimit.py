@@ -48,6 +48,20 @@ def test_bucket_allows_the_burst_then_refuses_with_headers(pool: ConnectionPool)
     assert buckets.take(["k:2"], [policy]).allowed
 
 
+def test_the_token_a_request_form_of_migration_50_still_answers(pool: ConnectionPool) -> None:
+    """API processes of an older release call take_tokens without `wants`: one token."""
+    with pool.connection() as conn:
+        answers = [
+            conn.execute(
+                "select allowed, remaining from patient_search.take_tokens("
+                "array['k:old'], array[2.0], array[0.001])"
+            ).fetchone()
+            for _ in range(3)
+        ]
+    assert [a[0] for a in answers if a] == [True, True, False]
+    assert answers[0] is not None and answers[0][1][0] == pytest.approx(1, abs=0.01)
+
+
 def test_refused_request_takes_no_token_from_other_buckets(pool: ConnectionPool) -> None:
     buckets = PostgresBuckets(pool)
     key, user = Policy("key", 10, 0.01), Policy("user", 2, 0.01)
