@@ -67,3 +67,14 @@ def test_limiter_uses_redis_when_configured(redis_url: str) -> None:
         True,
         False,
     ]
+
+
+def test_leases_from_redis_hold_the_limit_across_processes(redis_url: str) -> None:
+    """Two limiters (two processes) lease from one Redis bucket of forty: a tenth of the
+    burst at a time, at most half of what is left, every token spent once."""
+    settings = Settings(redis_url=redis_url, rate_limit_key_burst=40, rate_limit_key_per_s=0.01)
+    first, second = (RateLimiter.from_settings(settings, pool=None) for _ in range(2))  # type: ignore[arg-type]
+    decisions = [(first if i % 2 else second).check(43, None, strict=False) for i in range(50)]
+    assert [d.allowed for d in decisions] == [True] * 40 + [False] * 10
+    granted = redis.Redis.from_url(redis_url).hget("patient_search:rl:k:43", "tokens")
+    assert granted is not None and float(granted) < 1
