@@ -284,29 +284,38 @@ class RateLimiter:
 
     def check(self, key_id: int, staff_user: str | None, *, strict: bool) -> Decision:
         """Spend a token of every bucket the request draws from, leased or shared."""
-        return self.check_leased(key_id, staff_user, strict=strict) or self._draw(
-            key_id, staff_user, strict=strict
-        )
+        if self.buckets is None:
+            return ALLOW_ALL
+        names, policies, remaining = self._spend(key_id, staff_user, strict)
+        if any(r is None for r in remaining):
+            return self._draw(names, policies, remaining)
+        return _decision(True, policies, remaining)
 
     def check_leased(self, key_id: int, staff_user: str | None, *, strict: bool) -> Decision | None:
         """The decision when every bucket has a live lease (no I/O), else None: then
         `check` must ask the shared store."""
         if self.buckets is None:
             return ALLOW_ALL
-        names, policies = self._buckets(key_id, staff_user, strict)
-        left = self.leases.spend(names)
-        if any(r is None for r in left):
-            self.leases.refund([n for n, r in zip(names, left, strict=True) if r is not None])
+        names, policies, remaining = self._spend(key_id, staff_user, strict)
+        if any(r is None for r in remaining):
+            self.leases.refund([n for n, r in zip(names, remaining, strict=True) if r is not None])
             return None
-        return Decision(True, policies, tuple(r or 0.0 for r in left), 0.0)
+        return _decision(True, policies, remaining)
 
-    def _draw(self, key_id: int, staff_user: str | None, *, strict: bool) -> Decision:
+    def _spend(
+        self, key_id: int, staff_user: str | None, strict: bool
+    ) -> tuple[list[str], tuple[Policy, ...], list[float | None]]:
+        """The request's buckets and a leased token of each that has one (None: none)."""
         names, policies = self._buckets(key_id, staff_user, strict)
+        return names, policies, self.leases.spend(names)
+
+    def _draw(
+        self, names: list[str], policies: tuple[Policy, ...], remaining: list[float | None]
+    ) -> Decision:
+        """Ask the shared store for the buckets without a leased token (`remaining` None):
+        a lease for each no other thread is drawing, a token for the others."""
         assert self.buckets is not None
-        remaining = self.leases.spend(names)
         ask = [i for i, r in enumerate(remaining) if r is None]
-        if not ask:  # another thread's draw leased them meanwhile
-            return Decision(True, policies, tuple(r or 0.0 for r in remaining), 0.0)
         leasing = {i for i in ask if self.leases.claim(names[i])}
         try:
             shared = self.buckets.take(
@@ -325,8 +334,8 @@ class RateLimiter:
             remaining[i] = shared.remaining[pos] + kept
         if not shared.allowed:
             self.leases.refund([n for i, n in enumerate(names) if i not in ask])
-        wait = shared.retry_after_s
-        return Decision(shared.allowed, policies, tuple(r or 0.0 for r in remaining), wait)
+            return _decision(False, policies, remaining, shared.retry_after_s)
+        return _decision(True, policies, remaining)
 
     def _buckets(
         self, key_id: int, staff_user: str | None, strict: bool
@@ -344,6 +353,12 @@ class RateLimiter:
                 names.append(f"su:{key_id}:{user}")
                 policies.append(self.strict_user)
         return names, tuple(policies)
+
+
+def _decision(
+    allowed: bool, policies: tuple[Policy, ...], remaining: list[float | None], wait: float = 0.0
+) -> Decision:
+    return Decision(allowed, policies, tuple(r or 0.0 for r in remaining), wait)
 
 
 # --- booking lookup lockout -------------------------------------------------------------
