@@ -331,10 +331,10 @@ class CandidateSearch:
                 if self.common_name():
                     return  # the namesakes born on other days are an arbitrary few of thousands
                 if self.word_for_word():
-                    # The patient meant is found; the namesakes born on other days may be
-                    # duplicates. Looser spellings would only fill the page with strangers.
-                    exact = [self.holds(w) for w in self.levels[0][1]]
-                    self.run_pass("exact", [*exact, *self.weak])
+                    # The patient meant is found; the namesakes born on other days (the
+                    # exact level without the date) may be duplicates. Looser spellings
+                    # would only fill the page with strangers.
+                    self.level_pass(*self.levels[0])
                     return
             self.names_alone()
             self.last_resorts()
@@ -422,16 +422,20 @@ class CandidateSearch:
                 if reached is None:
                     break
                 self.levels.append(reached)
-            level, words = self.levels[i]
-            one_word = len(words) == 1 and not self.weak
-            if one_word and level == "completed":
-                self.completions_pass(words[0])
-            elif one_word and level == "exact" and self.crowd(words):
-                self.crowd_pass(words[0])
-            elif level != "close" and (driver := self.driver(words)) is not None:
-                self.driven_pass(level, words, driver)
-            else:
-                self.run_pass(level, [*(self.holds(w) for w in words), *self.weak])
+            self.level_pass(*self.levels[i])
+
+    def level_pass(self, level: str, words: list[tuple[str, ...]]) -> None:
+        """One level of the name without the date, read the cheapest way its words allow:
+        by name keys for as-you-type and crowds, else the GIN overlap."""
+        one_word = len(words) == 1 and not self.weak
+        if one_word and level == "completed":
+            self.completions_pass(words[0])
+        elif one_word and level == "exact" and self.crowd(words):
+            self.crowd_pass(words[0])
+        elif level != "close" and (driver := self.driver(words)) is not None:
+            self.driven_pass(level, words, driver)
+        else:
+            self.run_pass(level, [*(self.holds(w) for w in words), *self.weak])
 
     def driver(self, words: list[tuple[str, ...]]) -> int | None:
         """The typed word to read a crowd through, or None for the GIN overlap.
