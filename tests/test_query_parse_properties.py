@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from normalizers.query import parse_query
+from search_api.plan import near_dates
 
 TODAY = datetime.date(2026, 3, 1)
 FAST = settings(max_examples=200, deadline=None)
@@ -86,3 +87,31 @@ def test_parts_found_in_any_order(
     assert parsed.names == (name,)
     assert parsed.birth_dates[0] == day
     assert [p.e164 for p in parsed.phones] == [e164]
+
+
+def _near_by_strptime(day: datetime.date) -> list[datetime.date]:
+    """The definition near_dates implements: every date one digit of YYYYMMDD away that
+    strptime accepts (1880 to today), and the day and month swapped."""
+    out = set()
+    if day.day <= 12 and day.day != day.month:
+        out.add(day.replace(month=day.day, day=day.month))
+    digits = day.strftime("%Y%m%d")
+    for i, original in enumerate(digits):
+        for replacement in "0123456789":
+            if replacement == original:
+                continue
+            try:
+                near = datetime.datetime.strptime(
+                    digits[:i] + replacement + digits[i + 1 :], "%Y%m%d"
+                ).date()
+            except ValueError:
+                continue
+            if near.year >= 1880 and near <= datetime.date.today():
+                out.add(near)
+    return sorted(out - {day})
+
+
+@FAST
+@given(st.dates(min_value=datetime.date(1880, 1, 1), max_value=datetime.date.today()))
+def test_near_dates_are_the_dates_one_digit_or_a_swap_away(day: datetime.date) -> None:
+    assert near_dates([day]) == _near_by_strptime(day)
