@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+import psycopg.sql
 import pytest
 
 from core.settings import Settings
@@ -183,3 +184,15 @@ def test_a_name_and_date_found_word_for_word_reads_only_the_namesakes(clinic: st
     assert ids[0] == "ryan" and ran == ["born_that_day", "exact"]
     ids, ran = _passes(clinic, "isabela ryan 06/02/1994")
     assert ids[0] == "ryan" and ran[0] == "born_that_day" and "slip" in ran
+
+
+def test_a_text_array_literal_holds_every_value_as_given(db_url: str) -> None:
+    """Terms carry the clinic separator and any character a clinic id or name may hold."""
+    values = ["plain", 'c-1\x1fn:o"brien', "back\\slash", "a,b", "{braces}", " spaced ", "NULL", ""]
+    with psycopg.connect(db_url) as conn:
+        stmt = psycopg.sql.SQL("select {} = %s::text[], cardinality({})").format(
+            pg_search.text_array(values), pg_search.text_array(values)
+        )
+        assert conn.execute(stmt, (values,)).fetchone() == (True, len(values))
+        empty = psycopg.sql.SQL("select cardinality({})").format(pg_search.text_array([]))
+        assert conn.execute(empty).fetchone() == (0,)
