@@ -12,6 +12,7 @@ term is scoped to the caller's clinics inside the query.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -199,8 +200,10 @@ Scoper = Callable[[Iterable[str]], list[str]]
 Level = tuple[str, list[tuple[str, ...]]]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _scoped_value(scoped: str, lead: str) -> tuple[str, str] | None:
-    """(clinic, value) of a scoped term of the kind `lead` starts; None for another kind."""
+    """(clinic, value) of a scoped term of the kind `lead` starts; None for another kind.
+    Cached: a search splits each of its terms at several levels (about a hundred a typo)."""
     clinic, _, term = scoped.partition(SCOPE)
     return (clinic, term[len(lead) :]) if term.startswith(lead) else None
 
