@@ -176,6 +176,18 @@ def test_one_edit_away_is_read_before_the_other_typos(clinic: str) -> None:
     assert ran[:3] == ["exact", "completed", "typo"] and ids[0] == "cupo"
 
 
+def test_a_name_found_within_a_slip_reads_no_wider_typo_or_sound(clinic: str) -> None:
+    """Isabella Ryan typed with a slip is found at the slip level: wider typos and
+    sound-alikes of the whole name are not read to fill the page; either word alone still
+    is (Isabella Jessup), for a name part entered all differently. With no one found by
+    the slip level, the typo level runs."""
+    ids, ran = _passes(clinic, "isabella rayn")
+    assert ids[0] == "ryan" and "jessup" in ids
+    assert ran[:3] == ["exact", "completed", "slip"] and set(ran[3:]) == {"any_name"}
+    ids, ran = _passes(clinic, "isabella jesupp")  # two edits: found at the typo level
+    assert ids[0] == "jessup" and "typo" in ran and "close" not in ran
+
+
 def test_a_name_and_date_found_word_for_word_reads_only_the_namesakes(clinic: str) -> None:
     """Isabella Ryan, born that day, typed as stored: the page is her and her namesakes
     born on other days (possible duplicates), not looser spellings of the name. Typed
