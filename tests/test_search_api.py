@@ -278,7 +278,15 @@ def test_health_ready_metrics_docs(client: TestClient) -> None:
     assert 'endpoint="/v1/patients/search"' in metrics
     assert "patient_search_engine_query_seconds" in metrics
     assert "smith" not in metrics.lower()
-    assert client.get("/openapi.json").json()["paths"]["/v1/patients/search"]
+    schema = client.get("/openapi.json").json()
+    for path, method in (("/v1/patients/search", "post"), ("/fhir/Patient", "get")):
+        headers = {
+            p["name"] for p in schema["paths"][path][method]["parameters"] if p["in"] == "header"
+        }
+        assert {"X-API-Key", "Authorization", "X-Staff-User", "X-Purpose-Of-Use"} <= headers
+    assert not any(
+        p["in"] == "header" for p in schema["paths"]["/healthz"]["get"].get("parameters", [])
+    )
     assert client.get("/docs").status_code == 200
 
 

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from normalizers.identifiers import normalize_mrn
+from search_api.access import AccessRoute
 from search_api.dependencies import AppState, State
 from search_api.fhir import cursors, resources
 from search_api.fhir.access import Caller, fhir_access
@@ -40,7 +41,12 @@ def json_accepted(request: Request, accept: Annotated[str | None, Header()] = No
         raise FhirError(406, "not-supported", "only application/fhir+json is served")
 
 
-router = APIRouter(prefix="/fhir", tags=["FHIR R4"], dependencies=[Depends(json_accepted)])
+router = APIRouter(
+    prefix="/fhir",
+    tags=["FHIR R4"],
+    dependencies=[Depends(json_accepted)],
+    route_class=AccessRoute,
+)
 MAX_BODY_BYTES = 64 * 1024
 FORM = "application/x-www-form-urlencoded"
 JSON_TYPES = frozenset({"application/json", resources.FHIR_JSON})

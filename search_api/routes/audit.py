@@ -13,10 +13,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 
 from core.audit import AuditFilter, query, to_fhir_bundle
-from search_api.access import Access, access_control, require
+from search_api.access import Access, AccessRoute, access_control, require
 from search_api.errors import ApiError
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], route_class=AccessRoute)
 AuditAccess = Annotated[Access, Depends(require("audit", "audit"))]
 
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from search_api import models
-from search_api.access import Access, require
+from search_api.access import Access, AccessRoute, require
 from search_api.annotate import annotate_results, formatted_phones
 from search_api.cache import CacheSlot, patient_generations
 from search_api.dependencies import AppState, State
@@ -26,7 +26,7 @@ from search_api.ratelimit import locked_identifiers, record_miss
 from search_api.service import InvalidSearch, lookup_terms, search
 from search_api.specificity import thin_search_reason
 
-router = APIRouter(prefix="/v1/patients", tags=["patients"])
+router = APIRouter(prefix="/v1/patients", tags=["patients"], route_class=AccessRoute)
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": models.ErrorResponse} for status in (400, 401, 403, 422, 429, 503)
 }
