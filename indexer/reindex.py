@@ -53,6 +53,12 @@ REBUILD = "patients_rebuild"
 OWNERS = "contact_owner_rebuild"
 NAME_KEYS = "name_keys_rebuild"
 
+# Memory of the terms GIN build. Less is cheaper here: the build's sorted accumulator
+# then fits the CPU caches better and is flushed more often (terms index over the 1M
+# crowded projection, collated "C": 64MB 39.8 CPU-s, 16MB 36.5, the server's 512MB
+# 49.9, serial; 41.5-49.5 vs 53.3 with 2 parallel workers).
+GIN_BUILD_MEMORY = "64MB"
+
 
 def reindex(
     url: str, settings: Settings, *, clinic_id: str | None = None, progress: bool = True
@@ -191,6 +197,11 @@ def _index_lanes(*, full: bool) -> tuple[list[list[sql.Composed]], list[sql.Comp
     rebuild = sql.Identifier(SCHEMA, REBUILD)
     pkey = sql.Identifier(f"{REBUILD}_pkey")
     terms, *others = projection_indexes_ddl(REBUILD)
+    gin_lane: list[sql.Composed] = [
+        sql.SQL("set maintenance_work_mem = {}").format(sql.Literal(GIN_BUILD_MEMORY)),
+        terms,
+        sql.SQL("reset maintenance_work_mem").format(),  # one lane for all on one core
+    ]
     rest: list[sql.Composed] = [
         sql.SQL("create unique index {} on {} (id)").format(pkey, rebuild),
         *others,
@@ -217,7 +228,7 @@ def _index_lanes(*, full: bool) -> tuple[list[list[sql.Composed]], list[sql.Comp
         # swap re-syncs do not change them.
         sql.SQL("analyze {}").format(rebuild),
     ]
-    return [[terms], rest], after
+    return [gin_lane, rest], after
 
 
 def _build_indexes(
