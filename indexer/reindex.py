@@ -14,11 +14,12 @@ while the rebuild ran is lost.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing as mp
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from queue import Empty
@@ -323,7 +324,34 @@ def _fill(job: _Partition, advance: Callable[[int], object]) -> _Filled:
 def _fill_partition(
     job: _Partition, part: int, advance: Callable[[int], object] | None = None
 ) -> _Filled:
-    report = advance or _progress.put
+    with _young_collections_only() as collect:
+        return _fill_batches(job, part, advance or _progress.put, collect)
+
+
+@contextlib.contextmanager
+def _young_collections_only() -> Iterator[Callable[[], object]]:
+    """The cyclic garbage collector off for a fill, but for one young pass per batch.
+
+    Left on, it ran every 700 allocations over the batch's live rows and documents
+    (issue 11, 100k crowded rows, one partition's read + build + COPY spelling, seven
+    alternating runs each: median 120 -> 106 us a row; building alone 76 -> 44 us).
+    The fill's rows and documents hold no cycles (the young passes of a 100k fill found
+    none), so reference counting frees them; the pass per batch frees any a library
+    leaves."""
+    gc.freeze()  # what the process held before: never garbage, never traversed again
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield lambda: gc.collect(0)
+    finally:
+        if was_enabled:
+            gc.enable()
+        gc.unfreeze()
+
+
+def _fill_batches(
+    job: _Partition, part: int, report: Callable[[int], object], collect: Callable[[], object]
+) -> _Filled:
     filled = _Filled()
     with psycopg.connect(job.url) as reader, psycopg.connect(job.url) as writer:
         fast_json(reader)  # each patient's contacts arrive as json
@@ -349,6 +377,7 @@ def _fill_partition(
             filled.total += len(docs)
             filled.rejected += rejected
             report(len(rows))
+            collect()
         reader.commit()
     return filled
 
