@@ -181,11 +181,17 @@ def _copy_line(doc: PatientDocument) -> str:
 
 
 def _terms_literal(clinic_id: str, terms: list[str]) -> str:
-    """The text[] literal of stored_terms(doc), every element quoted (none reads as NULL)."""
-    if not terms:
-        return "{}"
+    """The text[] literal of stored_terms(doc)."""
     lead = clinic_id + SCOPE
-    joined = lead + ("\x00" + lead).join(terms)
+    return array_literal([lead + t for t in terms])
+
+
+def array_literal(values: Sequence[str]) -> str:
+    """A text[] literal, every element quoted (none reads as NULL): the COPY of documents
+    and the search passes' term arrays (engines.pg_search.text_array) spell it alike."""
+    if not values:
+        return "{}"
+    joined = "\x00".join(values)  # text never holds NUL
     if '"' in joined or "\\" in joined:
         joined = joined.translate(_ELEMENT_ESCAPES)
     return '{"' + joined.replace("\x00", '","') + '"}'

@@ -29,7 +29,7 @@ from psycopg_pool import ConnectionPool
 from core import term_counts, terms
 from engines.base import Candidate, CandidateQuery, NameToken
 from engines.filters import NAME_FIELDS, Filter, folded_words
-from engines.pg_projection import NAME_LEAD, SCOPE, scope_terms
+from engines.pg_projection import NAME_LEAD, SCOPE, array_literal, scope_terms
 from engines.word_dictionary import TOTAL_WORD, Expansions, WordDictionary
 from normalizers.names import typo_distance
 
@@ -190,9 +190,8 @@ def words_of(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
 def text_array(values: Iterable[str]) -> sql.Composable:
     """A text[] literal spelled in one pass: psycopg's list dumper (Python, per element) was
     a sixth of a typo search's engine CPU, where a pass's arrays hold up to hundreds of
-    clinic-scoped terms. Every element is quoted, so no value needs a special case."""
-    quoted = ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
-    return sql.SQL("{}::text[]").format(sql.Literal("{" + quoted + "}"))
+    clinic-scoped terms."""
+    return sql.SQL("{}::text[]").format(sql.Literal(array_literal(list(values))))
 
 
 def _candidate(row: tuple[Any, ...]) -> Candidate:
