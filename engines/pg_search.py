@@ -29,7 +29,7 @@ from psycopg_pool import ConnectionPool
 from core import term_counts, terms
 from engines.base import Candidate, CandidateQuery, NameToken
 from engines.filters import NAME_FIELDS, Filter, folded_words
-from engines.pg_projection import NAME_LEAD, SCOPE, array_literal, scope_terms
+from engines.pg_projection import NAME_LEAD, SCOPE, array_literal, name_pair, scope_terms
 from engines.word_dictionary import TOTAL_WORD, Expansions, WordDictionary
 from normalizers.names import typo_distance
 
@@ -81,6 +81,8 @@ COMMON_NAME = 1000
 # within a slip is the one meant far more often than anyone two edits or a sound away
 # (Febrl 1-3: the same recall at 1 and 10, the mean query 4 % faster).
 LOOSE_LEVELS = ("typo", "close")
+# Given-family pair keys a pass may read (both orders, every clinic).
+MAX_PAIRS = 400
 
 
 class PostgresEngine:
@@ -454,6 +456,7 @@ class CandidateSearch:
         elif one_word and level == "exact" and self.crowd(words):
             self.crowd_pass(words[0])
         elif level != "close" and (driver := self.driver(words)) is not None:
+            self.pair_pass(level, words)
             self.driven_pass(level, words, driver)
         else:
             self.run_pass(level, [*(self.holds(w) for w in words), *self.weak])
@@ -527,6 +530,27 @@ class CandidateSearch:
                 words = self.words.nicknamed(clinic, member) if self.words is not None else []
                 keys.update(dict.fromkeys((clinic, w) for w in words))
         return list(keys)
+
+    def pair_pass(self, level: str, words: list[tuple[str, ...]]) -> None:
+        """A two-word crowd read by its given-family pairs (pg_projection.name_pair), in
+        either order: O(page) keys, where the driven read probes about ten patients per
+        patient kept. The level's terms are still checked on each row (a nickname's key
+        may be a family name there), so the pass reads a part of the level, the part the
+        ranker puts first, and the driven read fills the rest of the page. A projection
+        built before pairs existed holds none: the driven read then does it all."""
+        if len(words) != 2:
+            return
+        seconds = self.name_keys(words[1])
+        keys = [
+            (clinic, pair)
+            for clinic, a in self.name_keys(words[0])
+            for other, b in seconds
+            if other == clinic
+            for pair in (name_pair(a, b), name_pair(b, a))
+        ]
+        if keys and len(keys) <= MAX_PAIRS:  # past it, completions: the driven read is cheaper
+            held = [self.holds(w) for w in words]
+            self.keyed_pass(f"{level}_pair", keys, self.query.limit, [*held, *self.weak])
 
     def driven_pass(self, level: str, words: list[tuple[str, ...]], driver: int) -> None:
         """A common name read through its driving word's name keys, keeping the patients

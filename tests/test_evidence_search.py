@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import psycopg
 import psycopg.sql
 import pytest
@@ -145,8 +147,44 @@ def test_a_crowd_held_by_nickname_only_is_read_through_its_group_s_name_keys(
     assert ran[0] == "exact_keyed" and "jackson" not in ids[:30]
     assert {f"smith{i}" for i in range(30)} <= set(ids)
     assert set(ids) == set(gin["jack"][0])
-    ids, ran = _passes(clinic, "jack smith")
-    assert ran[0] == "exact_driven" and set(ids) == set(gin["jack smith"][0])
+    ids, ran = _passes(clinic, "jack smith")  # the group's pairs: john smith
+    assert ran[0] == "exact_pair" and set(ids) == set(gin["jack smith"][0])
+
+
+def test_a_two_word_crowd_is_read_by_its_given_family_pairs(
+    clinic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of the thirty John Smiths, typed in either order or within a slip, is read
+    by the name key "john smith" alone; Ann John Smith holds both words but not as that
+    pair. A projection built before pairs existed reads such a page through the driven
+    pass."""
+    with psycopg.connect(clinic) as conn:  # holds both words, but not as given-family
+        insert_patient(conn, "mid", given="Ann", middle="John", family="Smith")
+    rx.reindex(clinic, Settings(), progress=False)
+    monkeypatch.setattr(pg_search, "COMMON_NAME", 20)
+    monkeypatch.setattr(pg_search, "PROBE_COST", 0)
+    smiths = {f"smith{i}" for i in range(30)}
+    for q, level in (("john smith", "exact"), ("smith john", "exact"), ("jonh smiht", "slip")):
+        ids, ran = _page_passes(clinic, q, 10)
+        assert ran == [*([] if level == "exact" else ["exact", "completed"]), f"{level}_pair"]
+        assert len(ids) == 10 and set(ids) <= smiths
+    with psycopg.connect(clinic) as conn:  # as a projection built before pairs
+        conn.execute("delete from patient_search.name_keys where strpos(term, ' ') > 0")
+    ids, ran = _page_passes(clinic, "john smith", 10)
+    assert ran == ["exact_pair", "exact_driven"] and len(ids) == 10
+    assert set(ids) <= smiths | {"mid"}
+
+
+def _page_passes(url: str, q: str, page: int) -> tuple[list[str], list[str]]:
+    """As _passes, for a candidate window of `page` rows."""
+    plan = plan_for(SearchInput(q=q), ["clinic-a"], Settings(database_url=url))
+    query = dataclasses.replace(plan.candidates, limit=page, enough=page)
+    ran: list[str] = []
+    with psycopg.connect(url) as conn, conn.transaction():
+        found = find_candidates(
+            conn, query, observe=lambda kind, s: ran.append(kind), words=_dictionary(url)
+        )
+    return [c.id for c in found], ran
 
 
 def test_the_any_word_pass_reads_no_crowd(clinic: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,8 +42,10 @@ def test_reindex_counts_patients_per_clinic(db_url: str) -> None:
     assert got[("clinic-b", "smith")] == 1
     assert ("clinic-a", "jozefina") not in got  # no oracle of another clinic's names
     with psycopg.connect(db_url) as conn:
-        assert keys(conn, "b1") == {"jozefina", "smith"}
-        assert conn.execute("select count(*) from patient_search.name_keys").fetchone() == (5002,)
+        # Each patient's words, and its given-family pair (a key, never a counted word).
+        assert keys(conn, "b1") == {"jozefina", "smith", "jozefina smith"}
+        assert conn.execute("select count(*) from patient_search.name_keys").fetchone() == (7503,)
+    assert not [w for _, w in got if " " in w]
 
 
 def test_words_follow_updates_and_leave_with_their_last_patient(db_url: str) -> None:
@@ -61,7 +63,8 @@ def test_words_follow_updates_and_leave_with_their_last_patient(db_url: str) -> 
         assert got[("clinic-a", "jozefina")] == 1
         assert got[("clinic-a", "josephine")] == 1
         assert ("clinic-a", "kowalska") in got
-        assert keys(conn, "p1") == {"josephine", "kowalska"}
+        assert keys(conn, "p1") == {"josephine", "kowalska", "josephine kowalska"}
+        assert not [w for _, w in got if " " in w]
         conn.execute("delete from patients where id in ('p1', 'p2')")
         sync_patients(conn, ["p1", "p2"])
         assert not {k for k in words(conn) if k[0] == "clinic-a"}
