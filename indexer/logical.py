@@ -185,10 +185,30 @@ class LogicalSource:
             if not self._try_lock():
                 return  # a running indexer owns the slot (and created it)
             self._ensure_publication()
+            if self.settings.meili_url is None:
+                self._drop_unread_slot()
             if self._ensure_slot():
                 self._set_checkpoint(INITIAL_SYNC)
         finally:
             self.close()
+
+    def _drop_unread_slot(self) -> None:
+        """No indexer reads the slot (this process holds its lock), and the rebuild's
+        snapshot, taken after a new slot exists, holds every change the old one kept: a
+        new slot starts at now. Kept, the old one keeps the WAL it lags by, and the
+        rebuild's own (about 17 GB at 1M) pushed such a slot past max_slot_wal_keep_size
+        twice in a row: PostgreSQL dropped its WAL and the catch-up re-checked every
+        patient. With Meilisearch configured the old changes must still reach it: kept."""
+        row = self.control.execute(
+            "select pg_drop_replication_slot(slot_name) from pg_replication_slots "
+            "where slot_name = %s and database = current_database() and plugin = 'pgoutput' "
+            "and not active",
+            (self.slot,),
+        ).fetchone()
+        if row is not None:
+            log.info(
+                "unread replication slot dropped before the rebuild", extra={"slot": self.slot}
+            )
 
     def keepalive(self) -> None:
         return None  # the slot waits for us as long as it takes

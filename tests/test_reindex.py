@@ -159,6 +159,34 @@ def test_the_indexer_after_a_full_reindex_streams_without_redoing_it(
     assert len(after) == 300
 
 
+def test_a_second_reindex_with_no_indexer_between_starts_a_new_slot(
+    populated: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes left unread in the slot by no running indexer are in the next rebuild's
+    snapshot: that reindex makes the slot anew (so it lags by nothing) and the indexer
+    then streams without a second pass. With Meilisearch configured the slot is kept:
+    its changes have yet to reach Meilisearch."""
+    settings = make_indexer_settings(populated, reindex_workers=1)
+    rx.reindex(populated, settings, progress=False)
+    with psycopg.connect(populated, autocommit=True) as conn:
+        conn.execute("update patients set given_name = 'Unread' where id = 'p0001'")
+        moved = (
+            "select restart_lsn::text, restart_lsn > %s::pg_lsn "
+            "from pg_replication_slots where slot_name = %s"
+        )
+        before, _ = conn.execute(moved, ("0/0", settings.slot_name)).fetchone() or ("", False)
+        meili = make_indexer_settings(populated, meili_url="http://127.0.0.1:9")
+        rx.make_source(populated, meili).prepare_for_rebuild()
+        assert conn.execute(moved, (before, settings.slot_name)).fetchone() == (before, False)
+        rx.reindex(populated, settings, progress=False)
+        assert conn.execute(moved, (before, settings.slot_name)).fetchone()[1]  # type: ignore[index]
+        assert _projection(conn)["p0001"]["given_name"] == "Unread"
+    resyncs: list[int] = []
+    monkeypatch.setattr(runner, "resync_all", lambda *a, **k: resyncs.append(1) or 0)
+    assert runner.run(settings, once=True) == 0
+    assert resyncs == []
+
+
 def test_a_failed_reindex_leaves_the_indexer_its_initial_sync(
     populated: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
