@@ -405,8 +405,8 @@ def _insert_name_keys(
             "select p.clinic_id, substr(t, length(p.clinic_id) + %s), p.id "
             "from {} p cross join lateral unnest(p.terms) t "
             "where {} and left(t, length(p.clinic_id) + %s) = p.clinic_id || %s "
-            "union "
-            "select p.clinic_id, g.word || %s || f.word, p.id from {} p "
+            "union all "  # a pair holds a space, a word none: only pairs repeat (john john)
+            "select distinct p.clinic_id, g.word || %s || f.word, p.id from {} p "
             "cross join lateral jsonb_array_elements_text(p.doc->'match'->'given') "
             "  with ordinality g(word, n) "
             "cross join lateral jsonb_array_elements_text(p.doc->'match'->'family') "

@@ -456,8 +456,11 @@ class CandidateSearch:
         elif one_word and level == "exact" and self.crowd(words):
             self.crowd_pass(words[0])
         elif level != "close" and (driver := self.driver(words)) is not None:
-            self.pair_pass(level, words)
-            self.driven_pass(level, words, driver)
+            # Read by key, a row is still checked for the level's terms: a key of the
+            # nickname group may hold the word in another field.
+            conds = [*(self.holds(w) for w in words), *self.weak]
+            self.pair_pass(level, words, conds)
+            self.driven_pass(level, words, driver, conds)
         else:
             self.run_pass(level, [*(self.holds(w) for w in words), *self.weak])
 
@@ -531,12 +534,14 @@ class CandidateSearch:
                 keys.update(dict.fromkeys((clinic, w) for w in words))
         return list(keys)
 
-    def pair_pass(self, level: str, words: list[tuple[str, ...]]) -> None:
+    def pair_pass(
+        self, level: str, words: list[tuple[str, ...]], conds: list[sql.Composable]
+    ) -> None:
         """A two-word crowd read by its given-family pairs (pg_projection.name_pair), in
         either order: O(page) keys, where the driven read probes about ten patients per
-        patient kept. The level's terms are still checked on each row (a nickname's key
-        may be a family name there), so the pass reads a part of the level, the part the
-        ranker puts first, and the driven read fills the rest of the page. A projection
+        patient kept. Each row still meets `conds` (the level's terms), so the pass reads
+        a part of the level, the part the ranker puts first, and the driven read fills
+        the rest of the page. A projection
         built before pairs existed holds none: the driven read then does it all."""
         if len(words) != 2:
             return
@@ -549,16 +554,15 @@ class CandidateSearch:
             for pair in (name_pair(a, b), name_pair(b, a))
         ]
         if keys and len(keys) <= MAX_PAIRS:  # past it, completions: the driven read is cheaper
-            held = [self.holds(w) for w in words]
-            self.keyed_pass(f"{level}_pair", keys, self.query.limit, [*held, *self.weak])
+            self.keyed_pass(f"{level}_pair", keys, self.query.limit, conds)
 
-    def driven_pass(self, level: str, words: list[tuple[str, ...]], driver: int) -> None:
+    def driven_pass(
+        self, level: str, words: list[tuple[str, ...]], driver: int, conds: list[sql.Composable]
+    ) -> None:
         """A common name read through its driving word's name keys, keeping the patients
-        that hold the other words too: O(page / share) probes instead of every posting."""
-        keys = self.name_keys(words[driver])
-        # A key of the nickname group may be read for a word held in another field.
-        held = [self.holds(w) for w in words]
-        self.keyed_pass(f"{level}_driven", keys, DRIVEN_ROWS, [*held, *self.weak])
+        that hold the other words too (`conds`): O(page / share) probes instead of every
+        posting."""
+        self.keyed_pass(f"{level}_driven", self.name_keys(words[driver]), DRIVEN_ROWS, conds)
 
     def completions_pass(self, scoped: Sequence[str]) -> None:
         """One typed word and its completions (as-you-type): read a few patients per word
