@@ -110,16 +110,23 @@ class Stream:
 
         self.prefix = f"t{uuid.uuid4().hex[:8]}"
         self.topics = [f"{self.prefix}.public.{t}" for t in ("patients", "patient_contacts")]
+        self.heartbeat = f"__debezium-heartbeat.{self.prefix}"
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        # The heartbeat topic too, as Debezium makes it before any indexer reads: created
+        # mid-test (auto-created by a metadata request or a first send), it changed the
+        # subscription and rebalanced the group during a test's resync.
         admin.create_topics(
-            [NewTopic(t, num_partitions=2, replication_factor=1) for t in self.topics]
+            [
+                *(NewTopic(t, num_partitions=2, replication_factor=1) for t in self.topics),
+                NewTopic(self.heartbeat, num_partitions=1, replication_factor=1),
+            ]
         )
         admin.close()
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
         self.rng = random.Random(3)
 
     def settings(self, db_url: str, bootstrap: str, **extra: Any) -> Settings:
-        topics = [*self.topics, f"__debezium-heartbeat.{self.prefix}"]
+        topics = [*self.topics, self.heartbeat]
         return make_indexer_settings(
             db_url,
             kafka_bootstrap_servers=bootstrap,
@@ -169,7 +176,7 @@ def test_kafka_events_reach_projection_and_bad_ones_dead_letter(
     stream.send("patient_contacts", "r", None, {"id": "k1", "patient_id": "p1"})
     stream.raw(stream.topics[0], _key("p9"), b"{garbage")
     stream.raw(stream.topics[1], None, b'{"op": "c", "after": {"kind": "phone"}}')
-    stream.raw(f"__debezium-heartbeat.{stream.prefix}", b'{"serverName":"x"}', b'{"ts_ms": 1}')
+    stream.raw(stream.heartbeat, b'{"serverName":"x"}', b'{"ts_ms": 1}')
     # hostile events: deep nesting, an op that is not a string, an absurd commit time
     deep = b'{"op": "c", "after": {"id": "Ann Lee", "x": ' + b"[" * 100_000 + b"]" * 100_000
     stream.raw(stream.topics[0], _key("p1"), deep + b"}}")
