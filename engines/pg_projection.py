@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from core import term_counts, terms
+from core import name_keys, term_counts, terms
 from core.documents import PatientDocument
 from core.schema import PROJECTION, SCHEMA
 
@@ -197,26 +197,11 @@ def array_literal(values: Sequence[str]) -> str:
     return '{"' + joined.replace("\x00", '","') + '"}'
 
 
-# A name key holds a name word (an `n:` term), or a given word and a family word of the
-# same patient joined by PAIR_SEP, which no name word holds: "james rodriguez". A two-word
-# crowd (10,000 James Rodriguezes) is then read by one key, O(page), where the driven read
-# probes about ten patients per patient kept. The first PAIRED_WORDS words of each field
-# are paired, so a long name stays a few keys.
-PAIR_SEP = " "
-PAIRED_WORDS = 3
-
-
-def name_pair(given: str, family: str) -> str:
-    return f"{given}{PAIR_SEP}{family}"
-
-
 def name_keys_of(doc: PatientDocument) -> list[str]:
     """The keys a document holds in name_keys, as the SQL fills derive them: its `n:`
-    words, then its given-family pairs."""
+    words, then its given-family pairs (core.name_keys)."""
     words = [t[len(NAME_LEAD) :] for t in doc.terms if t.startswith(NAME_LEAD)]
-    given = doc.match.get("given", [])[:PAIRED_WORDS]
-    family = doc.match.get("family", [])[:PAIRED_WORDS]
-    pairs = [name_pair(g, f) for g in given for f in family]
+    pairs = name_keys.pairs_of(doc.match.get("given", []), doc.match.get("family", []))
     return list(dict.fromkeys([*words, *pairs]))
 
 
@@ -397,7 +382,7 @@ def _insert_name_keys(
     conn: psycopg.Connection[Any], source: str, target: str, which: sql.SQL, value: Any
 ) -> None:
     """The keys of `source`'s rows matching `which` (one %s, `value`): their `n:` terms,
-    and the given-family pairs of their documents' words (name_keys_of)."""
+    and the given-family pairs of their documents' words (core.name_keys)."""
     source_table = sql.Identifier(SCHEMA, source)
     conn.execute(
         sql.SQL(
@@ -405,24 +390,14 @@ def _insert_name_keys(
             "select p.clinic_id, substr(t, length(p.clinic_id) + %s), p.id "
             "from {} p cross join lateral unnest(p.terms) t "
             "where {} and left(t, length(p.clinic_id) + %s) = p.clinic_id || %s "
-            "union all "  # a pair holds a space, a word none: only pairs repeat (john john)
-            "select distinct p.clinic_id, g.word || %s || f.word, p.id from {} p "
-            "cross join lateral jsonb_array_elements_text(p.doc->'match'->'given') "
-            "  with ordinality g(word, n) "
-            "cross join lateral jsonb_array_elements_text(p.doc->'match'->'family') "
-            "  with ordinality f(word, n) "
-            "where {} and g.n <= %s and f.n <= %s"
-        ).format(sql.Identifier(SCHEMA, target), source_table, which, source_table, which),
-        (
-            len(_SCOPED_NAME) + 1,
-            value,
-            len(_SCOPED_NAME),
-            _SCOPED_NAME,
-            PAIR_SEP,
-            value,
-            PAIRED_WORDS,
-            PAIRED_WORDS,
+            "union all {}"  # a pair holds a space, a word none: only pairs repeat (john john)
+        ).format(
+            sql.Identifier(SCHEMA, target),
+            source_table,
+            which,
+            name_keys.select_pairs(source_table, which),
         ),
+        (len(_SCOPED_NAME) + 1, value, len(_SCOPED_NAME), _SCOPED_NAME, value),
     )
 
 
@@ -442,5 +417,5 @@ def count_words(
             "insert into patient_search.name_words (clinic_id, term, patients) "
             "select clinic_id, term, count(*) from {} where strpos(term, {}) = 0{} "
             "group by 1, 2"
-        ).format(sql.Identifier(SCHEMA, keys), PAIR_SEP, only)
+        ).format(sql.Identifier(SCHEMA, keys), name_keys.PAIR_SEP, only)
     )

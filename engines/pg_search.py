@@ -27,9 +27,10 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from core import term_counts, terms
+from core.name_keys import name_pair
 from engines.base import Candidate, CandidateQuery, NameToken
 from engines.filters import NAME_FIELDS, Filter, folded_words
-from engines.pg_projection import NAME_LEAD, SCOPE, array_literal, name_pair, scope_terms
+from engines.pg_projection import NAME_LEAD, SCOPE, array_literal, scope_terms
 from engines.word_dictionary import TOTAL_WORD, Expansions, WordDictionary
 from normalizers.names import typo_distance
 
@@ -537,7 +538,7 @@ class CandidateSearch:
     def pair_pass(
         self, level: str, words: list[tuple[str, ...]], conds: list[sql.Composable]
     ) -> None:
-        """A two-word crowd read by its given-family pairs (pg_projection.name_pair), in
+        """A two-word crowd read by its given-family pairs (core.name_keys), in
         either order: O(page) keys, where the driven read probes about ten patients per
         patient kept. Each row still meets `conds` (the level's terms), so the pass reads
         a part of the level, the part the ranker puts first, and the driven read fills

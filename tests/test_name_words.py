@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 
+from core.schema import migrate
 from core.settings import Settings
 from indexer.reindex import reindex
 from indexer.sync import sync_patients
@@ -69,3 +70,24 @@ def test_words_follow_updates_and_leave_with_their_last_patient(db_url: str) -> 
         sync_patients(conn, ["p1", "p2"])
         assert not {k for k in words(conn) if k[0] == "clinic-a"}
         assert keys(conn, "p1") == set() and keys(conn, "p2") == set()
+
+
+def test_the_migration_fills_the_pairs_of_a_projection_built_before_them(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        insert_patient(conn, "p1", given="Mary Ann", family="Lopez Garcia")
+        insert_patient(conn, "p2", given="Ann Ann", family="Smith")
+        sync_patients(conn, ["p1", "p2"])
+        built = {p: keys(conn, p) for p in ("p1", "p2")}
+        # As a projection written before name keys held pairs: its words only.
+        conn.execute("delete from patient_search.name_keys where strpos(term, ' ') > 0")
+        conn.execute("delete from patient_search.schema_migrations where version = 90")
+        conn.commit()
+        assert not [k for p in ("p1", "p2") for k in keys(conn, p) if " " in k]
+        assert 90 in migrate(conn)
+        assert {p: keys(conn, p) for p in ("p1", "p2")} == built
+        assert "mary garcia" in built["p1"] and "ann smith" in built["p2"]
+        # Run again over pairs already there (a projection reindexed since): nothing added.
+        conn.execute("delete from patient_search.schema_migrations where version = 90")
+        conn.commit()
+        assert 90 in migrate(conn)
+        assert {p: keys(conn, p) for p in ("p1", "p2")} == built
