@@ -23,10 +23,12 @@ def test_load_benchmark_smoke(
     assert set(load.KINDS) == set(kinds)
     assert report["errors"] == 0
     assert all(k["requests"] > 0 for k in kinds.values())
+    assert all(k["api_cpu_ms"] > 0 for k in kinds.values())  # the workers' CPU is counted
     assert report["reindex"]["seconds"] > 0
     assert report["bare"]["rps"] > 0
     assert report["workers"] == 1
-    assert "| kind | req/s | of bare |" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "| kind | req/s | of bare |" in table and "| API CPU ms/req | PG CPU ms/req |" in table
 
 
 def test_census_population_is_census_weighted() -> None:
