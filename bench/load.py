@@ -401,10 +401,21 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir or f".patient-search-bench/{args.population}")
+
+
+def _database_env(args: argparse.Namespace, url: str) -> dict[str, str]:
+    """How `serve` finds the database: the URL given, else the embedded server's data
+    directory, so that `serve` starts (or joins) it as with no configuration at all."""
+    if os.environ.get("PATIENT_SEARCH_DATABASE_URL"):
+        return {"PATIENT_SEARCH_DATABASE_URL": url}
+    return {"PATIENT_SEARCH_DATA_DIR": str(_data_dir(args).resolve())}
+
+
 def prepare(args: argparse.Namespace, report: dict[str, Any]) -> tuple[str, str]:
     """The population in the benchmark database, reindexed; returns (url, key)."""
-    data_dir = Path(args.data_dir or f".patient-search-bench/{args.population}")
-    url = os.environ.get("PATIENT_SEARCH_DATABASE_URL") or start_embedded(data_dir)
+    url = os.environ.get("PATIENT_SEARCH_DATABASE_URL") or start_embedded(_data_dir(args))
     env = {**os.environ, "PATIENT_SEARCH_DATABASE_URL": url}
     with psycopg.connect(url) as conn:
         create_source_tables(conn)
@@ -477,7 +488,7 @@ def measure_api(
         cmd += ["--workers", str(args.workers)]
     env = {
         **os.environ,
-        "PATIENT_SEARCH_DATABASE_URL": url,
+        **_database_env(args, url),
         **SERVE_ENV,
         "PATIENT_SEARCH_CACHE_ENABLED": "true" if args.cache == "on" else "false",
     }

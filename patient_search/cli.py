@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from core.database import exit_cleanly_on_sigterm, resolve_database_url
+from core.database import exit_cleanly_on_sigterm, prewarm_in_background, resolve_database_url
 from core.logging import configure_logging
 from core.schema import migrate, migrate_or_check
 from core.settings import Settings, configure_normalizers, get_settings
@@ -90,6 +90,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     url = resolve_database_url(settings)
     migrate_or_check(url)
+    if not settings.database_url:  # the embedded server is this service's alone
+        prewarm_in_background(url)
     # Workers inherit the resolved URL instead of each starting a server, and the
     # worker count, so each sizes its connection pool to its share of the cores.
     os.environ["PATIENT_SEARCH_DATABASE_URL"] = url
