@@ -112,14 +112,14 @@ def start_embedded(data_dir: Path) -> str:
 _SEARCHED_TABLES = ("name_words", "term_counts", "name_keys", "patients")
 
 
-def prewarm_projection(url: str, *, budget_share: float = 0.5) -> int:
+def prewarm_projection(url: str, *, budget_share: float = 0.5) -> int | None:
     """Load the searched tables and their indexes into shared buffers (pg_prewarm); the
-    pages loaded, 0 when they would take more than `budget_share` of the buffers.
+    pages loaded, None when they would take more than `budget_share` of the buffers.
 
-    A server just started reads every page once from the OS cache, and with a cold
-    buffer cache a 1M-patient name search cost PostgreSQL a quarter to a third more CPU
-    than warm (issue 11, seventh pass). Loading 2.4 GB took 2.5 s. For the embedded
-    server, which is this service's alone; an external one is its operator's to tune.
+    A server just started reads every page once from the OS cache: at 1M patients a
+    typo search then cost PostgreSQL 2.9-3.0 ms of CPU against 1.9 ms warm (issue 11,
+    seventh pass). Loading 2.4 GB took 2.4 s. For the embedded server, which is this
+    service's alone; an external one is its operator's to tune.
     """
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("create extension if not exists pg_prewarm")
@@ -135,8 +135,8 @@ def prewarm_projection(url: str, *, budget_share: float = 0.5) -> int:
         buffers = conn.execute(
             "select setting::bigint * 8192 from pg_settings where name = 'shared_buffers'"
         ).fetchone()
-        if not rows or buffers is None or sum(r[1] for r in rows) > budget_share * buffers[0]:
-            return 0
+        if buffers is None or sum(r[1] for r in rows) > budget_share * buffers[0]:
+            return None
         pages = 0
         for oid, _ in rows:
             loaded = conn.execute("select pg_prewarm(%s)", (oid,)).fetchone()
@@ -153,6 +153,9 @@ def prewarm_in_background(url: str) -> threading.Thread:
             pages = prewarm_projection(url)
         except psycopg.Error as exc:
             log.warning("projection not prewarmed", extra={"error": type(exc).__name__})
+            return
+        if pages is None:
+            log.info("projection not prewarmed: larger than half the shared buffers")
             return
         seconds = round(time.monotonic() - started, 1)
         log.info("projection prewarmed", extra={"pages": pages, "seconds": seconds})
