@@ -59,6 +59,9 @@ def test_services_and_dependencies(compose: dict[str, Any]) -> None:
 def test_postgres_is_logical_with_reference_schema(compose: dict[str, Any]) -> None:
     pg = compose["services"]["postgres"]
     assert "wal_level=logical" in pg["command"]
+    # Buffers sized by the operator, and restored warm after a restart.
+    assert any(c.startswith("shared_buffers=${POSTGRES_SHARED_BUFFERS") for c in pg["command"])
+    assert "shared_preload_libraries=pg_prewarm" in pg["command"]
     mounts = " ".join(pg["volumes"])
     assert "./core/source_schema.sql:" in mounts and "./deploy/roles.sql:" in mounts
     for mount in pg["volumes"]:
