@@ -345,10 +345,14 @@ def _wait_ready(base: str, path: str, timeout: float = 120) -> None:
     raise RuntimeError(f"server at {base} did not become ready")
 
 
-def _rss_tree_mb(pid: int) -> float:
+def _process_tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants (`serve` and its workers)."""
     proc = psutil.Process(pid)
-    procs = [proc, *proc.children(recursive=True)]
-    return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+    return [proc, *proc.children(recursive=True)]
+
+
+def _rss_tree_mb(pid: int) -> float:
+    return sum(p.memory_info().rss for p in _process_tree(pid) if p.is_running()) / 2**20
 
 
 def _cpu_s(procs: list[psutil.Process]) -> float:
@@ -372,8 +376,7 @@ def _cpu_per_request(api_pid: int, measure: Callable[[], dict[str, Any]]) -> dic
     """`measure`'s result with the CPU the API workers and PostgreSQL spent per request:
     on a saturated machine, what a change saves shows here first, where req/s
     moves by more between two runs of the same code than most changes move it."""
-    api = psutil.Process(api_pid)
-    apis = [api, *api.children(recursive=True)]
+    apis = _process_tree(api_pid)
     pgs = _postgres_processes()
     api0, pg0 = _cpu_s(apis), _cpu_s(pgs)
     result = measure()

@@ -132,7 +132,7 @@ def prewarm_projection(url: str, *, budget_share: float = 0.5) -> int | None:
             "join pg_class t on t.oid = coalesce(i.indrelid, c.oid) "
             "where t.relnamespace = %s::regnamespace and t.relname = any(%s) "
             "and c.relkind in ('r', 'i') "
-            "order by c.relkind = 'r', pg_relation_size(c.oid)",
+            "order by c.relkind = 'r', 2",
             (SCHEMA, list(_SEARCHED_TABLES)),
         ).fetchall()
         buffers = conn.execute(
