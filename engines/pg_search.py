@@ -224,6 +224,12 @@ def no_expansion(tokens: Sequence[NameToken], clinics: Sequence[str]) -> Expansi
     return {t.text: set() for t in tokens}, {t.text: set() for t in tokens}
 
 
+def scope_all(clinics: Sequence[str], terms: Iterable[str]) -> list[str]:
+    """These terms in each of these clinics."""
+    wanted = sorted(set(terms))
+    return [t for c in clinics for t in scope_terms(c, wanted)]
+
+
 def _scoped_words(pairs: Iterable[tuple[str, str]]) -> tuple[str, ...]:
     """(clinic, word) pairs from one clinic's dictionary: that clinic's term only."""
     return tuple(
@@ -329,9 +335,12 @@ class CandidateSearch:
         # Name levels reached so far, pulled lazily from the ladder: the dictionary
         # is asked only if the exact level did not find enough.
         self.levels: list[Level] = []
-        self.ladder = _name_levels(
-            lambda tokens: widen(tokens, self.clinics), query.names, self.scoped
-        )
+        # The ladder must not hold `self`: a search referring to itself through a
+        # suspended generator is a cycle, left with all its candidates for the cycle
+        # collector, which then runs every few searches (issue 11).
+        clinics = self.clinics
+        scoped = functools.partial(scope_all, clinics)
+        self.ladder = _name_levels(lambda tokens: widen(tokens, clinics), query.names, scoped)
 
     def run(self) -> list[Candidate]:
         try:
@@ -638,13 +647,9 @@ class CandidateSearch:
         """The page asked for is filled: looser levels would only rank below it."""
         return len(self.found) >= min(self.query.enough, self.query.limit)
 
-    def scoped(self, terms: Iterable[str]) -> list[str]:
-        wanted = sorted(set(terms))
-        return [t for c in self.clinics for t in scope_terms(c, wanted)]
-
     def overlaps(self, wanted: Sequence[str]) -> sql.Composable:
         """Any of these terms, in any of the caller's clinics."""
-        return self.holds(self.scoped(wanted))
+        return self.holds(scope_all(self.clinics, wanted))
 
     @staticmethod
     def holds(scoped: Iterable[str]) -> sql.Composable:
