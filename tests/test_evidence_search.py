@@ -258,17 +258,19 @@ def test_a_search_is_freed_without_the_cycle_collector(clinic: str) -> None:
     words = _dictionary(clinic)
     settings = Settings(database_url=clinic)
     queries = ("is", "isabela rian", "john smith 3/4/1952", "quartermane", "12/4/1933")
+
+    def alive() -> list[object]:
+        return [o for o in gc.get_objects() if isinstance(o, CandidateSearch | Candidate)]
+
     with psycopg.connect(clinic) as conn:
         gc.collect()
+        before = alive()  # other tests' objects, held so that no new one takes their id
+        known = {id(o) for o in before}
         gc.disable()
         try:
             for q in queries:
                 assert search_ranked(conn, q, ["clinic-a"], settings=settings, words=words)
-            left = [
-                type(o).__name__
-                for o in gc.get_objects()
-                if isinstance(o, CandidateSearch | Candidate)
-            ]
+            left = [type(o).__name__ for o in alive() if id(o) not in known]
         finally:
             gc.enable()
     assert left == []
