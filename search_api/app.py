@@ -57,8 +57,9 @@ def quiet_collector() -> None:
     A search makes tens of thousands of short-lived objects, nearly all freed by
     reference counting: collecting the young generation every 700 allocations cost
     a sixth of a name search's CPU under load (prefix 148 -> 209 req/s at 1M), while
-    each search still left itself in a cycle (fixed since, engines.pg_search); at
-    700, 10,000 and 50,000 the CPU per request now differs by less than the noise."""
+    each search still left itself in a cycle (fixed since, engines.pg_search). Without
+    the cycle, 50,000 still costs the collector least: 10,000 took a third more of its
+    time, in older-generation pauses of 50-110 ms (docs/benchmarks.md, eighth pass)."""
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
