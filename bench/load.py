@@ -355,16 +355,23 @@ def _rss_tree_mb(pid: int) -> float:
     return sum(p.memory_info().rss for p in _process_tree(pid) if p.is_running()) / 2**20
 
 
-def _cpu_s(procs: list[psutil.Process]) -> float:
-    """User + system CPU seconds these processes have used (those gone count nothing)."""
-    total = 0.0
+def _cpu_s(procs: list[psutil.Process]) -> dict[int, float]:
+    """User + system CPU seconds each of these processes has used, by pid (those gone
+    are left out)."""
+    used: dict[int, float] = {}
     for p in procs:
         try:
             times = p.cpu_times()
         except psutil.Error:
             continue
-        total += times.user + times.system
-    return total
+        used[p.pid] = times.user + times.system
+    return used
+
+
+def _cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two readings by the processes alive at the second: one
+    started meanwhile counts whole, one gone meanwhile neither adds nor subtracts."""
+    return sum(used - before.get(pid, 0.0) for pid, used in after.items())
 
 
 def _postgres_processes() -> list[psutil.Process]:
@@ -376,14 +383,12 @@ def _cpu_per_request(api_pid: int, measure: Callable[[], dict[str, Any]]) -> dic
     """`measure`'s result with the CPU the API workers and PostgreSQL spent per request:
     on a saturated machine, what a change saves shows here first, where req/s
     moves by more between two runs of the same code than most changes move it."""
-    apis = _process_tree(api_pid)
-    pgs = _postgres_processes()
-    api0, pg0 = _cpu_s(apis), _cpu_s(pgs)
+    api0, pg0 = _cpu_s(_process_tree(api_pid)), _cpu_s(_postgres_processes())
     result = measure()
-    api1, pg1 = _cpu_s(apis), _cpu_s(_postgres_processes())
+    api1, pg1 = _cpu_s(_process_tree(api_pid)), _cpu_s(_postgres_processes())
     served = max(result["requests"], 1)
-    result["api_cpu_ms"] = round((api1 - api0) * 1000 / served, 2)
-    result["pg_cpu_ms"] = round((pg1 - pg0) * 1000 / served, 2) if pgs else None
+    result["api_cpu_ms"] = round(_cpu_spent(api0, api1) * 1000 / served, 2)
+    result["pg_cpu_ms"] = round(_cpu_spent(pg0, pg1) * 1000 / served, 2) if pg0 else None
     return result
 
 
