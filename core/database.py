@@ -135,9 +135,7 @@ def prewarm_projection(url: str, *, budget_share: float = 0.5) -> int | None:
             "order by c.relkind = 'r', 2",
             (SCHEMA, list(_SEARCHED_TABLES)),
         ).fetchall()
-        buffers = conn.execute(
-            "select setting::bigint * 8192 from pg_settings where name = 'shared_buffers'"
-        ).fetchone()
+        buffers = conn.execute("select pg_size_bytes(current_setting('shared_buffers'))").fetchone()
         if buffers is None or sum(r[1] for r in rows) > budget_share * buffers[0]:
             return None
         pages = 0
