@@ -13,8 +13,9 @@
    within a run; then each kind with one client alone (service time).
 4. Drives a bare FastAPI endpoint served the same way, in the same run, as the
    ceiling, and prints a markdown table (req/s, share of bare, p50/p90/p99,
-   errors, one-client p50/p90/p95 per kind, and the CPU the API workers and this
-   machine's PostgreSQL spent per request under load) and writes JSON.
+   errors, one-client p50/p90/p95 per kind, the CPU the API workers and this
+   machine's PostgreSQL spent per request under load, and the longest time a
+   thread of each waited for a CPU: bench.sched) and writes JSON.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import httpx
 import psutil
 import psycopg
 
+from bench.sched import RunQueueWatch
 from core.apikeys import create_key
 from core.database import start_embedded
 from core.schema import create_source_tables, migrate
@@ -384,12 +386,22 @@ def _cpu_per_request(api_pid: int, measure: Callable[[], dict[str, Any]]) -> dic
     on a saturated machine, what a change saves shows here first, where req/s
     moves by more between two runs of the same code than most changes move it."""
     api0, pg0 = _cpu_s(_process_tree(api_pid)), _cpu_s(_postgres_processes())
-    result = measure()
+    with RunQueueWatch(partial(_groups, api_pid)) as waits:
+        result = measure()
     api1, pg1 = _cpu_s(_process_tree(api_pid)), _cpu_s(_postgres_processes())
     served = max(result["requests"], 1)
     result["api_cpu_ms"] = round(_cpu_spent(api0, api1) * 1000 / served, 2)
     result["pg_cpu_ms"] = round(_cpu_spent(pg0, pg1) * 1000 / served, 2) if pg0 else None
+    longest = waits.longest_ms()
+    result["api_run_queue_max_ms"] = longest.get("api")
+    result["pg_run_queue_max_ms"] = longest.get("postgres") if pg0 else None
     return result
+
+
+def _groups(api_pid: int) -> dict[str, list[int]]:
+    """The processes whose run-queue waits a run reports: the API's, PostgreSQL's."""
+    api = [p.pid for p in _process_tree(api_pid)]
+    return {"api": api, "postgres": [p.pid for p in _postgres_processes()]}
 
 
 def _worker_count(pid: int) -> int:
@@ -603,6 +615,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _waits(kind: dict[str, Any]) -> str:
+    api, pg = kind.get("api_run_queue_max_ms"), kind.get("pg_run_queue_max_ms")
+    return "" if api is None else f"{api:.0f} / {pg:.0f}" if pg is not None else f"{api:.0f}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"{report['patients']:,} {report['population']} patients in {report['clinics']} clinics "
@@ -611,15 +628,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"cache {report['cache']}",
         "",
         "| kind | req/s | of bare | p50 ms | p90 ms | p99 ms | errors | alone p50 | alone p90 "
-        "| alone p95 | API CPU ms/req | PG CPU ms/req |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| alone p95 | API CPU ms/req | PG CPU ms/req | longest run-queue wait ms (API / PG) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = [*report["kinds"].items(), ("bare endpoint", {**report["bare"], "share_of_bare": 1})]
     for kind, k in rows:
         lines.append(
             f"| {kind} | {k['rps']} | {k['share_of_bare']:.0%} | {k['p50_ms']} | {k['p90_ms']} "
             f"| {k['p99_ms']} | {k['errors']} | {k['alone_p50_ms']} | {k['alone_p90_ms']} "
-            f"| {k['alone_p95_ms']} | {k.get('api_cpu_ms', '')} | {k.get('pg_cpu_ms') or ''} |"
+            f"| {k['alone_p95_ms']} | {k.get('api_cpu_ms', '')} | {k.get('pg_cpu_ms') or ''} "
+            f"| {_waits(k)} |"
         )
     lines += ["", f"- API RSS (all workers): {report.get('api_rss_mb')} MB"]
     if "generate" in report:

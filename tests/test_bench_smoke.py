@@ -24,11 +24,39 @@ def test_load_benchmark_smoke(
     assert report["errors"] == 0
     assert all(k["requests"] > 0 for k in kinds.values())
     assert all(k["api_cpu_ms"] > 0 for k in kinds.values())  # the workers' CPU is counted
+    assert all(k["api_run_queue_max_ms"] >= 0 for k in kinds.values())  # read from schedstat
     assert report["reindex"]["seconds"] > 0
     assert report["bare"]["rps"] > 0
     assert report["workers"] == 1
     table = capsys.readouterr().out
     assert "| kind | req/s | of bare |" in table and "| API CPU ms/req | PG CPU ms/req |" in table
+    assert "longest run-queue wait ms (API / PG)" in table
+
+
+def test_run_queue_watch_sees_threads_waiting_for_a_cpu() -> None:
+    """More busy processes than cores: each waits for a CPU, and the watch says how long."""
+    import os
+    import subprocess
+    import sys
+
+    from bench.sched import RunQueueWatch, run_queue_ns
+
+    burn = "import time\nend = time.monotonic() + 1.5\nwhile time.monotonic() < end: pass"
+    busy = [
+        subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2 * (os.cpu_count() or 1) + 1)
+    ]
+    try:
+        with RunQueueWatch(lambda: {"busy": [p.pid for p in busy], "idle": [1]}) as watch:
+            for p in busy:
+                p.wait(timeout=30)
+    finally:
+        for p in busy:
+            p.kill()
+    longest = watch.longest_ms()
+    assert set(longest) == {"busy", "idle"}
+    # Two processes per core: each waits about as long as it runs, in slices of ms.
+    assert longest["busy"] > 1.0
+    assert run_queue_ns(os.getpid())  # this process's own threads are readable
 
 
 def test_census_population_is_census_weighted() -> None:
