@@ -77,7 +77,6 @@ class Settings(BaseSettings):
     slow_query_ms: float = Field(default=100.0, ge=0)
     log_level: str = "INFO"
     workers: int = Field(default=0, ge=0)  # 0: one per core available to the process
-    api_nice: int = Field(default=5, ge=0, le=19)  # workers' CPU priority below the database's
 
     @field_validator("date_order")
     @classmethod

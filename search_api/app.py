@@ -8,11 +8,9 @@ a new area adds its router to ROUTERS. The HTTP contract is in DESIGN.md.
 from __future__ import annotations
 
 import gc
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from anyio import to_thread
@@ -39,8 +37,6 @@ ROUTERS: tuple[APIRouter, ...] = (
 async def lifespan(
     app: FastAPI, *, settings: Settings, database_url: str, primary: Any, owns_process: bool
 ) -> AsyncIterator[None]:
-    if owns_process:  # before AppState.open starts threads: they inherit the priority
-        yield_cpu(settings.api_nice)
     app.state.search = AppState.open(settings, database_url, primary)
     if owns_process:
         quiet_collector()
@@ -69,29 +65,6 @@ def quiet_collector() -> None:
 
 
 GC_YOUNG_THRESHOLD = 50_000
-
-
-def yield_cpu(nice: int) -> None:
-    """Let a database on this machine have the CPU first (issue 11): under load its
-    backends, each in a session of its own (PostgreSQL calls setsid), waited up to 3.3 s
-    for a CPU while the workers' threads ran, which was the crowded timeouts. Where the
-    kernel schedules by session (autogroup), a process's nice counts only within its
-    session: a spawned worker (not a process-group leader) takes a session of its own and
-    lowers that, so neither the supervisor nor the shell that started it is touched.
-    Raising nice needs no privilege; where a step is refused the process runs as it was."""
-    if nice <= 0:
-        return
-    try:
-        os.nice(nice)
-    except OSError:
-        return
-    if os.getpgid(0) == os.getpid():  # a group leader (serve in-process): keep the session
-        return
-    try:
-        os.setsid()
-        Path("/proc/self/autogroup").write_text(str(nice))
-    except OSError:
-        pass  # no autogroup (not Linux, or disabled): nice alone orders the threads
 
 
 def handler_threads(settings: Settings) -> int:

@@ -4,7 +4,6 @@ workers together keep about four connections per core (issue 11)."""
 from __future__ import annotations
 
 import gc
-from typing import Any
 
 import pytest
 from anyio import to_thread
@@ -46,63 +45,9 @@ def test_a_worker_s_app_keeps_the_collector_off_the_request_path(db_url: str) ->
     try:
         with TestClient(create_app(Settings(), db_url)):
             assert gc.get_threshold() == before
-        with TestClient(create_app(Settings(api_nice=0), db_url, owns_process=True)):
+        with TestClient(create_app(Settings(), db_url, owns_process=True)):
             assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
             assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
-
-
-_YIELD = """
-import json, os, sys
-from pathlib import Path
-from search_api.app import yield_cpu
-before = (os.getpriority(os.PRIO_PROCESS, 0), os.getsid(0))
-yield_cpu(int(sys.argv[1]))
-group = Path("/proc/self/autogroup")
-print(json.dumps({
-    "nice": [before[0], os.getpriority(os.PRIO_PROCESS, 0)],
-    "own_session": [before[1] == os.getpid(), os.getsid(0) == os.getpid()],
-    "autogroup": group.read_text() if group.exists() else None,
-}))
-"""
-
-
-def _yielded(nice: int, *, leader: bool) -> dict[str, Any]:
-    import json
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", _YIELD, str(nice)],
-        capture_output=True,
-        text=True,
-        check=True,
-        start_new_session=leader,
-    ).stdout
-    return dict(json.loads(out))
-
-
-def test_a_spawned_worker_lowers_its_priority_in_a_session_of_its_own() -> None:
-    """Like a uvicorn worker (not a process-group leader): nice +5, its own session, and
-    that session's autogroup at nice 5 where the kernel has autogroups."""
-    got = _yielded(5, leader=False)
-    before, after = got["nice"]
-    assert after == min(before + 5, 19)
-    assert got["own_session"] == [False, True]
-    if got["autogroup"] is not None:
-        assert got["autogroup"].split()[-1] == "5"
-
-
-def test_a_group_leader_keeps_its_session_and_zero_changes_nothing() -> None:
-    """serve in-process, started from a shell, leads its group: the shell's session and
-    its autogroup are left alone. API_NICE=0 leaves the process as it was started."""
-    led = _yielded(5, leader=True)
-    assert led["nice"][1] == min(led["nice"][0] + 5, 19)
-    assert led["own_session"] == [True, True]
-    if led["autogroup"] is not None:
-        assert led["autogroup"].split()[-1] == "0"
-    untouched = _yielded(0, leader=False)
-    assert untouched["nice"][0] == untouched["nice"][1]
-    assert untouched["own_session"] == [False, False]
