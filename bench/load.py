@@ -384,7 +384,8 @@ def _postgres_processes() -> list[psutil.Process]:
 def _cpu_per_request(api_pid: int, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """`measure`'s result with the CPU the API workers and PostgreSQL spent per request:
     on a saturated machine, what a change saves shows here first, where req/s
-    moves by more between two runs of the same code than most changes move it."""
+    moves by more between two runs of the same code than most changes move it. Also
+    the longest wait of a thread of each for a CPU: a stall no log explains may be one."""
     api0, pg0 = _cpu_s(_process_tree(api_pid)), _cpu_s(_postgres_processes())
     with RunQueueWatch(partial(_groups, api_pid)) as waits:
         result = measure()
