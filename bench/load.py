@@ -617,8 +617,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _waits(kind: dict[str, Any]) -> str:
+    """API and PG milliseconds; the API's alone when PostgreSQL is elsewhere; empty for bare."""
     api, pg = kind.get("api_run_queue_max_ms"), kind.get("pg_run_queue_max_ms")
-    return "" if api is None else f"{api:.0f} / {pg:.0f}" if pg is not None else f"{api:.0f}"
+    if api is None:
+        return ""
+    if pg is None:
+        return f"{api:.0f}"
+    return f"{api:.0f} / {pg:.0f}"
 
 
 def markdown(report: dict[str, Any]) -> str:

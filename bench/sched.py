@@ -44,9 +44,9 @@ class RunQueueWatch:
 
     groups: Groups
     interval_s: float = 0.05
-    _longest: dict[str, float] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _longest: dict[str, float] = field(init=False, default_factory=dict)
+    _stop: threading.Event = field(init=False, default_factory=threading.Event)
+    _thread: threading.Thread | None = field(init=False, default=None)
 
     def __enter__(self) -> RunQueueWatch:
         self._thread = threading.Thread(target=self._run, name="run-queue-watch", daemon=True)
