@@ -117,7 +117,9 @@ def search_patients(
 
 
 @router.post("/lookup", response_model=models.LookupResponse, responses=_ERRORS)
-def lookup(body: models.LookupRequest, access: LookupAccess, state: State) -> models.LookupResponse:
+def lookup(
+    body: models.LookupRequest, access: LookupAccess, state: State, response: Response
+) -> Response:
     """Exact identifiers only; a hit, a miss and a locked identifier have the same shape.
 
     Five misses for one key and the same phone or MRN within the lockout window
@@ -132,7 +134,7 @@ def lookup(body: models.LookupRequest, access: LookupAccess, state: State) -> mo
     found = _guarded_lookup(term_sets, access, state)
     access.returned(c.id for c in found)
     RESULTS.labels(endpoint="lookup").observe(len(found))
-    return models.LookupResponse(
+    answer = models.LookupResponse(
         results=[
             models.LookupMatch(
                 id=c.id,
@@ -145,6 +147,7 @@ def lookup(body: models.LookupRequest, access: LookupAccess, state: State) -> mo
         ],
         took_ms=round((time.perf_counter() - started) * 1000, 2),
     )
+    return _json(answer.model_dump_json(), response)
 
 
 @router.get(
