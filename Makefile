@@ -10,7 +10,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# The modules setup.py compiles (pyproject.toml, [tool.patient-search] native): when one
+# changes, the install builds it again before the tests or the demo run.
+NATIVE := $(shell $(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["tool"]["patient-search"]["native"])' 2>/dev/null)
+
+$(STAMP): pyproject.toml setup.py $(NATIVE) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -57,4 +61,6 @@ screenshot: $(STAMP)
 		$(BIN)/python -m pytest tests/test_browser.py tests/test_browser_access.py -q -k screenshots
 
 clean:
-	rm -rf $(VENV) .patient-search .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .patient-search .pytest_cache .mypy_cache .ruff_cache build
+	find normalizers core engines indexer search_api patient_search -name '*.so' -delete
+	rm -f *__mypyc*.so

@@ -89,7 +89,7 @@ def _ascii_fold_table() -> dict[int, str | None]:
 _ASCII_FOLD = _ascii_fold_table()
 
 
-def fold(text: str) -> str:
+def fold(text: object) -> str:
     """Fold text to the comparison form used for every name and free-text field.
 
     Accents and case go, digits become ASCII, apostrophes vanish, other punctuation becomes a

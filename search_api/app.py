@@ -8,6 +8,7 @@ a new area adds its router to ROUTERS. The HTTP contract is in DESIGN.md.
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -16,6 +17,7 @@ from typing import Any
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI
 
+from core import native
 from core.settings import Settings
 from search_api import fhir
 from search_api.access import install_access
@@ -23,6 +25,8 @@ from search_api.dependencies import AppState
 from search_api.edge import Edge
 from search_api.errors import install_error_handlers
 from search_api.routes import audit, ops, page, patients
+
+log = logging.getLogger(__name__)
 
 ROUTERS: tuple[APIRouter, ...] = (
     patients.router,
@@ -40,6 +44,7 @@ async def lifespan(
     app.state.search = AppState.open(settings, database_url, primary)
     if owns_process:
         quiet_collector()
+        report_native()
     # Handlers run in anyio's thread pool (40 threads by default). Threads beyond what
     # the connection pools can serve only wait on the pools' locks while contending for
     # the GIL: under 50 clients that churn cost more than the waiting (issue 11).
@@ -65,6 +70,17 @@ def quiet_collector() -> None:
 
 
 GC_YOUNG_THRESHOLD = 50_000
+
+
+def report_native() -> None:
+    """Whether the search path runs compiled (setup.py); a warning when a compiled module
+    is older than its source, whose change then does not run."""
+    log.info("compiled modules", extra={"count": len(native.compiled())})
+    if old := native.stale():
+        log.warning(
+            "compiled modules older than their source: build again (make install)",
+            extra={"modules": old},
+        )
 
 
 def handler_threads(settings: Settings) -> int:

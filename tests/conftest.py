@@ -7,8 +7,10 @@ that already holds the extensions, the clinic's source tables and schema
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from core import native
 from core.database import start_embedded
 from core.schema import create_source_tables, migrate
 from core.settings import get_settings
@@ -24,6 +27,27 @@ from tests.factories import cloned_database
 
 TEMPLATE = "patient_search_test_template"
 pytest_plugins = ["tests.fixtures", "tests.fhir_support", "tests.kafka_broker"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def native_module_names() -> list[str]:
+    """The modules setup.py compiles (pyproject.toml, [tool.patient-search] native)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return [
+        p.removesuffix(".py").replace("/", ".") for p in config["tool"]["patient-search"]["native"]
+    ]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Testing a compiled module older than its source would test the old code."""
+    for name in native_module_names():
+        importlib.import_module(name)
+    if old := native.stale():
+        pytest.exit(
+            f"compiled before their source last changed: {', '.join(old)}; build again with"
+            " `make install` (or pip install -e .), or PATIENT_SEARCH_COMPILE=0 for plain Python",
+            returncode=4,
+        )
 
 
 @pytest.fixture(autouse=True)
