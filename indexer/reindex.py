@@ -66,11 +66,13 @@ def reindex(
 ) -> int:
     """Rebuild the projection (all clinics, or one); returns the number of documents."""
     started = time.monotonic()
-    # A full rebuild is the indexer's initial sync: the change stream is made ready
-    # before the snapshot, so the indexer then streams from there instead of redoing it.
-    stream = _prepare_stream(url, settings) if clinic_id is None else None
     registration: ReindexState = {"clinic_id": clinic_id, "engine": "postgres"}
     with reindex_guard(url, registration, on_release=_drop_rebuild_tables) as guard:
+        # A full rebuild is the indexer's initial sync: the change stream is made ready
+        # before the snapshot, so the indexer then streams from there instead of redoing
+        # it. Under the guard: a second reindex started meanwhile must not drop and
+        # remake the running one's slot (the changes between would be lost).
+        stream = _prepare_stream(url, settings) if clinic_id is None else None
         filled = _build(url, guard.conn, settings, clinic_id, progress)
         swapping = time.monotonic()
         _swap(guard, settings, clinic_id, filled, stream=stream)

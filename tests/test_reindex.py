@@ -100,6 +100,23 @@ def test_a_second_reindex_at_the_same_time_is_refused(populated: str) -> None:
         assert other.execute("select count(*) from patient_search.state").fetchone() == (0,)
 
 
+def test_a_refused_reindex_leaves_the_running_ones_slot(populated: str) -> None:
+    """A second reindex refused while one runs must not remake the running one's slot:
+    the changes committed between the two slots would never reach the indexer."""
+    settings = make_indexer_settings(populated, reindex_workers=1)
+    rx.make_source(populated, settings).prepare_for_rebuild()  # as the running one did
+    slot = "select restart_lsn::text from pg_replication_slots where slot_name = %s"
+    checkpoint = "select position from patient_search.checkpoints"
+    with psycopg.connect(populated, autocommit=True) as conn:
+        kept = conn.execute(slot, (settings.slot_name,)).fetchall()
+        marks = conn.execute(checkpoint).fetchall()
+        conn.execute("update patients set given_name = 'Meanwhile' where id = 'p0001'")
+        with reindex_guard(populated, {"engine": "postgres"}), pytest.raises(ReindexBusy):
+            rx.reindex(populated, settings, progress=False)
+        assert conn.execute(slot, (settings.slot_name,)).fetchall() == kept
+        assert conn.execute(checkpoint).fetchall() == marks
+
+
 def test_clinic_rebuild_keeps_other_clinics_contact_owners(populated: str) -> None:
     """A patient of another clinic touched during a one-clinic rebuild keeps its contacts'
     owner rows, so a later contact delete still finds whose document to rebuild."""
