@@ -38,6 +38,13 @@ def test_a_new_embedded_server_gets_buffers_sized_to_this_machine(server_url: st
 
 
 @EMBEDDED_ONLY
+def test_a_new_embedded_server_keeps_a_full_reindexs_wal_for_its_slot(server_url: str) -> None:
+    with psycopg.connect(server_url) as conn:
+        row = conn.execute("show max_slot_wal_keep_size").fetchone()
+    assert row == ("16GB",)  # a 1M rebuild writes about 3.7 GB while it holds its slot
+
+
+@EMBEDDED_ONLY
 def test_prewarm_loads_every_page_of_the_searched_tables_and_their_indexes(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         for i in range(50):
