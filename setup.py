@@ -2,14 +2,14 @@
 
 Issue 11: under load a name search spends most of the API's CPU in Python (ranking,
 building the passes' statements, parsing the query); compiled, the same source ran a
-typo search with 11-26 % less API CPU in four alternated rounds (docs/benchmarks.md,
+typo search with 11-43 % less API CPU in six alternated rounds (docs/benchmarks.md,
 tenth pass). Everything else about the package is in pyproject.toml, which also lists
 the modules compiled ([tool.patient-search] native).
 
 The modules stay plain Python files: without a compiler, or with
 PATIENT_SEARCH_COMPILE=0, they are installed as they are and behave the same. An
 editable install builds next to the sources; `make` rebuilds when they change, and
-`patient_search.native` tells when a compiled module is older than its source.
+`core.native` tells when a compiled module is older than its source.
 """
 
 import os

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import os
 import tempfile
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,19 +26,12 @@ from tests.factories import cloned_database
 
 TEMPLATE = "patient_search_test_template"
 pytest_plugins = ["tests.fixtures", "tests.fhir_support", "tests.kafka_broker"]
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def native_module_names() -> list[str]:
-    """The modules setup.py compiles (pyproject.toml, [tool.patient-search] native)."""
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return [
-        p.removesuffix(".py").replace("/", ".") for p in config["tool"]["patient-search"]["native"]
-    ]
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Testing a compiled module older than its source would test the old code."""
+    from tests.fixtures import native_module_names  # a plugin: imported once registered
+
     for name in native_module_names():
         importlib.import_module(name)
     if old := native.stale():

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,6 +40,14 @@ from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = ("patient_search_indexer", "patient_search_api", "debezium")
+
+
+def native_module_names() -> list[str]:
+    """The modules setup.py compiles (pyproject.toml, [tool.patient-search] native)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return [
+        p.removesuffix(".py").replace("/", ".") for p in config["tool"]["patient-search"]["native"]
+    ]
 
 
 def roles_sql() -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core import native
-from tests.conftest import native_module_names
+from tests.fixtures import native_module_names
 
 
 def test_the_search_path_is_compiled_all_or_nothing() -> None:
