@@ -86,7 +86,7 @@ def cmd_meili_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
+    from patient_search import serving
 
     url = resolve_database_url(settings)
     migrate_or_check(url)
@@ -98,7 +98,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     workers = args.workers or settings.workers
     os.environ["PATIENT_SEARCH_WORKERS"] = str(workers)
     exit_cleanly_on_sigterm()
-    uvicorn.run(
+    serving.run(
         "search_api.asgi:app",
         host=args.host,
         port=args.port,

@@ -6,6 +6,7 @@
 - `indexer_settings`: Settings for an indexer on the test database (its own slot).
 - `start_indexer`, `kill_9_until`: `python -m indexer` as a child process, and the loop
   that kills it with SIGKILL at random moments while a writer thread runs.
+- `serve`, `stop`: `patient-search serve` as a child process on a free port.
 - `dead_url`: an http URL of a local port where nothing listens (a server that is down).
 - `ErrorServer`: a local HTTP server answering every request with one error status and
   recording what it was sent (method, path, Authorization, JSON body): for checking the
@@ -31,6 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from psycopg import sql
@@ -39,6 +41,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "patient-search")
 ROLES = ("patient_search_indexer", "patient_search_api", "debezium")
 
 
@@ -169,12 +172,51 @@ def kill_9_until(
     return kills
 
 
-@pytest.fixture
-def dead_url() -> str:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def dead_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def serve(db_url: str, *, workers: int = 1, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`patient-search serve` on a free port, once /healthz answers; `env` sets settings."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [CLI, "serve", "--port", str(port), "--workers", str(workers)],
+        env={
+            **os.environ,
+            "PATIENT_SEARCH_DATABASE_URL": db_url,
+            "PATIENT_SEARCH_LOG_LEVEL": "WARNING",
+            "PATIENT_SEARCH_POOL_MIN_SIZE": "1",
+            **{f"PATIENT_SEARCH_{k.upper()}": v for k, v in env.items()},
+        },
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("serve did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as an orchestrator stops the service; SIGKILL after 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 class ErrorServer:

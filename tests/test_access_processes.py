@@ -4,14 +4,9 @@ audit record lost on SIGTERM."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -19,54 +14,13 @@ import pytest
 
 from core.apikeys import create_key, find_key, revoke_key
 from tests.factories import cloned_database
-
-CLI = str(Path(sys.executable).parent / "patient-search")
+from tests.fixtures import serve, stop
 
 
 @pytest.fixture(scope="module")
 def module_db(server_url: str, template_db: str) -> Iterator[str]:
     with cloned_database(server_url, template_db) as url:
         yield url
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def serve(db_url: str, *, workers: int = 1, **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [CLI, "serve", "--port", str(port), "--workers", str(workers)],
-        env={
-            **os.environ,
-            "PATIENT_SEARCH_DATABASE_URL": db_url,
-            "PATIENT_SEARCH_LOG_LEVEL": "WARNING",
-            "PATIENT_SEARCH_POOL_MIN_SIZE": "1",
-            **{f"PATIENT_SEARCH_{k.upper()}": v for k, v in env.items()},
-        },
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("serve did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

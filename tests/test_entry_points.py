@@ -6,15 +6,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from core.schema import MIGRATIONS, schema_version
 from core.settings import Settings
-
-CLI = str(Path(sys.executable).parent / "patient-search")
+from tests.fixtures import CLI
 
 
 @pytest.mark.parametrize("command", [[sys.executable, "-m", "indexer"], [CLI, "indexer"]])

@@ -1,0 +1,111 @@
+"""`serve` with several workers gives each its own listening socket on the port, so the
+kernel spreads connections across workers (patient_search.serving); a port already in
+use is refused, as uvicorn refuses it."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from patient_search.serving import listening_sockets
+from tests.factories import cloned_database
+from tests.fixtures import serve, stop
+
+
+@pytest.fixture
+def own_db(server_url: str, template_db: str) -> Iterator[str]:
+    with cloned_database(server_url, template_db) as url:
+        yield url
+
+
+def test_sockets_share_one_port() -> None:
+    sockets = listening_sockets("127.0.0.1", 0, 3)
+    try:
+        ports = {s.getsockname()[1] for s in sockets}
+        assert len(sockets) == 3 and len(ports) == 1 and 0 not in ports
+        assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in sockets)
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_a_port_in_use_is_refused() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit, match=f"cannot listen on 127.0.0.1:{port}"):
+            listening_sockets("127.0.0.1", port, 2)
+
+
+def test_a_second_serve_cannot_share_the_port() -> None:
+    """Sockets that all set SO_REUSEPORT would share a port silently: the first serve's
+    listening sockets make the second's refused."""
+    first = listening_sockets("127.0.0.1", 0, 2)
+    try:
+        for s in first:
+            s.listen()
+        port = first[0].getsockname()[1]
+        with pytest.raises(SystemExit, match="cannot listen"):
+            listening_sockets("127.0.0.1", port, 2)
+    finally:
+        for s in first:
+            s.close()
+
+
+def test_connections_opened_together_reach_both_workers(own_db: str) -> None:
+    """Forty keep-alive connections opened at once, as a client's pool opens them, once
+    both workers listen: each worker holds some (with a socket each, the kernel's spread
+    by address leaves one worker none with probability 2^-39). On uvicorn's one shared
+    socket the split depended on which worker woke first: 50/0 and 49/1 under wrk."""
+    proc, base = serve(own_db, workers=2)
+    port = int(base.rsplit(":", 1)[1])
+    clients = [socket.socket() for _ in range(40)]
+    try:
+        workers = [
+            child
+            for child in psutil.Process(proc.pid).children()
+            if "spawn_main" in " ".join(child.cmdline())  # not multiprocessing's tracker
+        ]
+        assert len(workers) == 2
+        wait_until_listening(workers, port)
+        for client in clients:  # a burst: all queued before a worker wakes to accept
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+        for client in clients:
+            client.setblocking(True)
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        for client in clients:
+            assert client.recv(64).startswith(b"HTTP/1.1 200")
+        held = Counter(
+            worker.pid
+            for worker in workers
+            for conn in worker.net_connections("tcp")
+            if conn.status == psutil.CONN_ESTABLISHED and conn.laddr.port == port
+        )
+        assert sum(held.values()) == 40
+        assert len(held) == 2, held
+    finally:
+        for client in clients:
+            client.close()
+        stop(proc)
+
+
+def wait_until_listening(workers: list[psutil.Process], port: int) -> None:
+    """/healthz answers once the first worker listens; the second may still be starting."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if all(
+            any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in w.net_connections()
+            )
+            for w in workers
+        ):
+            return
+        time.sleep(0.1)
+    raise AssertionError("a worker never listened")
