@@ -5,10 +5,12 @@ use is refused, as uvicorn refuses it."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
 
+import httpx
 import psutil
 import pytest
 
@@ -67,11 +69,7 @@ def test_connections_opened_together_reach_both_workers(own_db: str) -> None:
     port = int(base.rsplit(":", 1)[1])
     clients = [socket.socket() for _ in range(40)]
     try:
-        workers = [
-            child
-            for child in psutil.Process(proc.pid).children()
-            if "spawn_main" in " ".join(child.cmdline())  # not multiprocessing's tracker
-        ]
+        workers = spawned_workers(proc)
         assert len(workers) == 2
         wait_until_listening(workers, port)
         for client in clients:  # a burst: all queued before a worker wakes to accept
@@ -96,6 +94,18 @@ def test_connections_opened_together_reach_both_workers(own_db: str) -> None:
         stop(proc)
 
 
+def spawned_workers(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The serve process's live workers (not multiprocessing's resource tracker)."""
+    workers = []
+    for child in psutil.Process(proc.pid).children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                workers.append(child)
+        except psutil.Error:  # a killed worker not yet reaped
+            continue
+    return workers
+
+
 def wait_until_listening(workers: list[psutil.Process], port: int) -> None:
     """/healthz answers once the first worker listens; the second may still be starting."""
     deadline = time.monotonic() + 60
@@ -109,3 +119,26 @@ def wait_until_listening(workers: list[psutil.Process], port: int) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("a worker never listened")
+
+
+def test_a_killed_worker_is_replaced_and_the_port_still_answers(own_db: str) -> None:
+    """uvicorn's supervisor starts a new worker for one that died; it listens on every
+    socket (serving.SocketPerWorker), so no connection waits on the dead one's."""
+    proc, base = serve(own_db, workers=2)
+    try:
+        victim = spawned_workers(proc)[0]
+        victim.kill()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            workers = spawned_workers(proc)
+            if len(workers) == 2 and victim.pid not in {w.pid for w in workers}:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the killed worker was not replaced")
+        wait_until_listening(workers, int(base.rsplit(":", 1)[1]))
+        for _ in range(20):  # new connections each, spread over both sockets
+            assert httpx.get(base + "/healthz", timeout=5).status_code == 200
+    finally:
+        stop(proc)
+    assert proc.returncode == 0
