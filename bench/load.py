@@ -539,8 +539,7 @@ def measure_bare(args: argparse.Namespace) -> dict[str, Any]:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     workers = str(args.workers or _default_workers())
-    cmd = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port)]
-    cmd += ["--workers", workers, "--log-level", "warning", "--no-access-log"]
+    cmd = [sys.executable, "-m", "bench.bare_app", str(port), workers]
     bare = _serve(cmd, dict(os.environ), base, "/bare")
     try:
         run = wrk_run if args.driver == "wrk" else python_run
