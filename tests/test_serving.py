@@ -60,11 +60,13 @@ def test_a_second_serve_cannot_share_the_port() -> None:
             s.close()
 
 
-def test_connections_opened_together_reach_both_workers(own_db: str) -> None:
-    """Forty keep-alive connections opened at once, as a client's pool opens them, once
-    both workers listen: each worker holds some (with a socket each, the kernel's spread
-    by address leaves one worker none with probability 2^-39). On uvicorn's one shared
-    socket the split depended on which worker woke first: 50/0 and 49/1 under wrk."""
+def test_connections_opened_while_a_worker_is_busy_still_reach_it(own_db: str) -> None:
+    """Forty keep-alive connections opened at once, as a client's pool opens them, while
+    one worker cannot run (SIGSTOP: busy, or not yet scheduled). On uvicorn's one shared
+    socket the running worker accepted all forty and kept them (keep-alive): 50/0 and
+    49/1 splits under wrk. With a socket each, the stopped worker's share waits on its
+    own socket and is served once it runs: each worker holds some (one holds none with
+    probability 2^-39)."""
     proc, base = serve(own_db, workers=2)
     port = int(base.rsplit(":", 1)[1])
     clients = [socket.socket() for _ in range(40)]
@@ -72,13 +74,20 @@ def test_connections_opened_together_reach_both_workers(own_db: str) -> None:
         workers = spawned_workers(proc)
         assert len(workers) == 2
         wait_until_listening(workers, port)
-        for client in clients:  # a burst: all queued before a worker wakes to accept
-            client.setblocking(False)
-            client.connect_ex(("127.0.0.1", port))
+        busy = workers[1]
+        busy.suspend()
+        try:
+            for client in clients:  # a burst: all queued while one worker cannot accept
+                client.setblocking(False)
+                client.connect_ex(("127.0.0.1", port))
+            for client in clients:
+                client.setblocking(True)
+                client.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            time.sleep(0.5)  # the running worker takes what it can reach
+        finally:
+            busy.resume()
         for client in clients:
-            client.setblocking(True)
-            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
-        for client in clients:
+            client.settimeout(30)
             assert client.recv(64).startswith(b"HTTP/1.1 200")
         held = Counter(
             worker.pid
@@ -87,6 +96,7 @@ def test_connections_opened_together_reach_both_workers(own_db: str) -> None:
             if conn.status == psutil.CONN_ESTABLISHED and conn.laddr.port == port
         )
         assert sum(held.values()) == 40
+        assert held[busy.pid] > 0, held
         assert len(held) == 2, held
     finally:
         for client in clients:
