@@ -8,21 +8,13 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import httpx
 import psutil
 import pytest
 
 from patient_search.serving import listening_sockets
-from tests.factories import cloned_database
 from tests.fixtures import serve, stop
-
-
-@pytest.fixture
-def own_db(server_url: str, template_db: str) -> Iterator[str]:
-    with cloned_database(server_url, template_db) as url:
-        yield url
 
 
 def test_sockets_share_one_port() -> None:
@@ -60,14 +52,14 @@ def test_a_second_serve_cannot_share_the_port() -> None:
             s.close()
 
 
-def test_connections_opened_while_a_worker_is_busy_still_reach_it(own_db: str) -> None:
+def test_connections_opened_while_a_worker_is_busy_still_reach_it(db_url: str) -> None:
     """Forty keep-alive connections opened at once, as a client's pool opens them, while
     one worker cannot run (SIGSTOP: busy, or not yet scheduled). On uvicorn's one shared
     socket the running worker accepted all forty and kept them (keep-alive): 50/0 and
     49/1 splits under wrk. With a socket each, the stopped worker's share waits on its
     own socket and is served once it runs: each worker holds some (one holds none with
     probability 2^-39)."""
-    proc, base = serve(own_db, workers=2)
+    proc, base = serve(db_url, workers=2)
     port = int(base.rsplit(":", 1)[1])
     clients = [socket.socket() for _ in range(40)]
     try:
@@ -131,10 +123,10 @@ def wait_until_listening(workers: list[psutil.Process], port: int) -> None:
     raise AssertionError("a worker never listened")
 
 
-def test_a_killed_worker_is_replaced_and_the_port_still_answers(own_db: str) -> None:
+def test_a_killed_worker_is_replaced_and_the_port_still_answers(db_url: str) -> None:
     """uvicorn's supervisor starts a new worker for one that died; it listens on every
     socket (serving.SocketPerWorker), so no connection waits on the dead one's."""
-    proc, base = serve(own_db, workers=2)
+    proc, base = serve(db_url, workers=2)
     try:
         victim = spawned_workers(proc)[0]
         victim.kill()
