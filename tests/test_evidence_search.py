@@ -177,6 +177,28 @@ def test_a_two_word_crowd_is_read_by_its_given_family_pairs(
     assert set(ids) <= smiths | {"mid"}
 
 
+def test_a_crowd_typed_as_you_type_is_read_by_pair_ranges(
+    clinic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "john s", "j smith", "smi jo": two words, one still being typed, of a crowd. The
+    completed level reads the given-family pairs whose family word starts with one typed
+    word (either order), not the posting lists of every completion: a page of Smiths. Ann
+    John Smith holds both words but not as that pair; below the crowd size the GIN
+    overlap reads the level and finds her too."""
+    with psycopg.connect(clinic) as conn:
+        insert_patient(conn, "mid", given="Ann", middle="John", family="Smith")
+        insert_patient(conn, "jsmithers", given="Jane", family="Smithers")  # "j smith" too
+    rx.reindex(clinic, Settings(), progress=False)
+    smiths = {f"smith{i}" for i in range(30)}
+    gin = {q: _page_passes(clinic, q, 50) for q in ("john s", "j smith", "smi jo")}
+    assert "completed_pair" not in gin["john s"][1] and "mid" in gin["john s"][0]
+    monkeypatch.setattr(pg_search, "COMMON_NAME", 20)
+    for q in ("john s", "j smith", "smi jo"):
+        ids, ran = _page_passes(clinic, q, 10)
+        assert ran == ["exact", "completed_pair"], q
+        assert len(ids) == 10 and set(ids) <= smiths | {"jsmithers"} and set(ids) <= set(gin[q][0])
+
+
 def _page_passes(url: str, q: str, page: int) -> tuple[list[str], list[str]]:
     """As _passes, for a candidate window of `page` rows."""
     plan = plan_for(SearchInput(q=q), ["clinic-a"], Settings(database_url=url))
