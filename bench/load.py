@@ -77,7 +77,7 @@ SERVE_ENV = {
         for kind in ("PER_S", "BURST")
     },
 }
-KINDS = ("prefix", "typo_name", "name_dob", "phone", "mrn", "lookup")
+KINDS = ("prefix", "typo_name", "name_dob", "phone", "mrn", "lookup", "name_prefix")
 _SAMPLE = """
 with s as (
   select id, clinic_id, given_name, family_name, birth_date, mrn from patients
@@ -95,6 +95,9 @@ from s left join (
 def build_mix(url: str, n: int, seed: int) -> list[Request]:
     """(kind, path, body, clinic) requests from n real rows; every kind once per row."""
     rng = random.Random(seed)
+    # Kinds added later draw from their own generator: the others' queries stay the
+    # ones earlier runs measured.
+    later = random.Random(seed + 1)
     with psycopg.connect(url) as conn:
         rows = conn.execute(_SAMPLE, (n,)).fetchall()
     mix: list[Request] = []
@@ -118,6 +121,10 @@ def build_mix(url: str, n: int, seed: int) -> list[Request]:
             )
         mix.extend((kind, path, body, clinic) for kind, path, body in kinds)
     rng.shuffle(mix)
+    for clinic, given, family, *_ in rows:
+        # as-you-type, one word on: a given name and the first 1-3 letters of the family name
+        typed = f"{given or 'a'} {(family or 'b')[: later.randint(1, 3)]}"
+        mix.append(("name_prefix", search, {"q": typed}, clinic))
     return mix
 
 
