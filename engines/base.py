@@ -33,6 +33,7 @@ class CandidateQuery:
     names: tuple[NameToken, ...] = ()
     dob_terms: tuple[str, ...] = ()  # every reading of the typed date
     dob_near_terms: tuple[str, ...] = ()  # swapped day/month, one digit off
+    birth_years: tuple[int, ...] = ()  # a number typed with the name: narrows as weak terms do
     name_text: str = ""  # folded words for whole-name similarity
     limit: int = 50  # candidates at most (the re-ranking window)
     enough: int = 50  # stop loosening once this many are found (the page asked for)

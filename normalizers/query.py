@@ -13,7 +13,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from normalizers.dates import MONTHS, parse_dates
+from normalizers.dates import MIN_YEAR, MONTHS, parse_dates
 from normalizers.emails import Email, normalize_email
 from normalizers.identifiers import normalize_mrn
 from normalizers.names import name_tokens
@@ -55,6 +55,7 @@ class ParsedQuery:
     emails: tuple[Email, ...] = ()
     birth_dates: tuple[datetime.date, ...] = ()
     mrns: tuple[str, ...] = ()
+    birth_years: tuple[int, ...] = ()  # four digits typed with a name ("smith 1980")
 
     @property
     def is_empty(self) -> bool:
@@ -80,6 +81,7 @@ class ParsedQuery:
             "emails": [e.canonical or e.raw.strip().lower() for e in self.emails],
             "birth_dates": [d.isoformat() for d in self.birth_dates],
             "mrns": list(self.mrns),
+            "birth_years": list(self.birth_years),
         }
 
 
@@ -302,6 +304,20 @@ def _claim_numbers(tokens: list[_Token], fragments: list[str], mrns: list[str]) 
     close_run()
 
 
+def _birth_years(tokens: list[_Token], today: datetime.date) -> list[int]:
+    """Leftover numbers of four digits that may be a year of birth. Staff type "john smith
+    1980" for the year far more often than for a phone ending, so the number is read
+    both ways (and as an MRN): read as a phone ending only, it hid every John Smith."""
+    years: list[int] = []
+    for tok in tokens:
+        text = tok.text.strip("()[],.")
+        if tok.kind == "number" and len(text) == 4 and text.isascii() and text.isdigit():
+            year = int(text)
+            if MIN_YEAR <= year <= today.year and year not in years:
+                years.append(year)
+    return years
+
+
 def _claim_names(tokens: list[_Token]) -> tuple[list[str], list[str], list[str]]:
     """Names in typed order; "Last, First" fills family and given."""
     before: list[str] = []
@@ -354,6 +370,7 @@ def parse_query(
     _claim_phones(tokens, phones, region)
     _claim_numbers(tokens, fragments, mrns)
     names, given, family = _claim_names(tokens)
+    years = _birth_years(tokens, today) if names else []  # a year alone finds no one
     return ParsedQuery(
         text=trimmed,
         names=tuple(names),
@@ -364,4 +381,5 @@ def parse_query(
         emails=tuple(emails),
         birth_dates=tuple(dates),
         mrns=tuple(mrns),
+        birth_years=tuple(years),
     )

@@ -171,7 +171,8 @@ def highlights(
             spans.extend(_name_spans(query, fld, str(patient[fld])))
     for fld in ("birth_date", "mrn"):
         if fld in matched and patient.get(fld):
-            spans.append(Span(fld, 0, len(str(patient[fld]))))
+            year_only = fld == "birth_date" and not query.birth_dates  # "smith 1980"
+            spans.append(Span(fld, 0, 4 if year_only else len(str(patient[fld]))))
     if "phone" in matched:
         spans.extend(_phone_spans(query, patient, phones_shown, region))
     if "email" in matched:

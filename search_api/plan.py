@@ -187,6 +187,7 @@ def _rank_query(
         phones=e164,
         phone_nationals=nationals,
         phone_fragments=_unique(parsed.phone_fragments),
+        birth_years=parsed.birth_years,
         emails=_unique(emails),
         mrns=_unique(mrns),
         literal=literal_text(
@@ -215,6 +216,7 @@ def _candidate_query(
         names=joined_pairs(tuple(name_token(n) for n in unique_names)),
         dob_terms=tuple(terms.dob(d) for d in rank.birth_dates),
         dob_near_terms=tuple(terms.dob(d) for d in near_dates(rank.birth_dates)),
+        birth_years=rank.birth_years,
         name_text=" ".join(unique_names),
         limit=MAX_WINDOW if request.exhaustive else candidate_limit or candidate_window(wanted),
         enough=MAX_WINDOW if request.exhaustive else wanted,

@@ -113,6 +113,23 @@ def test_a_common_name_found_by_its_date_reads_no_namesake_born_another_day(
     assert ran[0] == "born_that_day" and "exact" in ran
 
 
+def test_four_digits_with_a_name_read_as_a_year_of_birth_or_a_phone_ending(clinic: str) -> None:
+    """ "john smith 1955": the John Smith born in 1955 first, his namesakes after him. Read
+    as a phone ending only, the number hid every John Smith behind John Rios, whose phone
+    ends in 1940: one typed word and the number. A number no John Smith agrees with still
+    leaves them on the page, above him."""
+    with psycopg.connect(clinic) as conn:
+        insert_patient(conn, "rios", given="John", family="Rios", phones=["555-010-1940"])
+    rx.reindex(clinic, Settings(), progress=False)
+    smiths = {f"smith{i}" for i in range(30)}
+    ids = [i for i, _ in ranked(clinic, "john smith 1955")]
+    assert ids[0] == "smith5" and len(ids) >= 10 and set(ids) <= smiths
+    ids = [i for i, _ in ranked(clinic, "john smith 1940")]  # nobody born in 1940
+    assert len(ids) >= 10 and set(ids[:10]) <= smiths
+    ids = [i for i, _ in ranked(clinic, "rios 1940")]  # the phone ending still agrees
+    assert ids == ["rios"]
+
+
 def test_a_crowd_is_read_through_the_name_keys_and_finds_the_same_patients(
     clinic: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ import pytest
 from normalizers.query import MAX_QUERY_CHARS, ParsedQuery, parse_query
 
 TODAY = datetime.date(2026, 3, 1)
+YEAR_1980 = {"phone_fragments": ["1980"], "mrns": ["1980"], "birth_years": [1980]}
 US = "+15550102233"
 UK = "+442079460958"
 
@@ -114,6 +115,17 @@ def read(text: str, **kwargs: Any) -> dict[str, object]:
         ("2233 smith", {"names": ["smith"], "phone_fragments": ["2233"], "mrns": ["2233"]}),
         ("010-2233", {"phone_fragments": ["0102233"], "mrns": ["0102233"]}),
         ("010 2233", {"phone_fragments": ["2233", "0102233"], "mrns": ["010", "2233"]}),
+        # four digits with a name: a year of birth too ("smith 1980"), never alone
+        ("john smith 1980", {**YEAR_1980, "names": ["john", "smith"]}),
+        ("1980 smith", {**YEAR_1980, "names": ["smith"]}),
+        (
+            "smith, john 1980",
+            {**YEAR_1980, "names": ["smith", "john"], "given": ["john"], "family": ["smith"]},
+        ),
+        ("1980", {"phone_fragments": ["1980"], "mrns": ["1980"]}),
+        ("smith 2027", {"names": ["smith"], "phone_fragments": ["2027"], "mrns": ["2027"]}),
+        ("smith 1879", {"names": ["smith"], "phone_fragments": ["1879"], "mrns": ["1879"]}),
+        ("smith 01980", {"names": ["smith"], "phone_fragments": ["01980"], "mrns": ["01980"]}),
         # MRNs
         ("mrn 00412", {"mrns": ["00412"]}),
         ("MRN 00412", {"mrns": ["00412"]}),
@@ -191,6 +203,7 @@ def test_to_dict_is_json_safe() -> None:
         "emails",
         "birth_dates",
         "mrns",
+        "birth_years",
     }
 
 
