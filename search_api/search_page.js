@@ -323,6 +323,7 @@
     const rest = names.filter((n) => !family.includes(n) && !given.includes(n));
     if (rest.length) chips.push(['name:', rest.join(' ')]);
     if ((query.birth_dates || []).length) chips.push(['born:', query.birth_dates.map(formatDate).join(' or ')]);
+    if ((query.birth_years || []).length) chips.push(['born in', query.birth_years.join(' or ')]);
     for (const p of query.phones || []) chips.push(['phone:', formatE164(p)]);
     for (const f of query.phone_fragments || []) chips.push(['phone ends', f]);
     for (const e of query.emails || []) chips.push(['email:', e]);
@@ -395,14 +396,23 @@
     return SURE.has(result.grade) && SURE.has(other?.grade) ? 'Likely duplicate' : 'Possible duplicate';
   }
 
+  // The shown date's marked part: all of it, or its year when only the year matched
+  // (spans are over the stored ISO date, whose first four characters are the year).
+  function dateHit(result, iso, shown) {
+    const spans = spansOf(result, 'birth_date');
+    if (!spans.length) return [];
+    const at = shown.lastIndexOf(iso.slice(0, 4));
+    return spans.every((s) => s.end <= 4) && at >= 0 ? [{ start: at, end: at + 4 }] : [{ start: 0, end: 99 }];
+  }
+
   function row(result, i, byId) {
     const p = result.patient;
     const dups = (result.duplicates || []).filter((d) => byId.has(d.id));
     const firstOther = dups.length ? state.results[byId.get(dups[0].id)] : null;
     const facts = [];
     if (p.birth_date) {
-      const hit = spansOf(result, 'birth_date').length ? [{ start: 0, end: 99 }] : [];
-      facts.push(node('span', null, node('span', { class: 'lbl' }, 'Born '), marked(formatDate(p.birth_date), hit), ` (${age(p.birth_date)})`));
+      const shown = formatDate(p.birth_date);
+      facts.push(node('span', null, node('span', { class: 'lbl' }, 'Born '), marked(shown, dateHit(result, p.birth_date, shown)), ` (${age(p.birth_date)})`));
     }
     if (p.sex) facts.push(node('span', null, SEX[p.sex] || p.sex));
     if (p.mrn) facts.push(node('span', null, node('span', { class: 'lbl' }, 'MRN '), marked(p.mrn, spansOf(result, 'mrn'))));

@@ -221,6 +221,19 @@ def test_misspelled_name_finds_the_right_patient_first(
     assert first.get_attribute("aria-selected") == "true"
 
 
+def test_a_year_typed_with_the_name_is_shown_and_marked(
+    driver: WebDriver, api: str, seeded_db: tuple[str, str]
+) -> None:
+    """ "thompson 1950": read as a year of birth too (a chip says so), and on the result
+    only the year of the date is marked."""
+    open_signed_in(driver, api, seeded_db[1])
+    rows = results_for(driver, "thompson 1950")
+    assert rows and rows[0].startswith("THOMPSON, Margaret Anne"), rows
+    marks = [m.text for m in options(driver)[0].find_elements(By.TAG_NAME, "mark")]
+    assert "1950" in marks and "12/25/1950" not in marks, marks
+    assert "born in 1950" in driver.find_element(By.ID, "chips").text
+
+
 def test_stale_answers_are_dropped(driver: WebDriver, api: str, seeded_db: tuple[str, str]) -> None:
     open_signed_in(driver, api, seeded_db[1])
     box = driver.find_element(By.ID, "q")
