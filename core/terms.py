@@ -91,3 +91,11 @@ def mrn(value: str) -> str:
 
 def dob(date: dt.date) -> str:
     return term(DOB, date.isoformat())
+
+
+def dobs_in(year: int) -> list[str]:
+    """The birth-date term of every day of a year: a year of birth for an engine that
+    filters on terms only (Meilisearch)."""
+    first = dt.date(year, 1, 1)
+    days = (dt.date(year + 1, 1, 1) - first).days
+    return [dob(first + dt.timedelta(days=i)) for i in range(days)]

@@ -376,7 +376,13 @@ class _Conditions:
 
         return cls(
             ident=cond(query.strong_terms),
-            weak=cond(query.weak_terms),
+            # A year of birth narrows as a phone ending does: any day of it.
+            weak=cond(
+                [
+                    *query.weak_terms,
+                    *(t for y in query.birth_years for t in index_terms.dobs_in(y)),
+                ]
+            ),
             dob=cond(query.dob_terms),
             dates=cond([*query.dob_terms, *query.dob_near_terms]),
         )
@@ -417,13 +423,20 @@ def _name_passes(
     wide = [terms_filter(w) for w in wide_terms if w]
     any_name = [terms_filter([w for ws in wide_terms for w in ws])] if wide else []
     narrow = list(c.ident)
+    name_narrowed = c.weak
+    if query.birth_years and c.weak:
+        # A number typed with the name that may be a year: those of that name agreeing
+        # with it come with the narrow passes, then the name alone, its namesakes (as
+        # engines.pg_search reads it).
+        narrow.append(_all([*named, *c.weak]))
+        name_narrowed = []
     if c.dob:
         narrow += [_all([*named, *c.dob, *c.weak]), _all([*wide, *c.dob, *c.weak])]
     if c.dates and any_name:
         narrow.append(_all([*c.dates, *any_name]))
     if narrow:
         exact("narrow", [_any(narrow)])
-    exact("name", [*named, *c.weak])
+    exact("name", [*named, *name_narrowed])
     if c.dob:
         fulltext("fuzzy_dob", words, [*c.dob, *c.weak], "all")
     exact("phonetic", [*wide, *c.weak])

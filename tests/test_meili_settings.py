@@ -301,6 +301,23 @@ def test_every_pass_is_clinic_filtered() -> None:
             assert SAFE.fullmatch(literal)
 
 
+def test_a_year_typed_with_the_name_narrows_first_then_the_namesakes_come() -> None:
+    """ "john smith 1980": the narrow pass holds the name with the phone ending or any day
+    of 1980; the name pass that follows holds the name alone (its namesakes), where a
+    phone ending alone narrows the name pass itself."""
+    names = (name_token("john"), name_token("smith"))
+    year = _query(names=names, weak_terms=("t4:1980",), birth_years=(1980,), limit=20)
+    passes = {p.kind: p.body["filter"] for p in build_passes(year, "patients")}
+    assert list(passes)[:2] == ["narrow", "name"]
+    for day in ("1980-01-01", "1980-02-29", "1980-12-31"):
+        assert term_key(f"dob:{day}") in passes["narrow"]
+    assert term_key("dob:1981-01-01") not in passes["narrow"]
+    assert term_key("t4:1980") in passes["narrow"] and term_key("t4:1980") not in passes["name"]
+    ending = _query(names=names, weak_terms=("t4:2233",), limit=20)
+    passes = {p.kind: p.body["filter"] for p in build_passes(ending, "patients")}
+    assert "narrow" not in passes and term_key("t4:2233") in passes["name"]
+
+
 def test_inactive_only_when_asked() -> None:
     q = CandidateQuery(clinic_ids=("c",), include_inactive=True, dob_terms=("dob:2000-01-01",))
     (p,) = build_passes(q, "patients")
@@ -326,11 +343,12 @@ _TERM_SETS = {
     "weak_terms": ("t4:2233",),
     "dob_terms": ("dob:1985-03-14",),
     "dob_near_terms": ("dob:1985-04-13",),
+    "birth_years": (1980,),
 }
 
 
 @pytest.mark.parametrize("names", [(), ("jon",), ("jon", "smyth"), ("a", "b", "c", "d")])
-@pytest.mark.parametrize("present", range(16))
+@pytest.mark.parametrize("present", range(1 << len(_TERM_SETS)))
 def test_passes_fit_the_budget(names: tuple[str, ...], present: int) -> None:
     """Whatever the query holds, at most MAX_PASSES searches, each filter well formed."""
     fields = {k: v for i, (k, v) in enumerate(_TERM_SETS.items()) if present >> i & 1}
