@@ -189,8 +189,8 @@ def test_a_two_word_crowd_is_read_by_its_given_family_pairs(
         assert len(ids) == 10 and set(ids) <= smiths
     with psycopg.connect(clinic) as conn:  # as a projection built before pairs
         conn.execute("delete from patient_search.name_keys where strpos(term, ' ') > 0")
-    ids, ran = _page_passes(clinic, "john smith", 10)
-    assert ran == ["exact_pair", "exact_driven"] and len(ids) == 10
+    ids, ran = _page_passes(clinic, "john smith", 10)  # no pair completes "smith" either
+    assert ran == ["exact_pair", "completed_pair", "exact_driven"] and len(ids) == 10
     assert set(ids) <= smiths | {"mid"}
 
 
@@ -214,6 +214,23 @@ def test_a_crowd_typed_as_you_type_is_read_by_pair_ranges(
         ids, ran = _page_passes(clinic, q, 10)
         assert ran == ["exact", "completed_pair"], q
         assert len(ids) == 10 and set(ids) <= smiths | {"jsmithers"} and set(ids) <= set(gin[q][0])
+
+
+def test_a_crowd_typed_as_you_type_reads_the_pair_ranges_before_driving_the_crowd(
+    clinic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "jennifer jon" while typing Jones: both words are crowds as typed (jon by its
+    nickname group: the thirty Johns), but no Jennifer is a Jon. The pairs completing
+    "jon" are read at the exact level, before probing the Jennifers one by one for a Jon."""
+    with psycopg.connect(clinic) as conn:
+        for i in range(25):
+            insert_patient(conn, f"jones{i}", given="Jennifer", family="Jones")
+    rx.reindex(clinic, Settings(), progress=False)
+    monkeypatch.setattr(pg_search, "COMMON_NAME", 20)
+    monkeypatch.setattr(pg_search, "PROBE_COST", 0)
+    ids, ran = _page_passes(clinic, "jennifer jon", 10)
+    assert ran == ["exact_pair", "completed_pair"]
+    assert len(ids) == 10 and {i[:5] for i in ids} == {"jones"}
 
 
 def _page_passes(url: str, q: str, page: int) -> tuple[list[str], list[str]]:
