@@ -485,8 +485,8 @@ class CandidateSearch:
         elif one_word and level == "exact" and self.crowd(words):
             self.crowd_pass(words[0])
         else:
-            # Read by key, a row is still checked for the level's terms: a key of the
-            # nickname group may hold the word in another field.
+            # Read by a word's keys, a row is still checked for the level's terms: a key of
+            # the nickname group may hold the word in another field.
             conds = [*(self.holds(w) for w in words), *self.weak]
             driver = None if level == "close" else self.driver(words)
             if driver is not None:
@@ -808,6 +808,7 @@ def pair_ranges(
 
 
 def born_in(year: int) -> sql.Composable:
+    """Patients born in that year: no index term holds a year, so each row read is checked."""
     return sql.SQL("birth_date between {} and {}").format(
         datetime.date(year, 1, 1), datetime.date(year, 12, 31)
     )
