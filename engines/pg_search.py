@@ -85,6 +85,9 @@ COMMON_NAME = 1000
 LOOSE_LEVELS = ("typo", "close")
 # Given-family pair keys a pass may read (both orders, every clinic).
 MAX_PAIRS = 400
+# Given words a page of completed pairs spreads over at least ("j smith": James, John,
+# Joseph... Smith, not a page of Jacob Smiths, the first in key order).
+PAIR_SPREAD = 5
 
 
 class PostgresEngine:
@@ -624,14 +627,36 @@ class CandidateSearch:
         read in key order kept few of its first rows: "amanda mack" is not among the 25
         commonest M names)."""
         ranges: list[tuple[str, str, str]] = []
+        rows: list[int] = []
         tokens = self.query.names
+        # The typed word's own ranges may fill the page ("mary j": Mary Jackson, Mary
+        # James...); each other key gives a few rows, so that a page of completions holds
+        # several of them ("j smith": James, John, Joseph... Smith).
+        own = -(-self.query.limit // len(self.clinics))
+        other = max(2, -(-own // PAIR_SPREAD))
         for given, family in ((0, 1), (1, 0)):
             if tokens[family].prefix:
-                keys = self.name_keys(words[given])
-                ranges.extend(pair_ranges(keys, tokens[given].text, tokens[family].text))
+                typed = tokens[given].text
+                keys = self.by_frequency(self.name_keys(words[given]), typed)
+                ranges.extend(pair_ranges(keys, tokens[family].text))
+                rows.extend(own if word == typed else other for _, word in keys)
         if ranges and len(ranges) <= MAX_PAIRS:
-            per_key = max(2, -(-self.query.limit // len(self.clinics)))
-            self.keyed_pass("completed_pair", ranges, per_key, self.weak)
+            before = len(self.found)
+            self.keyed_pass("completed_pair", ranges, rows, self.weak)
+            if before < len(self.found) and not self.enough() and other < own:
+                # Few keys hold such pairs (a small clinic): read them deeper, still O(page),
+                # before the level's read of the whole crowd.
+                self.keyed_pass("completed_pair", ranges, own, self.weak)
+
+    def by_frequency(self, keys: list[tuple[str, str]], typed: str) -> list[tuple[str, str]]:
+        """(clinic, word) keys: the typed word's first, then the words most patients of
+        the caller's clinics hold, then alphabetically; each word across the clinics
+        before the next, so that a page filled by the first keys is not one clinic's."""
+        held: dict[str, int] = dict.fromkeys((word for _, word in keys), 0)
+        if self.words is not None:
+            for clinic, word in keys:
+                held[word] += self.words.patients(clinic, word) or 0
+        return sorted(keys, key=lambda k: (k[1] != typed, -held[k[1]], k[1], k[0]))
 
     def driven_pass(
         self, level: str, words: list[tuple[str, ...]], driver: int, conds: list[sql.Composable]
@@ -665,25 +690,26 @@ class CandidateSearch:
         self,
         kind: str,
         ranges: list[tuple[str, str, str]],
-        per_key: int,
+        per_key: int | Sequence[int],
         conds: list[sql.Composable],
     ) -> None:
-        """Patients read through the B-tree of name keys, at most `per_key` per (clinic,
-        lowest key, highest key) range in key order (a name key is a range of one key:
-        see `exactly`), kept when the base conditions and `conds` hold: the LIMIT stops
-        the read once the page is full."""
+        """Patients read through the B-tree of name keys, at most `per_key` (one count, or
+        one per range) per (clinic, lowest key, highest key) range in key order (a name
+        key is a range of one key: see `exactly`), kept when the base conditions and
+        `conds` hold: the LIMIT stops the read once the page is full."""
+        rows = [per_key] * len(ranges) if isinstance(per_key, int) else list(per_key)
         where = sql.SQL(" and ").join([*self.base, *conds])
         stmt = sql.SQL(
-            "select p.id, p.doc from unnest({}, {}, {}) w(key_clinic, low, high) "
+            "select p.id, p.doc from unnest({}, {}, {}, {}::int[]) w(key_clinic, low, high, n) "
             "cross join lateral (select k.id as key_id from patient_search.name_keys k "
             "  where k.clinic_id = w.key_clinic and k.term between w.low and w.high "
-            "  limit {}) k "
+            "  limit w.n) k "
             "join patient_search.patients p on p.id = k.key_id where {} limit {}"
         ).format(
             text_array(c for c, _, _ in ranges),
             text_array(low for _, low, _ in ranges),
             text_array(high for _, _, high in ranges),
-            sql.Literal(per_key),
+            sql.Literal("{" + ",".join(map(str, rows)) + "}"),
             where,
             sql.Literal(self.query.limit),
         )
@@ -792,16 +818,11 @@ def exactly(keys: Iterable[tuple[str, str]]) -> list[tuple[str, str, str]]:
     return [(clinic, key, key) for clinic, key in keys]
 
 
-def pair_ranges(
-    givens: Sequence[tuple[str, str]], typed: str, family: str
-) -> list[tuple[str, str, str]]:
-    """Ranges of the given-family pairs (core.name_keys) of each (clinic, given word) whose
-    family word starts with `family`: the `typed` word's own key first, then the others
-    in the order given, each across the clinics before the next, so that a page filled
-    by the first ranges is not one clinic's."""
-    order = {word: i for i, (_, word) in reversed(list(enumerate(givens)))}
+def pair_ranges(givens: Sequence[tuple[str, str]], family: str) -> list[tuple[str, str, str]]:
+    """In the order given, ranges of the given-family pairs (core.name_keys) of each
+    (clinic, given word) whose family word starts with `family`."""
     ranges = []
-    for clinic, given in sorted(givens, key=lambda k: (k[1] != typed, order[k[1]], k[0])):
+    for clinic, given in givens:
         low = name_pair(given, family)
         ranges.append((clinic, low, low + LAST_CHARACTER))
     return ranges
