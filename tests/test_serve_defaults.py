@@ -28,14 +28,14 @@ def test_pool_is_the_workers_share_of_the_cores(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_handler_threads_follow_the_pools(db_url: str) -> None:
-    """Route handlers get two threads per pooled connection, not anyio's 40: threads that
+    """Route handlers get a thread per pooled connection, not anyio's 40: threads that
     can only wait for a connection contend for the GIL under load."""
     settings = Settings(workers=2, pool_max_size=6)
     with TestClient(create_app(settings, db_url)) as client:
         assert client.portal is not None
         tokens = client.portal.call(lambda: to_thread.current_default_thread_limiter().total_tokens)
-    assert tokens == handler_threads(settings) == 12
-    assert handler_threads(Settings(workers=2, pool_max_size=1)) == 8  # never below eight
+    assert tokens == handler_threads(settings) == 6
+    assert handler_threads(Settings(workers=2, pool_max_size=1, pool_min_size=1)) == 1
 
 
 def test_a_worker_s_app_keeps_the_collector_off_the_request_path(db_url: str) -> None:
