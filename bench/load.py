@@ -101,9 +101,11 @@ def build_mix(url: str, n: int, seed: int) -> list[Request]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(_SAMPLE, (n,)).fetchall()
     mix: list[Request] = []
+    named: list[tuple[str, str, str]] = []  # (clinic, given, family) for the later kinds
     search = "/v1/patients/search"
     for clinic, given, family, born, mrn, phone in rows:
         given, family = given or "a", family or "b"
+        named.append((clinic, given, family))
         kinds: list[tuple[str, str, dict[str, Any]]] = [
             # as-you-type: the first 2-4 letters of a given name
             ("prefix", search, {"q": given[: rng.randint(2, 4)]}),
@@ -121,9 +123,9 @@ def build_mix(url: str, n: int, seed: int) -> list[Request]:
             )
         mix.extend((kind, path, body, clinic) for kind, path, body in kinds)
     rng.shuffle(mix)
-    for clinic, given, family, *_ in rows:
+    for clinic, given, family in named:
         # as-you-type, one word on: a given name and the first 1-3 letters of the family name
-        typed = f"{given or 'a'} {(family or 'b')[: later.randint(1, 3)]}"
+        typed = f"{given} {family[: later.randint(1, 3)]}"
         mix.append(("name_prefix", search, {"q": typed}, clinic))
     return mix
 

@@ -12,6 +12,7 @@ import datetime
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import TypeVar
 
 from normalizers.dates import MIN_YEAR, MONTHS, parse_dates
 from normalizers.emails import Email, normalize_email
@@ -94,8 +95,16 @@ class _Token:
     def free(self) -> bool:
         return self.kind == ""
 
+    @property
+    def bare(self) -> str:
+        """The text without the brackets and punctuation typed around a number or date."""
+        return self.text.strip("()[],.")
 
-def _add(items: list[str], value: str | None) -> None:
+
+T = TypeVar("T")
+
+
+def _add(items: list[T], value: T | None) -> None:
     if value and value not in items:
         items.append(value)
 
@@ -212,7 +221,7 @@ def _claim_dates(
     for tok in tokens:
         if not tok.free:
             continue
-        text = tok.text.strip("()[],.")
+        text = tok.bare
         if _COMPACT_DATE.match(text):
             keep(parse_dates(text, order, today))
             tok.kind = "date+mrn"
@@ -292,7 +301,7 @@ def _claim_numbers(tokens: list[_Token], fragments: list[str], mrns: list[str]) 
             close_run()
             continue
         tok.kind = "number"
-        text = tok.text.strip("()[],.")
+        text = tok.bare
         if _PHONEISH.match(text) and not text.startswith("+") and "/" not in text:
             digits = digits_only(text)
             if 4 <= len(digits) <= 7:
@@ -310,11 +319,11 @@ def _birth_years(tokens: list[_Token], today: datetime.date) -> list[int]:
     both ways (and as an MRN): read as a phone ending only, it hid every John Smith."""
     years: list[int] = []
     for tok in tokens:
-        text = tok.text.strip("()[],.")
+        text = tok.bare
         if tok.kind == "number" and len(text) == 4 and text.isascii() and text.isdigit():
             year = int(text)
-            if MIN_YEAR <= year <= today.year and year not in years:
-                years.append(year)
+            if MIN_YEAR <= year <= today.year:
+                _add(years, year)
     return years
 
 
