@@ -255,13 +255,17 @@ def _name_levels(
     expansions are scoped to that clinic alone. Each level is its own unordered
     pass: a row found at a stricter level is already on the page before a looser
     one is read, which orders them as well as sorting the loose level's matches
-    did, without reading thousands of rows of a common sound to sort them.
+    did, without reading thousands of rows of a common sound to sort them. A level
+    that adds nothing to the one before is not a level: a word misspelled as typed
+    has no completions, and reading its exact level again cost a typo search a
+    statement (and a second "any one word" pass among the last resorts).
     """
     exact = [tuple(scoped(t.alternatives)) for t in names]
     yield "exact", exact
     prefixes, fuzzy = expand(names)
     completed = [(*e, *_scoped_words(prefixes[t.text])) for e, t in zip(exact, names, strict=True)]
-    yield "completed", completed
+    if completed != exact:
+        yield "completed", completed
     slip = [
         (*c, *_scoped_words(p for p in fuzzy[t.text] if typo_distance(t.text, p[1]) == 1))
         for c, t in zip(completed, names, strict=True)

@@ -185,7 +185,7 @@ def test_a_two_word_crowd_is_read_by_its_given_family_pairs(
     smiths = {f"smith{i}" for i in range(30)}
     for q, level in (("john smith", "exact"), ("smith john", "exact"), ("jonh smiht", "slip")):
         ids, ran = _page_passes(clinic, q, 10)
-        assert ran == [*([] if level == "exact" else ["exact", "completed"]), f"{level}_pair"]
+        assert ran == [*([] if level == "exact" else ["exact"]), f"{level}_pair"]
         assert len(ids) == 10 and set(ids) <= smiths
     with psycopg.connect(clinic) as conn:  # as a projection built before pairs
         conn.execute("delete from patient_search.name_keys where strpos(term, ' ') > 0")
@@ -284,10 +284,20 @@ def test_one_edit_away_is_read_before_the_other_typos(clinic: str) -> None:
     matches fill the page, the wider typo expansions are not read; a word two edits
     away is still found at the typo level."""
     ids, ran = _passes(clinic, "jhon smiht")
-    assert ran[:3] == ["exact", "completed", "slip"] and "typo" not in ran
+    assert ran[:2] == ["exact", "slip"] and "typo" not in ran
     assert {f"smith{i}" for i in range(30)} <= set(ids)
     ids, ran = _passes(clinic, "peyton cpuoo")  # no word one edit away: no slip pass
-    assert ran[:3] == ["exact", "completed", "typo"] and ids[0] == "cupo"
+    assert ran[:2] == ["exact", "typo"] and ids[0] == "cupo"
+
+
+def test_a_level_that_adds_nothing_is_not_read_again(clinic: str) -> None:
+    """A misspelled last word has no completions: its completed level is its exact level,
+    not read twice (nor its "any one word" pass). A word that does complete still has
+    its completed level read after the exact one."""
+    _, ran = _passes(clinic, "isabella rayn")
+    assert "completed" not in ran and ran.count("exact") == 1
+    _, ran = _passes(clinic, "isabella ry")
+    assert ran[:2] == ["exact", "completed"]
 
 
 def test_a_name_found_within_a_slip_reads_no_wider_typo_or_sound(clinic: str) -> None:
@@ -297,7 +307,7 @@ def test_a_name_found_within_a_slip_reads_no_wider_typo_or_sound(clinic: str) ->
     the slip level, the typo level runs."""
     ids, ran = _passes(clinic, "isabella rayn")
     assert ids[0] == "ryan" and "jessup" in ids
-    assert ran[:3] == ["exact", "completed", "slip"] and set(ran[3:]) == {"any_name"}
+    assert ran[:2] == ["exact", "slip"] and set(ran[2:]) == {"any_name"}
     ids, ran = _passes(clinic, "isabella jesupp")  # two edits: found at the typo level
     assert ids[0] == "jessup" and "typo" in ran and "close" not in ran
 
