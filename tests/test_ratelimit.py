@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from core.settings import Settings
+from search_api import ratelimit
 from search_api.plan import SearchInput
 from search_api.ratelimit import (
     Decision,
@@ -160,6 +162,33 @@ def test_a_lapsing_lease_under_concurrency_empties_no_bucket(pool: ConnectionPoo
     assert all(first)
     rest = [limiter.check(5, None, strict=False).allowed for _ in range(30)]
     assert rest == [True] * 24 + [False] * 6
+
+
+def test_a_lease_in_use_is_renewed_ahead_and_never_lapses(
+    pool: ConnectionPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests spending a lease never find it lapsed, so none waits on the shared
+    store: spent in its last quarter of time it lives on, and with a quarter of its
+    tokens left the next one is drawn in the background. Every token spent was still
+    taken from the shared bucket first."""
+    monkeypatch.setattr(ratelimit, "LEASE_SECONDS", 0.2)
+    limiter = RateLimiter.from_settings(
+        Settings(rate_limit_key_burst=400, rate_limit_key_per_s=0.01), pool
+    )
+    assert limiter.check(9, None, strict=False).allowed  # a lease of 40, one spent
+    decisions = []
+    for _ in range(120):  # three leases' worth of tokens over three lease lifetimes
+        decisions.append(limiter.check_leased(9, None, strict=False))
+        time.sleep(0.005)
+    assert all(d is not None and d.allowed for d in decisions)
+    with pool.connection() as conn:
+        row = conn.execute(
+            "select tokens from patient_search.rate_buckets where bucket = 'k:9'"
+        ).fetchone()
+    assert row is not None and 400 - row[0] >= 121
+    # Unused, it lapses as before: the next request draws from the shared store.
+    time.sleep(0.25)
+    assert limiter.check_leased(9, None, strict=False) is None
 
 
 def test_lookup_lockout_after_five_misses(db_url: str) -> None:
