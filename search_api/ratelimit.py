@@ -331,7 +331,11 @@ class RateLimiter:
             return None
         if due := self.leases.due(names):
             renewing = [policies[names.index(name)] for name in due]
-            threading.Thread(target=self._renew, args=(due, renewing), daemon=True).start()
+            try:
+                threading.Thread(target=self._renew, args=(due, renewing), daemon=True).start()
+            except RuntimeError:  # no thread to be had: the requests draw once it lapses
+                for name in due:
+                    self.leases.keep(name, 0.0, 0.0)
         return _decision(True, policies, remaining)
 
     def _renew(self, names: list[str], policies: list[Policy]) -> None:
