@@ -15,7 +15,7 @@ under its requests: spending it in its last quarter second gives it another seco
 and the next lease is drawn in the background when a quarter of its tokens is left.
 Each lapse had sent the requests of that moment (about one in twelve at 500
 searches a second) through a handler thread to the shared store, to queue a second
-time for a thread to search on: the slowest hundredth of every kind. The limit
+time for a thread to search on. The limit
 still holds across processes, since every token spent was first taken from the
 shared bucket; the price is that a process holds up to a lease and a quarter per
 bucket while it is in use, that what is left of it lapses unspent a second after
