@@ -191,6 +191,31 @@ def test_a_lease_in_use_is_renewed_ahead_and_never_lapses(
     assert limiter.check_leased(9, None, strict=False) is None
 
 
+def test_a_lease_spent_near_its_end_lives_on_without_a_draw(
+    pool: ConnectionPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease whose tokens last longer than its time is not drawn again while it is
+    spent: each use in its last quarter gives it another lifetime, with no round trip."""
+    monkeypatch.setattr(ratelimit, "LEASE_SECONDS", 0.2)
+    limiter = RateLimiter.from_settings(
+        Settings(rate_limit_key_burst=4000, rate_limit_key_per_s=0.01), pool
+    )
+    draws = {"n": 0}
+    take = limiter.buckets.take  # type: ignore[union-attr]
+
+    def counted(*args: Any) -> Decision:
+        draws["n"] += 1
+        return take(*args)
+
+    object.__setattr__(limiter.buckets, "take", counted)
+    assert limiter.check(10, None, strict=False).allowed  # a lease of 400
+    decisions = []
+    for _ in range(100):  # half a second: two and a half lifetimes, a quarter of the tokens
+        decisions.append(limiter.check_leased(10, None, strict=False))
+        time.sleep(0.005)
+    assert all(d is not None and d.allowed for d in decisions) and draws["n"] == 1
+
+
 def test_lookup_lockout_after_five_misses(db_url: str) -> None:
     settings = Settings()
     terms = ["tel:+15550102233"]
