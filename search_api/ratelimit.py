@@ -13,7 +13,7 @@ request then costs no round trip, where one per request on the key's one row
 was a fifth of an exact lookup's time (issue 11). A lease in use does not lapse
 under its requests: spending it in its last quarter second gives it another second,
 and the next lease is drawn in the background when a quarter of its tokens is left.
-Each lapse had sent the requests of that moment (about one in twelve at 500
+Each lapse had sent the requests of that moment (about one in ten at 500
 searches a second) through a handler thread to the shared store, to queue a second
 time for a thread to search on. The limit
 still holds across processes, since every token spent was first taken from the
