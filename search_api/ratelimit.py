@@ -15,12 +15,11 @@ under its requests: spending it in its last quarter second gives it another seco
 and the next lease is drawn in the background when a quarter of its tokens is left.
 Each lapse had sent the requests of that moment (about one in ten at 500
 searches a second) through a handler thread to the shared store, to queue a second
-time for a thread to search on. The limit
-still holds across processes, since every token spent was first taken from the
-shared bucket; the price is that a process holds up to a lease and a quarter per
-bucket while it is in use, that what is left of it lapses unspent a second after
-its last request, and that a request may be refused while another process still
-holds a few tokens.
+time for a thread to search on. The limit still holds across processes, since every
+token spent was first taken from the shared bucket; the price is that a process
+holds up to a lease and a quarter per bucket while it is in use, that what is left
+of it lapses unspent a second after its last request, and that a request may be
+refused while another process still holds a few tokens.
 
 Answers carry the IETF draft's headers (draft-ietf-httpapi-ratelimit-headers):
 `RateLimit-Policy: "key";q=2000;w=2, "user";q=30;w=6` and
@@ -196,7 +195,7 @@ class _Lease:
     tokens: float  # drawn from the shared bucket and not yet spent
     shared: float  # what the shared bucket held after the draw
     until: float  # monotonic time the lease lapses
-    drawn: float = 0.0  # tokens it held when drawn (see `due`)
+    drawn: float  # tokens it held when drawn (see `due`)
 
 
 class Leases:

@@ -110,14 +110,10 @@ def test_limiter_buckets_by_key_user_and_strictness(pool: ConnectionPool) -> Non
     assert disabled.check(1, "ann", strict=True) == Decision(True, (), (), 0.0)
 
 
-def test_leases_spare_round_trips_and_the_limit_holds_across_processes(
-    pool: ConnectionPool,
-) -> None:
-    settings = Settings(rate_limit_key_burst=40, rate_limit_key_per_s=0.01)
-    # Two limiters are two API processes drawing from the same shared bucket.
-    first, second = (RateLimiter.from_settings(settings, pool) for _ in range(2))
+def _count_draws(*limiters: RateLimiter) -> dict[str, int]:
+    """Count the limiters' draws from the shared store (under "n")."""
     draws = {"n": 0}
-    for limiter in (first, second):
+    for limiter in limiters:
         take = limiter.buckets.take  # type: ignore[union-attr]
 
         def counted(*args: Any, _take: Any = take) -> Decision:
@@ -125,6 +121,16 @@ def test_leases_spare_round_trips_and_the_limit_holds_across_processes(
             return _take(*args)
 
         object.__setattr__(limiter.buckets, "take", counted)
+    return draws
+
+
+def test_leases_spare_round_trips_and_the_limit_holds_across_processes(
+    pool: ConnectionPool,
+) -> None:
+    settings = Settings(rate_limit_key_burst=40, rate_limit_key_per_s=0.01)
+    # Two limiters are two API processes drawing from the same shared bucket.
+    first, second = (RateLimiter.from_settings(settings, pool) for _ in range(2))
+    draws = _count_draws(first, second)
 
     def check(i: int) -> Decision:
         return (first if i % 2 else second).check(7, None, strict=False)
@@ -200,14 +206,7 @@ def test_a_lease_spent_near_its_end_lives_on_without_a_draw(
     limiter = RateLimiter.from_settings(
         Settings(rate_limit_key_burst=4000, rate_limit_key_per_s=0.01), pool
     )
-    draws = {"n": 0}
-    take = limiter.buckets.take  # type: ignore[union-attr]
-
-    def counted(*args: Any) -> Decision:
-        draws["n"] += 1
-        return take(*args)
-
-    object.__setattr__(limiter.buckets, "take", counted)
+    draws = _count_draws(limiter)
     assert limiter.check(10, None, strict=False).allowed  # a lease of 400
     decisions = []
     for _ in range(100):  # half a second: two and a half lifetimes, a quarter of the tokens
