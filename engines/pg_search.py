@@ -13,6 +13,7 @@ term is scoped to the caller's clinics inside the query.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import functools
 import itertools
@@ -328,6 +329,8 @@ class CandidateSearch:
         widen = words.expand if words is not None else no_expansion
         self.found: dict[str, Candidate] = {}
         self.holders: dict[tuple[str, ...], int] = {}  # patients holding a word's name keys
+        # A word's name keys, asked for by its count, its pairs and its driven read.
+        self.keys: dict[tuple[tuple[str, ...], bool], tuple[tuple[str, str], ...]] = {}
         self.base: list[sql.Composable] = [
             sql.SQL("clinic_id = any({})").format(text_array(self.clinics))
         ]
@@ -581,11 +584,15 @@ class CandidateSearch:
             self.holders[scoped] = count
         return count
 
-    def name_keys(self, scoped: Iterable[str], *, nicknames: bool = True) -> list[tuple[str, str]]:
+    def name_keys(
+        self, scoped: tuple[str, ...], *, nicknames: bool = True
+    ) -> tuple[tuple[str, str], ...]:
         """The (clinic, name word) keys to read a typed word's scoped terms through: a
         name word is its own key; a nickname term stands for the clinic's words of that
         nickname group (kim, kimberly, kimberley for k:kimberly), so a crowd that holds
-        a word only by nickname is read by key too."""
+        a word only by nickname is read by key too. Worked out once per search."""
+        if (found := self.keys.get((scoped, nicknames))) is not None:
+            return found
         keys: dict[tuple[str, str], None] = {}
         for t in scoped:
             if (key := _name_key(t)) is not None:
@@ -594,7 +601,8 @@ class CandidateSearch:
                 clinic, member = nickname
                 words = self.words.nicknamed(clinic, member) if self.words is not None else []
                 keys.update(dict.fromkeys((clinic, w) for w in words))
-        return list(keys)
+        found = self.keys[(scoped, nicknames)] = tuple(keys)
+        return found
 
     def pair_pass(
         self, level: str, words: list[tuple[str, ...]], conds: list[sql.Composable]
@@ -607,16 +615,20 @@ class CandidateSearch:
         built before pairs existed holds none: the driven read then does it all."""
         if len(words) != 2:
             return
-        seconds = self.name_keys(words[1])
+        firsts, seconds = self.name_keys(words[0]), self.name_keys(words[1])
+        # Counted before they are spelled: two words' completions can make thousands.
+        in_clinic = collections.Counter(clinic for clinic, _ in seconds)
+        pairs = 2 * sum(in_clinic[clinic] for clinic, _ in firsts)
+        if not pairs or pairs > MAX_PAIRS:  # past it, completions: the driven read is cheaper
+            return
         keys = [
             (clinic, pair)
-            for clinic, a in self.name_keys(words[0])
+            for clinic, a in firsts
             for other, b in seconds
             if other == clinic
             for pair in (name_pair(a, b), name_pair(b, a))
         ]
-        if keys and len(keys) <= MAX_PAIRS:  # past it, completions: the driven read is cheaper
-            self.keyed_pass(f"{level}_pair", exactly(keys), self.query.limit, conds)
+        self.keyed_pass(f"{level}_pair", exactly(keys), self.query.limit, conds)
 
     def completed_pair_pass(self, words: list[tuple[str, ...]]) -> None:
         """Two typed words as you type them ("mary j", "j smith", "mic joh"): the given-family
@@ -652,7 +664,7 @@ class CandidateSearch:
                 # before the level's read of the whole crowd.
                 self.keyed_pass("completed_pair", ranges, own, self.weak)
 
-    def by_frequency(self, keys: list[tuple[str, str]], typed: str) -> list[tuple[str, str]]:
+    def by_frequency(self, keys: Sequence[tuple[str, str]], typed: str) -> list[tuple[str, str]]:
         """(clinic, word) keys: the typed word's first, then the words most patients of
         the caller's clinics hold, then alphabetically; each word across the clinics
         before the next, so that a page filled by the first keys is not one clinic's."""
@@ -671,7 +683,7 @@ class CandidateSearch:
         keys = exactly(self.name_keys(words[driver]))
         self.keyed_pass(f"{level}_driven", keys, DRIVEN_ROWS, conds)
 
-    def completions_pass(self, scoped: Sequence[str]) -> None:
+    def completions_pass(self, scoped: tuple[str, ...]) -> None:
         """One typed word and its completions (as-you-type): read a few patients per word
         from the B-tree of name keys, most frequent words first, instead of overlapping
         every completion's posting list in the GIN index (a 2-letter prefix matched a
@@ -682,7 +694,7 @@ class CandidateSearch:
             per_key = max(2, -(-self.query.limit // len(keys)))
             self.keyed_pass("completed", exactly(keys), per_key, [])
 
-    def crowd_pass(self, scoped: Sequence[str]) -> None:
+    def crowd_pass(self, scoped: tuple[str, ...]) -> None:
         """One typed word that a crowd holds, by name or nickname: its matches are all
         equally good, so any key may fill the page, the typed word's own first. A key
         of the nickname group may hold the word in another field: the level's terms are

@@ -194,6 +194,23 @@ def test_a_two_word_crowd_is_read_by_its_given_family_pairs(
     assert set(ids) <= smiths | {"mid"}
 
 
+def test_a_two_word_crowd_of_too_many_pairs_is_driven_instead(
+    clinic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pairs are counted before they are spelled. "john smith" makes eight: each word
+    is read through two keys (itself and the words run together, "johnsmith"), paired in
+    either order. Up to MAX_PAIRS they are read; past it, the four ranges of pairs
+    completing a typed word are (one per key), and past those the crowd is driven."""
+    monkeypatch.setattr(pg_search, "COMMON_NAME", 20)
+    monkeypatch.setattr(pg_search, "PROBE_COST", 0)
+    smiths = {f"smith{i}" for i in range(30)}
+    for cap, passes in ((8, ["exact_pair"]), (7, ["completed_pair"]), (3, ["exact_driven"])):
+        monkeypatch.setattr(pg_search, "MAX_PAIRS", cap)
+        ids, ran = _page_passes(clinic, "john smith", 10)
+        assert ran == passes, cap
+        assert len(ids) == 10 and set(ids) <= smiths
+
+
 def test_a_crowd_typed_as_you_type_is_read_by_pair_ranges(
     clinic: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
