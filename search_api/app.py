@@ -25,6 +25,7 @@ from search_api.dependencies import AppState
 from search_api.edge import Edge
 from search_api.errors import install_error_handlers
 from search_api.routes import audit, ops, page, patients
+from search_api.spread import Spread, shared_surplus
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ def create_app(
     fhir.answer_errors_as_outcomes(app)
     # Pure ASGI (no BaseHTTPMiddleware task per request): limits, no-store, metrics.
     app.add_middleware(Edge, max_body_bytes=settings.max_body_bytes)
+    if (surplus := shared_surplus()) is not None:  # a worker of a multi-worker `serve`
+        app.add_middleware(Spread, surplus=surplus)
     install_access(app)  # outermost: X-Request-Id on every answer, one audit record per access
     for router in ROUTERS:
         app.include_router(router)

@@ -36,3 +36,7 @@ AUDIT_FAILURES = Counter(
     "Audit records the trail could not take (queue full or database away); alarm on any",
 )
 AUDIT_PENDING = Gauge("patient_search_audit_pending", "Audit records queued, not yet written")
+CONNECTIONS_SPREAD = Counter(
+    "patient_search_connections_spread_total",
+    "Keep-alive connections closed after an answer to even out serve's workers",
+)

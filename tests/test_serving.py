@@ -4,6 +4,7 @@ use is refused, as uvicorn refuses it."""
 
 from __future__ import annotations
 
+import http.client
 import socket
 import subprocess
 import time
@@ -90,6 +91,43 @@ def test_connections_opened_while_a_worker_is_busy_still_reach_it(db_url: str) -
         assert sum(held.values()) == 40
         assert held[busy.pid] > 0, held
         assert len(held) == 2, held
+    finally:
+        for client in clients:
+            client.close()
+        stop(proc)
+
+
+def test_keep_alive_clients_end_up_spread_evenly(db_url: str) -> None:
+    """The kernel places connections by a hash of their addresses (40 land 15/25 about
+    as often as 20/20); a worker serving more than its share closes a surplus client's
+    connection after an answer (search_api.spread), and the client, connecting again,
+    is placed again: after three seconds of requests, the workers hold 20 each, give
+    or take one."""
+    proc, base = serve(db_url, workers=2)
+    port = int(base.rsplit(":", 1)[1])
+    clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(40)]
+    try:
+        workers = spawned_workers(proc)
+        wait_until_listening(workers, port)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            for client in clients:  # a closed connection is opened again by the request
+                client.request("GET", "/healthz")
+                answer = client.getresponse()
+                answer.read()
+                assert answer.status == 200
+        for client in clients:
+            if client.sock is None:  # told to close by the last answer
+                client.connect()
+        time.sleep(0.2)
+        held = Counter(
+            worker.pid
+            for worker in workers
+            for conn in worker.net_connections("tcp")
+            if conn.status == psutil.CONN_ESTABLISHED and conn.laddr.port == port
+        )
+        assert sum(held.values()) == 40, held
+        assert max(held.values()) - min(held.values()) <= 2 and len(held) == 2, held
     finally:
         for client in clients:
             client.close()
