@@ -1,11 +1,16 @@
 """The ceiling: a bare FastAPI endpoint served exactly like the API (the same uvicorn,
-workers and listening socket per worker: `python -m bench.bare_app PORT WORKERS`)."""
+workers, listening socket per worker and even spread of keep-alive clients:
+`python -m bench.bare_app PORT WORKERS`)."""
 
 import sys
 
 from fastapi import FastAPI
 
+from search_api.spread import Spread, shared_surplus
+
 app = FastAPI()
+if (surplus := shared_surplus()) is not None:  # as the API's workers even their clients out
+    app.add_middleware(Spread, surplus=surplus)
 
 
 @app.post("/bare")
