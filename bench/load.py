@@ -156,6 +156,8 @@ class _Connection:
             name, _, value = line.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
         await self.reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("connection", "").lower() == "close":
+            self.close()  # as HTTP/1.1 asks (serve evens its workers' clients out this way)
         return int(status_line.split()[1]), headers
 
     def close(self) -> None:

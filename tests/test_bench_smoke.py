@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from bench import load
+from tests.fixtures import free_port
 
 
 def test_load_benchmark_smoke(
@@ -86,3 +95,40 @@ def test_cache_benchmark_smoke(db_url: str, tmp_path: Path) -> None:
     assert reads["hits"] > 0 and reads["misses"] > 0  # opened again within a visit; first reads
     assert report["kinds"]["search"]["misses"] > 0
     assert report["stale_reads"] == 0  # every changed patient read as it now is
+
+
+def test_the_load_client_reconnects_when_told_to_close() -> None:
+    """`serve` evens its workers' clients out with `Connection: close` (search_api.spread);
+    the benchmark's own client must open a new connection then, as HTTP/1.1 asks."""
+
+    async def closing(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok", headers={"connection": "close"})
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=[Route("/x", closing, methods=["POST"])]),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "the test server did not start"
+            time.sleep(0.05)
+
+        async def three() -> list[int]:
+            conn = load._Connection("127.0.0.1", port)
+            try:
+                return [(await conn.post("/x", b"{}", "key"))[0] for _ in range(3)]
+            finally:
+                conn.close()
+
+        assert asyncio.run(three()) == [200, 200, 200]
+    finally:
+        server.should_exit = True
+        thread.join(10)
