@@ -49,7 +49,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -63,6 +63,7 @@ from psycopg_pool import ConnectionPool
 from core.apikeys import NOTIFY_CHANNEL, ApiKey, find_key, hash_key, plausible_key
 from core.audit import AuditRecord, AuditUnavailable, AuditWriter
 from core.settings import Settings
+from search_api.edge import Message, Receive, Scope, Send
 from search_api.errors import ApiError
 from search_api.metrics import AUDIT_FAILURES, AUDIT_PENDING
 from search_api.ratelimit import RateLimiter
@@ -365,10 +366,6 @@ def require(
 
 # --- the middleware that records ---------------------------------------------------------
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _DECLARED: dict[int, str | None] = {}
 

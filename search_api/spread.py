@@ -21,17 +21,11 @@ import mmap
 import os
 import struct
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from search_api.edge import ASGIApp, Message, Receive, Scope, Send
 from search_api.metrics import CONNECTIONS_SPREAD
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Set by `serve` for its workers (patient_search.serving), not by users.
 LOADS_ENV = "PATIENT_SEARCH_WORKER_LOADS"

@@ -7,6 +7,7 @@
 - `start_indexer`, `kill_9_until`: `python -m indexer` as a child process, and the loop
   that kills it with SIGKILL at random moments while a writer thread runs.
 - `serve`, `stop`: `patient-search serve` as a child process on a free port.
+- `serve_app`: an ASGI app under uvicorn in a thread, as `serve` runs it (its base URL).
 - `dead_url`: an http URL of a local port where nothing listens (a server that is down).
 - `ErrorServer`: a local HTTP server answering every request with one error status and
   recording what it was sent (method, path, Authorization, JSON body): for checking the
@@ -28,6 +29,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -177,6 +179,29 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@contextmanager
+def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
+    """The app under uvicorn in a thread, as `serve` runs it; yields its base URL."""
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the API did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
 
 
 @pytest.fixture

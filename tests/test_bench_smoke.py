@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from bench import load
-from tests.fixtures import free_port
+from tests.fixtures import serve_app
 
 
 def test_load_benchmark_smoke(
@@ -104,22 +101,9 @@ def test_the_load_client_reconnects_when_told_to_close() -> None:
     async def closing(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok", headers={"connection": "close"})
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            Starlette(routes=[Route("/x", closing, methods=["POST"])]),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "the test server did not start"
-            time.sleep(0.05)
+    app = Starlette(routes=[Route("/x", closing, methods=["POST"])])
+    with serve_app(app) as base:
+        port = int(base.rsplit(":", 1)[1])
 
         async def three() -> list[int]:
             conn = load._Connection("127.0.0.1", port)
@@ -129,6 +113,3 @@ def test_the_load_client_reconnects_when_told_to_close() -> None:
                 conn.close()
 
         assert asyncio.run(three()) == [200, 200, 200]
-    finally:
-        server.should_exit = True
-        thread.join(10)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +23,7 @@ from core.apikeys import create_key
 from core.settings import Settings
 from search_api.app import create_app
 from tests.factories import JOHN_SMITH, cloned_database, patient, seed
+from tests.fixtures import free_port, serve_app
 
 try:
     from selenium.webdriver.common.by import By
@@ -67,35 +66,6 @@ PATIENTS: list[dict[str, Any]] = [
 PRIVATE = ["smith", "smyth", "thompson", "margaret", "margret", "00412", "1985", "2233", "b1"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serve(app: Any, port: int | None = None) -> Iterator[str]:
-    """The app under uvicorn in a thread, as `serve` runs it; yields its base URL."""
-    import uvicorn
-
-    port = port or _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the API did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-
 @pytest.fixture(scope="module")
 def seeded_db(server_url: str, template_db: str) -> Iterator[tuple[str, str]]:
     """One database for the module (the browser tests only read): url and an API key."""
@@ -113,7 +83,7 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="module")
 def api(seeded_db: tuple[str, str], settings: Settings) -> Iterator[str]:
-    with serve(create_app(settings, seeded_db[0])) as base:
+    with serve_app(create_app(settings, seeded_db[0])) as base:
         yield base
 
 
@@ -371,9 +341,9 @@ def test_degraded_banner_with_a_broken_primary(
 ) -> None:
     from engines.meili import MeiliEngine, make_client
 
-    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens: the primary is down
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: the primary is down
     primary = MeiliEngine(make_client(dead, "key", 0.2), "patients", require_verified=False)
-    with browser() as d, serve(create_app(settings, seeded_db[0], primary=primary)) as base:
+    with browser() as d, serve_app(create_app(settings, seeded_db[0], primary=primary)) as base:
         open_signed_in(d, base, seeded_db[1])
         rows = results_for(d, "thompson")
         banner = d.find_element(By.ID, "banner")
@@ -383,9 +353,9 @@ def test_degraded_banner_with_a_broken_primary(
 
 
 def test_unreachable_banner_then_recovery(seeded_db: tuple[str, str], settings: Settings) -> None:
-    port = _free_port()
+    port = free_port()
     with browser() as d:
-        with serve(create_app(settings, seeded_db[0]), port) as base:
+        with serve_app(create_app(settings, seeded_db[0]), port) as base:
             open_signed_in(d, base, seeded_db[1])
             results_for(d, "khan")
         # The API is gone: typing more shows the unreachable banner, and keeps the text.
@@ -396,7 +366,7 @@ def test_unreachable_banner_then_recovery(seeded_db: tuple[str, str], settings: 
         assert d.find_element(By.ID, "q").get_attribute("value") == "khan ahmed"
         assert "earlier search" in d.find_element(By.ID, "status").text
         # Back again: the page retries by itself and shows the answer to what was typed.
-        with serve(create_app(settings, seeded_db[0]), port):
+        with serve_app(create_app(settings, seeded_db[0]), port):
             wait_for(d, lambda d: not banner.is_displayed(), timeout=30)
             assert d.find_element(By.ID, "chips").text.endswith("khan ahmed")
             assert options(d)[0].text.startswith("KHAN, Ahmed")
@@ -519,10 +489,10 @@ def take_screenshots(
         wait_for(d, lambda d: d.find_element(By.ID, "empty").is_displayed())
         shot(d, "06-empty-state")
 
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     primary = MeiliEngine(make_client(dead, "key", 0.2), "patients", require_verified=False)
     with browser(1200, 820) as d:
-        with serve(create_app(settings, seeded_db[0], primary=primary)) as base:
+        with serve_app(create_app(settings, seeded_db[0], primary=primary)) as base:
             open_signed_in(d, base, seeded_db[1])
             results_for(d, "thompson")
             shot(d, "07-degraded-banner")

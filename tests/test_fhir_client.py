@@ -21,31 +21,13 @@ from fhirclient.server import FHIRNotFoundException
 from core.settings import Settings
 from search_api.app import create_app
 from tests.fhir_support import GARCIAS
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.fixtures import serve_app
 
 
 @pytest.fixture(scope="module")
 def base_url(fhir_db: tuple[str, str, str], fhir_settings: Settings) -> Iterator[str]:
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(fhir_settings, fhir_db[0]), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/fhir/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(create_app(fhir_settings, fhir_db[0])) as base:
+        yield f"{base}/fhir/"
 
 
 @pytest.fixture(scope="module")
