@@ -14,6 +14,7 @@ import pytest
 from core.apikeys import create_key
 from core.settings import Settings
 from search_api.app import create_app
+from tests.fixtures import serve_app
 from tests.test_browser import (
     By,
     Keys,
@@ -25,7 +26,6 @@ from tests.test_browser import (
     pytestmark,  # noqa: F401 - the same skip when no browser is here
     results_for,
     seeded_db,  # noqa: F401 - fixture
-    serve,
     settings,  # noqa: F401 - fixture
     wait_for,
 )
@@ -60,7 +60,7 @@ def test_staff_user_asked_once_when_the_key_requires_it(
         key = create_key(conn, ["clinic-a"], name="ehr desk", require_user=True)
         conn.commit()
     started = time.time()
-    with serve(create_app(settings, seeded_db[0])) as base:
+    with serve_app(create_app(settings, seeded_db[0])) as base:
         d.get(base + "/")
         wait_for(d, lambda d: focused_id(d) == "key")
         d.switch_to.active_element.send_keys(key, Keys.ENTER)  # no staff user given
@@ -97,7 +97,7 @@ def test_rate_limited_banner_counts_down_then_searches_again(
     with psycopg.connect(seeded_db[0]) as conn:
         key = create_key(conn, ["clinic-a"], name="busy desk")
         conn.commit()
-    with serve(create_app(tight, seeded_db[0])) as base:
+    with serve_app(create_app(tight, seeded_db[0])) as base:
         open_signed_in(d, base, key)
         results_for(d, "khan")
         results_for(d, "smith")
@@ -125,7 +125,7 @@ def test_access_screenshots(
         needs_user = create_key(conn, ["clinic-a"], name="ehr desk 2", require_user=True)
         busy = create_key(conn, ["clinic-a"], name="busy desk 2")
         conn.commit()
-    with serve(create_app(settings, seeded_db[0])) as base:
+    with serve_app(create_app(settings, seeded_db[0])) as base:
         open_signed_in(d, base, needs_user)
         d.switch_to.active_element.send_keys("ahmed khan")
         wait_for(d, lambda d: d.find_element(By.ID, "sign-in").is_displayed())
@@ -133,7 +133,7 @@ def test_access_screenshots(
     tight = Settings(
         pool_min_size=1, pool_max_size=4, rate_limit_key_per_s=0.2, rate_limit_key_burst=2
     )
-    with serve(create_app(tight, seeded_db[0])) as base:
+    with serve_app(create_app(tight, seeded_db[0])) as base:
         open_signed_in(d, base, busy)
         results_for(d, "khan")
         results_for(d, "smith")
