@@ -116,7 +116,7 @@ def _name_spans(query: RankQuery, fld: str, text: str) -> list[Span]:
         word = _folded(found.group())
         best: tuple[str, str] | None = None
         for typed in typed_words:
-            hit = word_match(typed, word, nicknames=fld != "family_name")
+            hit = query.memo.word_match(typed, word, fld != "family_name")
             if hit and (best is None or hit[0] == "exact"):
                 best = (hit[0], typed)
         if best is None:

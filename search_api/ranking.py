@@ -21,7 +21,7 @@ import datetime as dt
 import math
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any, Literal
 
@@ -61,6 +61,8 @@ class RankQuery:
     mrns: tuple[str, ...] = ()
     birth_years: tuple[int, ...] = ()  # four digits typed with a name: also a phone ending
     literal: str = ""  # the typed names, case-folded with accents kept (see literal_text)
+    # What this search has matched so far (see NameMemo); not part of the query.
+    memo: NameMemo = field(default_factory=lambda: NameMemo(), compare=False, repr=False)
 
     @cached_property
     def identified(self) -> bool:
@@ -106,12 +108,9 @@ def _nicknames(token: str) -> frozenset[str]:
     return frozenset(nickname_group(token))
 
 
-@lru_cache(maxsize=262_144)
 def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float] | None:
-    """How a typed word matches a stored word: kind and quality in (0, 1].
-
-    Cached: the same pairs recur across a search's candidates and across searches
-    (common names), and each miss may run a phonetic and an edit-distance check."""
+    """How a typed word matches a stored word: kind and quality in (0, 1]. A search
+    asks through its NameMemo, which remembers the answers for its other candidates."""
     if typed == stored:
         return "exact", 1.0
     if stored.startswith(typed):
@@ -130,6 +129,32 @@ def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float]
 
 # A record's name words: given, middle, family, family keys, given keys.
 NameWords = tuple[tuple[str, ...], ...]
+
+
+class NameMemo:
+    """Name matches one search has worked out, for the rest of that search.
+
+    A search's candidates share names (a crowd of John Smiths, a family), so its
+    pairs of typed and stored words repeat. Kept per search rather than in caches
+    for the life of the process: the process-wide caches (word_match's and
+    _match_names's, which this replaces) held every pair a search added until it
+    was pushed out, 150-200 objects a search that the cycle collector moved up its
+    generations and walked again, in pauses of 40-200 ms that stopped the worker
+    (issue 11, sixteenth pass). Forgotten with its search, by reference counting:
+    it ranks as fast as the process-wide caches did."""
+
+    __slots__ = ("names", "words")
+
+    def __init__(self) -> None:
+        self.words: dict[tuple[str, str, bool], tuple[str, float] | None] = {}
+        self.names: dict[NameWords, _NameResult] = {}
+
+    def word_match(self, typed: str, stored: str, nicknames: bool) -> tuple[str, float] | None:
+        key = (typed, stored, nicknames)
+        if key in self.words:
+            return self.words[key]
+        found = self.words[key] = word_match(typed, stored, nicknames=nicknames)
+        return found
 
 
 def _stored_words(stored: NameWords) -> list[tuple[str, str]]:
@@ -157,8 +182,7 @@ class _NameResult:
 
 
 def match_names(query: RankQuery, match: MatchFields) -> _NameResult:
-    """How the typed names match the record's. Cached: candidates and searches share
-    names (a crowd of John Smiths, the same prefix typed again)."""
+    """How the typed names match the record's; remembered for the search (NameMemo)."""
     stored: NameWords = (
         tuple(match.get("given") or ()),
         tuple(match.get("middle") or ()),
@@ -166,18 +190,21 @@ def match_names(query: RankQuery, match: MatchFields) -> _NameResult:
         tuple(match.get("family_keys") or ()),
         tuple(match.get("given_keys") or ()),
     )
-    return _match_names(query.names, query.roles, stored)
+    memo = query.memo
+    found = memo.names.get(stored)
+    if found is None:
+        found = memo.names[stored] = _match_names(query.names, query.roles, stored, memo)
+    return found
 
 
-@lru_cache(maxsize=16_384)
 def _match_names(
-    names: tuple[str, ...], roles: tuple[str | None, ...], stored: NameWords
+    names: tuple[str, ...], roles: tuple[str | None, ...], stored: NameWords, memo: NameMemo
 ) -> _NameResult:
     words = _stored_words(stored)
     pairs: list[tuple[int, float, int, int, str]] = []
     for qi, typed in enumerate(names):
         for wi, (fld, word) in enumerate(words):
-            found = word_match(typed, word, nicknames=fld != "family")
+            found = memo.word_match(typed, word, fld != "family")
             if found:
                 kind, quality = found
                 pairs.append((KIND_RANK[kind], quality, qi, wi, kind))

@@ -245,3 +245,31 @@ def test_a_name_alone_is_never_certain() -> None:
     only = [candidate("only", "Ezekiel", "Quartermaine", "1985-03-14")]
     (result,) = rank_for("ezekiel quartermaine", only, counts(5000, n_ezekiel=1, n_quartermaine=1))
     assert result.probability >= 0.99 and result.grade == "probable"
+
+
+def test_ranking_leaves_nothing_behind_for_the_cycle_collector() -> None:
+    """What a search works out is forgotten with it (ranking.NameMemo): name matches
+    kept for the life of the process made every search leave objects the collector
+    walked again and again, in pauses that stopped the worker (issue 11)."""
+    import gc
+
+    givens = ["Ann", "Bea", "Cal", "Dov", "Eli", "Fay", "Gus", "Hal", "Ida", "Jon"]
+    families = ["Abe", "Bly", "Cox", "Day", "Eng", "Fox", "Gil", "Hay", "Ivy", "Joy"]
+
+    def pool(parity: int) -> list[Candidate]:
+        return [
+            candidate(f"{g}{f}", g, f, "1990-01-01")
+            for i, g in enumerate(givens)
+            for j, f in enumerate(families)
+            if (i + j) % 2 == parity
+        ]
+
+    rank_for("jon joy", pool(0))  # every word seen once: word-level caches hold them
+    fresh = pool(1)  # the same words, in records not ranked before
+    gc.collect()
+    before = len(gc.get_objects())
+    ranked = rank_for("jon ivy", fresh)
+    assert ranked and ranked[0].candidate.id == "JonIvy"
+    del ranked
+    gc.collect()
+    assert len(gc.get_objects()) - before < 20
