@@ -212,10 +212,8 @@ Scoper = Callable[[Iterable[str]], list[str]]
 Level = tuple[str, list[tuple[str, ...]]]
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _scoped_value(scoped: str, lead: str) -> tuple[str, str] | None:
-    """(clinic, value) of a scoped term of the kind `lead` starts; None for another kind.
-    Cached: a search splits each of its terms at several levels (about a hundred a typo)."""
+    """(clinic, value) of a scoped term of the kind `lead` starts; None for another kind."""
     clinic, _, term = scoped.partition(SCOPE)
     return (clinic, term[len(lead) :]) if term.startswith(lead) else None
 

@@ -53,8 +53,10 @@ class _Snapshot:
         self.by_initial_length: dict[tuple[str, int], list[str]] = {}
         for word in self.words:
             self.by_initial_length.setdefault((word[:1], len(word)), []).append(word)
-        # Typed words repeat (as-you-type, common names): expansions are kept per snapshot.
-        self._seen: dict[tuple[str, bool], list[str]] = {}
+        # Typed words repeat (as-you-type, common names): expansions are kept per
+        # snapshot, as tuples, which the cycle collector stops tracking (lists it walks
+        # at every collection until the snapshot goes).
+        self._seen: dict[tuple[str, bool], tuple[str, ...]] = {}
         self._by_nickname: dict[str, list[str]] | None = None  # built on first use
 
     def nicknamed(self, member: str) -> list[str]:
@@ -71,13 +73,14 @@ class _Snapshot:
             }
         return self._by_nickname.get(member, [])
 
-    def expansions(self, token: str, *, typos: bool) -> list[str]:
+    def expansions(self, token: str, *, typos: bool) -> tuple[str, ...]:
         key = (token, typos)
         hit = self._seen.get(key)
         if hit is None:
             if len(self._seen) > 50_000:
                 self._seen.clear()
-            hit = self._seen[key] = self.typos(token) if typos else self.completions(token)
+            found = self.typos(token) if typos else self.completions(token)
+            hit = self._seen[key] = tuple(found)
         return hit
 
     def completions(self, token: str) -> list[str]:

@@ -87,3 +87,19 @@ def test_a_rare_name_is_reached_whatever_another_clinic_holds(db_url: str) -> No
                 break
             time.sleep(0.05)
     assert [r["id"] for r in got["results"]] == ["a1"]
+
+
+def test_the_expansions_kept_for_typed_words_leave_the_collector_nothing_to_walk() -> None:
+    """Kept until the next refresh, they are tuples of words: after one collection the
+    cycle collector no longer tracks them (lists it would walk at every collection
+    until the snapshot goes; issue 11, sixteenth pass)."""
+    import gc
+
+    words = WordDictionary(lambda: WORDS).load_now()
+    words.expand([name_token("smi", prefix=True), name_token("lopex")], ["a", "b"])
+    snapshot = words._current()["a"]
+    kept = list(snapshot._seen.values())
+    assert kept and all(isinstance(found, tuple) for found in kept)
+    assert any("smithers" in found for found in kept)
+    gc.collect()
+    assert not any(gc.is_tracked(found) for found in kept)
