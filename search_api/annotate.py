@@ -19,7 +19,7 @@ from typing import Any
 import phonenumbers
 
 from normalizers.names import nickname_group
-from normalizers.phones import Phone, normalize_phone
+from normalizers.phones import normalize_phone
 from normalizers.text import fold
 from search_api.ranking import Ranked, RankQuery, word_match
 
@@ -44,16 +44,14 @@ class Span:
         return out
 
 
-@lru_cache(maxsize=65536)
-def _phone(value: str, region: str) -> Phone:
-    return normalize_phone(value, region)
-
-
-@lru_cache(maxsize=65536)
 def format_phone(value: str, region: str) -> str:
     """National format for the clinic's region, international for other countries;
-    the value as typed when it is not a number libphonenumber can lay out."""
-    phone = _phone(value, region)
+    the value as typed when it is not a number libphonenumber can lay out.
+
+    Not cached: a page's phones are its patients', seldom the last pages' (3 us a
+    North American number). A process-wide cache of them kept about twenty objects
+    a search for the cycle collector to walk (issue 11, sixteenth pass)."""
+    phone = normalize_phone(value, region)
     if not phone.e164:
         return value
     if _nanp_home(phone.e164, region):
@@ -139,7 +137,7 @@ def _phone_spans(
 ) -> list[Span]:
     spans: list[Span] = []
     for i, entry in enumerate(patient.get("phones") or ()):
-        phone = _phone(str(entry.get("value") or ""), region)
+        phone = normalize_phone(str(entry.get("value") or ""), region)
         text = shown[i] if i < len(shown) else ""
         if phone.e164 in query.phones or phone.national in query.phone_nationals:
             spans.append(Span("phones", 0, len(text), i))
