@@ -38,10 +38,8 @@ class Span:
     index: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"field": self.field, "start": self.start, "end": self.end}
-        if self.index is not None:
-            out["index"] = self.index
-        return out
+        """As models.Highlight lays it out, `index` null included."""
+        return {"field": self.field, "start": self.start, "end": self.end, "index": self.index}
 
 
 def format_phone(value: str, region: str) -> str:

@@ -144,6 +144,28 @@ def test_answer_shape_and_exact_first(client: TestClient) -> None:
     assert first["score"] > body["results"][ids.index("p7")]["score"]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"q": "john smith 3/14/1985"},  # highlights with a date, a phone shown
+        {"q": "555-010-2233"},  # a phone highlight (its index)
+        {"q": "jo"},  # as-you-type, several results
+        {"given": "john", "family": "smith", "birthdate": "1985-03-14", "offset": 1},
+        {"q": "maria de la cruz isabel"},
+        {"q": "zzzzqx"},  # no result
+    ],
+)
+def test_the_answer_is_the_models_own_layout(client: TestClient, body: dict[str, Any]) -> None:
+    """The search answer is written straight from the data (routes.patients._search_answer):
+    its bytes must be what SearchResponse itself writes for them, field for field."""
+    from search_api.models import SearchResponse
+
+    response = client.post("/v1/patients/search", json=body)
+    assert response.status_code == 200, response.text
+    model = SearchResponse.model_validate_json(response.content)
+    assert model.model_dump_json().encode() == response.content
+
+
 def test_match_kinds(client: TestClient) -> None:
     assert search(client, q="smi")["results"][0]["match"] == "prefix"
     assert search(client, q="bill garcia-lopez")["results"][0]["match"] == "phonetic"
