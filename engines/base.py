@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from core.documents import MatchFields, PatientRecord
 from engines.filters import Filter
@@ -45,7 +45,6 @@ class Candidate:
     id: str
     patient: PatientRecord
     match: MatchFields
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Engine(Protocol):
