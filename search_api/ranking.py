@@ -193,13 +193,12 @@ def match_names(query: RankQuery, match: MatchFields) -> _NameResult:
     memo = query.memo
     found = memo.names.get(stored)
     if found is None:
-        found = memo.names[stored] = _match_names(query.names, query.roles, stored, memo)
+        found = memo.names[stored] = _match_names(query, stored)
     return found
 
 
-def _match_names(
-    names: tuple[str, ...], roles: tuple[str | None, ...], stored: NameWords, memo: NameMemo
-) -> _NameResult:
+def _match_names(query: RankQuery, stored: NameWords) -> _NameResult:
+    names, roles, memo = query.names, query.roles, query.memo
     words = _stored_words(stored)
     pairs: list[tuple[int, float, int, int, str]] = []
     for qi, typed in enumerate(names):
