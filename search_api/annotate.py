@@ -19,7 +19,7 @@ from typing import Any
 import phonenumbers
 
 from normalizers.names import nickname_group
-from normalizers.phones import normalize_phone
+from normalizers.phones import Phone, normalize_phone
 from normalizers.text import fold
 from search_api.ranking import Ranked, RankQuery, word_match
 
@@ -44,12 +44,12 @@ class Span:
 
 def format_phone(value: str, region: str) -> str:
     """National format for the clinic's region, international for other countries;
-    the value as typed when it is not a number libphonenumber can lay out.
+    the value as typed when it is not a number libphonenumber can lay out."""
+    return _laid_out(normalize_phone(value, region), value, region)
 
-    Not cached: a page's phones are its patients', seldom the last pages' (3 us a
-    North American number). A process-wide cache of them kept about twenty objects
-    a search for the cycle collector to walk (issue 11, sixteenth pass)."""
-    phone = normalize_phone(value, region)
+
+def _laid_out(phone: Phone, value: str, region: str) -> str:
+    """format_phone of a phone already parsed from `value`."""
     if not phone.e164:
         return value
     if _nanp_home(phone.e164, region):
@@ -86,7 +86,16 @@ def _nanp_home(e164: str, region: str) -> bool:
 
 
 def formatted_phones(patient: Mapping[str, Any], region: str) -> list[str]:
-    return [format_phone(str(p.get("value") or ""), region) for p in patient.get("phones") or ()]
+    return [_laid_out(phone, value, region) for value, phone in _parsed_phones(patient, region)]
+
+
+def _parsed_phones(patient: Mapping[str, Any], region: str) -> list[tuple[str, Phone]]:
+    """Each phone as stored and as read, parsed once for the page: its layout and its
+    highlight both need it. Not cached: a page's phones are its patients', seldom the
+    last pages' (3 us a North American number); a process-wide cache kept about twenty
+    objects a search for the cycle collector to walk (issue 11, sixteenth pass)."""
+    values = [str(p.get("value") or "") for p in patient.get("phones") or ()]
+    return [(value, normalize_phone(value, region)) for value in values]
 
 
 @lru_cache(maxsize=65536)
@@ -130,12 +139,9 @@ def _digit_tail_span(text: str, digits: int) -> tuple[int, int] | None:
     return positions[-digits], positions[-1] + 1
 
 
-def _phone_spans(
-    query: RankQuery, patient: Mapping[str, Any], shown: list[str], region: str
-) -> list[Span]:
+def _phone_spans(query: RankQuery, phones: list[Phone], shown: list[str]) -> list[Span]:
     spans: list[Span] = []
-    for i, entry in enumerate(patient.get("phones") or ()):
-        phone = normalize_phone(str(entry.get("value") or ""), region)
+    for i, phone in enumerate(phones):
         text = shown[i] if i < len(shown) else ""
         if phone.e164 in query.phones or phone.national in query.phone_nationals:
             spans.append(Span("phones", 0, len(text), i))
@@ -157,8 +163,8 @@ def highlights(
     query: RankQuery,
     patient: Mapping[str, Any],
     matched: Sequence[str],
+    phones: list[Phone],
     phones_shown: list[str],
-    region: str,
 ) -> list[Span]:
     """The displayed characters that made this result match."""
     spans: list[Span] = []
@@ -170,7 +176,7 @@ def highlights(
             year_only = fld == "birth_date" and not query.birth_dates  # "smith 1980"
             spans.append(Span(fld, 0, 4 if year_only else len(str(patient[fld]))))
     if "phone" in matched:
-        spans.extend(_phone_spans(query, patient, phones_shown, region))
+        spans.extend(_phone_spans(query, phones, phones_shown))
     if "email" in matched:
         for i, entry in enumerate(patient.get("emails") or ()):
             value = str(entry.get("value") or "")
@@ -250,12 +256,13 @@ def annotate_results(
     out: list[dict[str, Any]] = []
     for r in results:
         patient = r.candidate.patient
-        phones = formatted_phones(patient, region)
-        spans = highlights(terms, patient, r.matched, phones, region)
+        parsed = _parsed_phones(patient, region)
+        shown = [_laid_out(phone, value, region) for value, phone in parsed]  # formatted_phones
+        spans = highlights(terms, patient, r.matched, [phone for _, phone in parsed], shown)
         out.append(
             {
                 "highlights": [s.as_dict() for s in spans],
-                "phones_formatted": phones,
+                "phones_formatted": shown,
                 "duplicates": marks.get(r.candidate.id, []),
             }
         )
