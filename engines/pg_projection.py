@@ -279,6 +279,9 @@ CHANNEL = "patient_search_changes"
 ALL_CLINICS = "*"
 PATIENTS_CHANNEL = "patient_search_patients"
 _PAYLOAD_BYTES = 7_000  # below NOTIFY's 8,000-byte payload limit
+# Names each clinic that gained a name word (ALL_CLINICS: recounted), so that the API's
+# word dictionaries reload: they skip exact passes for words they count no patient for.
+WORDS_CHANNEL = "patient_search_words"
 
 
 def notify_changed(
@@ -289,14 +292,19 @@ def notify_changed(
     every_patient: bool = False,
 ) -> None:
     """In the writer's transaction: listeners hear of it when (and only if) it commits."""
-    wanted = sorted(set(clinics))
-    if wanted:
-        conn.execute("select pg_notify(%s, c) from unnest(%s::text[]) c", (CHANNEL, wanted))
+    _notify(conn, CHANNEL, sorted(set(clinics)))
     payloads = ['"*"'] if every_patient else patient_payloads(sorted(set(patients)))
+    _notify(conn, PATIENTS_CHANNEL, payloads)
+
+
+def notify_new_words(conn: psycopg.Connection[Any], clinics: Iterable[str]) -> None:
+    """In the writer's transaction, as notify_changed."""
+    _notify(conn, WORDS_CHANNEL, sorted(set(clinics)))
+
+
+def _notify(conn: psycopg.Connection[Any], channel: str, payloads: list[str]) -> None:
     if payloads:
-        conn.execute(
-            "select pg_notify(%s, p) from unnest(%s::text[]) p", (PATIENTS_CHANNEL, payloads)
-        )
+        conn.execute("select pg_notify(%s, p) from unnest(%s::text[]) p", (channel, payloads))
 
 
 def patient_payloads(ids: Sequence[str]) -> list[str]:
@@ -343,13 +351,17 @@ def adjust_words(conn: psycopg.Connection[Any], delta: Counter[tuple[str, str]])
         return
     clinics = [c for (c, _), _ in changed]
     words = [w for (_, w), _ in changed]
-    conn.execute(
+    counted = conn.execute(
         "insert into patient_search.name_words (clinic_id, term, patients) "
         "select * from unnest(%s::text[], %s::text[], %s::int[]) "
         "on conflict (clinic_id, term) do update "
-        "set patients = name_words.patients + excluded.patients",
+        "set patients = name_words.patients + excluded.patients "
+        "returning clinic_id, term, patients",
         (clinics, words, [n for _, n in changed]),
-    )
+    ).fetchall()
+    # A counted row holds one patient at least (see the delete below): a word whose count
+    # is just what this change adds was new to its clinic.
+    notify_new_words(conn, {c for c, w, n in counted if n > 0 and n == delta[(c, w)]})
     conn.execute(
         "delete from patient_search.name_words w "
         "using unnest(%s::text[], %s::text[]) d(clinic_id, term) "
@@ -419,3 +431,4 @@ def count_words(
             "group by 1, 2"
         ).format(sql.Identifier(SCHEMA, keys), name_keys.PAIR_SEP, only)
     )
+    notify_new_words(conn, [ALL_CLINICS if clinic_id is None else clinic_id])

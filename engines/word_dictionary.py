@@ -42,6 +42,8 @@ TermExpansions = tuple[dict[str, set[str]], dict[str, set[str]]]
 
 PREFIX_LIMIT = 25
 TYPO_LIMIT = 8
+# Reloads that follow announcements of new words are at least this far apart.
+REANNOUNCED_GAP_S = 1.0
 
 
 class _Snapshot:
@@ -115,12 +117,24 @@ class _Snapshot:
 
 
 class WordDictionary:
-    def __init__(self, load: Loader, *, max_age_s: float = 30.0) -> None:
+    """Every clinic's words, reloaded every `max_age_s`, and as soon as the writer
+    announces a word new to a clinic on one of `channels` (heard through the process's
+    listener, core.listener)."""
+
+    def __init__(
+        self, load: Loader, *, max_age_s: float = 30.0, channels: Sequence[str] = ()
+    ) -> None:
         self._load = load
         self._max_age_s = max_age_s
+        self.channels = tuple(channels)
         self._snapshot: dict[str, _Snapshot] | None = None
         self._loaded_at = 0.0
         self._refreshing = threading.Lock()
+        # Announcements of new words (and listener reconnections) heard, and how many
+        # had been heard when the last load began: equal, no word is missing.
+        self._heard = 0
+        self._loaded_through = -1
+        self._following = False
 
     def expand(self, tokens: Sequence[NameToken], clinics: Sequence[str]) -> Expansions:
         """Per typed word, its completions and near spellings in each of `clinics`.
@@ -167,6 +181,27 @@ class WordDictionary:
         return [] if snapshot is None else snapshot.nicknamed(member)
 
     @property
+    def complete(self) -> bool:
+        """Every word a patient holds is in the dictionary: the listener is up, and no
+        new word was announced since the last load began. A word it counts no patient
+        for then has no exact match, and the exact pass for it can be skipped. At most
+        a notice late: a patient committed an instant before the search may be missed,
+        as one committed an instant after it would be."""
+        return self._following and self._loaded_through == self._heard
+
+    def heard(self, channel: str, payload: str) -> None:
+        """A word came to a clinic (payload: the clinic): incomplete until reloaded."""
+        self._heard += 1
+        self._refresh_in_background()
+
+    def follow(self, live: bool) -> None:
+        """The listener is up (announcements may have been missed: reload) or lost."""
+        self._following = live
+        self._heard += 1
+        if live:
+            self._refresh_in_background()
+
+    @property
     def ready(self) -> bool:
         """Loaded at least once (starts loading in the background when not)."""
         if self._snapshot is None:
@@ -202,18 +237,26 @@ class WordDictionary:
             threading.Thread(target=self._reload_and_release, daemon=True).start()
 
     def _reload_and_release(self) -> None:
+        """Reloads until no announcement came during the last load; a burst of them (a
+        bulk load) costs one reload per REANNOUNCED_GAP_S, not one per new word."""
         try:
             self._reload()
-        except Exception as exc:  # keep serving the previous copy
+            while self._loaded_through != self._heard:
+                time.sleep(REANNOUNCED_GAP_S)
+                self._reload()
+        except Exception as exc:  # keep serving the previous copy; retried after max_age_s
             log.warning("word dictionary refresh failed", extra={"error": type(exc).__name__})
+            return
         finally:
             self._refreshing.release()
+        if self._loaded_through != self._heard:
+            self._refresh_in_background()  # announced between the last check and the release
 
     def _reload(self, load: Loader | None = None) -> None:
         """A clinic whose words and counts are as they were keeps its snapshot, with the
         expansions its searches worked out: a refresh every `max_age_s` rebuilds only
         the clinics that changed."""
-        started = time.monotonic()
+        started, heard = time.monotonic(), self._heard
         per_clinic: dict[str, dict[str, int]] = {}
         for clinic, word, patients in (load or self._load)():
             per_clinic.setdefault(clinic, {})[word] = patients
@@ -226,6 +269,7 @@ class WordDictionary:
             snapshots[clinic] = kept
         self._snapshot = snapshots
         self._loaded_at = time.monotonic()
+        self._loaded_through = heard
         rebuilt = sum(snapshots[c] is not before.get(c) for c in snapshots)
         log.debug(
             "word dictionary loaded",

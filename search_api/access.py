@@ -46,7 +46,6 @@ import datetime as dt
 import json
 import logging
 import re
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -54,7 +53,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import psycopg
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
@@ -118,38 +116,37 @@ class Access:
 class KeyCache:
     """Key lookups cached per process; a NOTIFY from revoke/rotate empties the cache.
 
-    While the LISTEN connection is down the cache keeps entries one second only,
-    so revocation still takes effect within a second.
+    While the process's listener (core.listener) is down the cache keeps entries one
+    second only, so revocation still takes effect within a second.
     """
 
-    def __init__(self, pool: ConnectionPool, url: str, ttl_s: float = KEY_CACHE_SECONDS) -> None:
-        self.pool, self.url, self.ttl_s = pool, url, ttl_s
+    channels = (NOTIFY_CHANNEL,)
+
+    def __init__(self, pool: ConnectionPool, ttl_s: float = KEY_CACHE_SECONDS) -> None:
+        self.pool, self.ttl_s = pool, ttl_s
         self._entries: dict[str, tuple[float, ApiKey | None]] = {}
         self._generation = 0
-        self._listening = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> KeyCache:
-        self._thread = threading.Thread(target=self._listen, name="apikey-listener", daemon=True)
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(3)
+        self._following = False
 
     def forget(self) -> None:
         self._generation += 1
         self._entries.clear()
+
+    def heard(self, channel: str, payload: str) -> None:
+        """A key was revoked or rotated (core.apikeys)."""
+        self.forget()
+
+    def follow(self, live: bool) -> None:
+        """The listener is up or lost: either way a revocation may have gone unheard."""
+        self._following = live
+        self.forget()
 
     def cached(self, presented: str) -> tuple[bool, ApiKey | None]:
         """(True, key or None) when the answer is known without the database."""
         if not plausible_key(presented):  # refused before the cache or the database sees it
             return True, None
         cached = self._entries.get(hash_key(presented))
-        ttl = self.ttl_s if self._listening.is_set() else 1.0
+        ttl = self.ttl_s if self._following else 1.0
         if cached is None or time.monotonic() - cached[0] > ttl:
             return False, None
         return True, cached[1]
@@ -166,24 +163,6 @@ class KeyCache:
                 self._entries.clear()
             self._entries[hash_key(presented)] = (now, key)
         return key
-
-    def _listen(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(
-                    self.url, autocommit=True, application_name="patient-search-keys"
-                ) as conn:
-                    conn.execute(f"listen {NOTIFY_CHANNEL}")
-                    self.forget()
-                    self._listening.set()
-                    while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=0.5):
-                            self.forget()
-            except psycopg.Error as exc:
-                log.warning("api key listener reconnecting", extra={"error": type(exc).__name__})
-            self._listening.clear()
-            self.forget()
-            self._stop.wait(1.0)
 
 
 # --- the state one app holds ------------------------------------------------------------
@@ -213,7 +192,7 @@ class AccessControl:
         state_pool = _autocommit_pool(url, settings)
         return cls(
             settings=settings,
-            keys=KeyCache(state_pool, url).start(),
+            keys=KeyCache(state_pool),
             limiter=RateLimiter.from_settings(settings, state_pool),
             audit=audit,
             pool=pool,
@@ -222,8 +201,7 @@ class AccessControl:
         )
 
     def close(self) -> None:
-        """On shutdown (SIGTERM included): stop listening, write every queued record."""
-        self.keys.close()
+        """On shutdown (SIGTERM included): write every queued record."""
         self.audit.close()
         self.state_pool.close()
 

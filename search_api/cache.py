@@ -5,12 +5,12 @@ moment the indexer changes what they show.
   on, the canonical request): no query text is kept as a key. Values are the serialized
   answers.
 - Invalidation is pushed, not polled: the indexer's projection writes notify in their
-  transaction (delivered on commit, engines.pg_projection), and each API process LISTENs
-  on its own connection. A search answer depends on its clinics' generations, bumped by
-  any change in the clinic; a patient read on that patient's generation alone, so the
-  day's churn elsewhere in the clinic leaves it cached. An entry stored under an older
-  generation is a miss. While the listener is not connected nothing is served from the
-  cache (it could be stale).
+  transaction (delivered on commit, engines.pg_projection), and each API process hears
+  them through its listener (core.listener). A search answer depends on its clinics'
+  generations, bumped by any change in the clinic; a patient read on that patient's
+  generation alone, so the day's churn elsewhere in the clinic leaves it cached. An
+  entry stored under an older generation is a miss. While the listener is not
+  connected nothing is served from the cache (it could be stale).
 - A bump gives a name a value never used before (one counter per store), so a name can
   be forgotten once every entry stored under it has expired: memory stays bounded
   however many patients change in a day.
@@ -33,7 +33,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import psycopg
 from prometheus_client import Counter
 
 from engines.pg_projection import ALL_CLINICS, CHANNEL, PATIENTS_CHANNEL
@@ -160,6 +159,8 @@ class RedisStore:
 
 
 class AnswerCache:
+    channels = (CHANNEL, PATIENTS_CHANNEL)
+
     def __init__(self, store: Store, *, ttl_s: dict[str, float]) -> None:
         self.store = store
         self.ttl_s = ttl_s
@@ -216,6 +217,17 @@ class AnswerCache:
     def forget_everything(self) -> None:
         self.invalidate([ALL_CLINICS])
 
+    def heard(self, channel: str, payload: str) -> None:
+        """A change the indexer announced (engines.pg_projection.notify_changed)."""
+        self.invalidate(changed_names(channel, payload))
+
+    def follow(self, live: bool) -> None:
+        """The listener (core.listener) is up or lost. Down, nothing is served from the
+        cache; up again, everything is forgotten (changes may have gone unheard)."""
+        if live:
+            self.forget_everything()
+        self.live = live
+
     def stats(self) -> dict[str, Any]:
         kinds = sorted(set(self.hits) | set(self.misses))
         per_kind = {}
@@ -268,30 +280,3 @@ def changed_names(channel: str, payload: str) -> list[str]:
     if isinstance(ids, list) and all(isinstance(i, str) for i in ids):
         return [patient_generation(i) for i in ids]
     return [ALL_CLINICS]
-
-
-def listen_for_changes(
-    url: str, cache: AnswerCache, stop: threading.Event, *, retry_s: float = 1.0
-) -> threading.Thread:
-    """LISTEN in a daemon thread; reconnect with backoff. Until (re)connected the cache
-    serves nothing, and a reconnect forgets everything (changes may have been missed)."""
-
-    def run() -> None:
-        while not stop.is_set():
-            try:
-                with psycopg.connect(url, autocommit=True) as conn:
-                    conn.execute(f"listen {CHANNEL}; listen {PATIENTS_CHANNEL}")
-                    cache.forget_everything()
-                    cache.live = True
-                    while not stop.is_set():
-                        for note in conn.notifies(timeout=1.0):
-                            cache.invalidate(changed_names(note.channel, note.payload))
-            except Exception as exc:
-                log.warning("cache invalidation listener down", extra={"error": type(exc).__name__})
-            finally:
-                cache.live = False
-            stop.wait(retry_s)
-
-    thread = threading.Thread(target=run, name="cache-invalidation", daemon=True)
-    thread.start()
-    return thread

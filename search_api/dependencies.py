@@ -8,17 +8,17 @@ record), e.g. `access: Annotated[Access, Depends(require("read"))]`.
 from __future__ import annotations
 
 import logging
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from psycopg_pool import ConnectionPool
 
+from core.listener import Listener
 from core.settings import Settings
 from engines.pg_search import PostgresEngine
 from search_api.access import AccessControl
-from search_api.cache import AnswerCache, LocalStore, RedisStore, Store, listen_for_changes
+from search_api.cache import AnswerCache, LocalStore, RedisStore, Store
 from search_api.failover import Router, pool_state_reader
 from search_api.service import observe_engine_query
 
@@ -34,8 +34,8 @@ class AppState:
     postgres: PostgresEngine
     router: Router
     access: AccessControl
+    listener: Listener
     cache: AnswerCache | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def open(cls, settings: Settings, database_url: str, primary: Any = None) -> AppState:
@@ -57,14 +57,24 @@ class AppState:
             # The primary serves once its settings are verified; it re-checks them itself.
             primary.verify_in_background(force=True)
         access = AccessControl.start(settings, database_url, pool)
-        state = cls(settings=settings, pool=pool, postgres=postgres, router=router, access=access)
-        if settings.cache_enabled:
-            state.cache = open_cache(settings)
-            listen_for_changes(database_url, state.cache, state.stop)
-        return state
+        # One connection hears what every copy this process keeps must drop or reload.
+        listener = Listener(database_url).add(access.keys).add(postgres.words)
+        cache = open_cache(settings) if settings.cache_enabled else None
+        if cache is not None:
+            listener.add(cache)
+        listener.start()
+        return cls(
+            settings=settings,
+            pool=pool,
+            postgres=postgres,
+            router=router,
+            access=access,
+            listener=listener,
+            cache=cache,
+        )
 
     def close(self) -> None:
-        self.stop.set()
+        self.listener.close()
         self.access.close()  # writes every queued audit record first (SIGTERM included)
         self.router.close()
         self.pool.close()

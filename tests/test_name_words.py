@@ -91,3 +91,39 @@ def test_the_migration_fills_the_pairs_of_a_projection_built_before_them(db_url:
         conn.commit()
         assert 90 in migrate(conn)
         assert {p: keys(conn, p) for p in ("p1", "p2")} == built
+
+
+def test_a_word_new_to_a_clinic_is_announced_when_it_commits(db_url: str) -> None:
+    """The API's word dictionaries skip exact passes for words they count no one for, so
+    every word new to a clinic is announced (WORDS_CHANNEL); a word the clinic already
+    holds, or one that leaves, is not."""
+    from engines.pg_projection import ALL_CLINICS, WORDS_CHANNEL
+
+    def announced(listening: psycopg.Connection[Any]) -> list[str]:
+        return [n.payload for n in listening.notifies(timeout=0.3) if n.channel == WORDS_CHANNEL]
+
+    with psycopg.connect(db_url, autocommit=True) as listening:
+        listening.execute(f"listen {WORDS_CHANNEL}")
+        with psycopg.connect(db_url) as conn:
+            insert_patient(conn, "p1", given="Jozefina", family="Nowak")
+            sync_patients(conn, ["p1"])
+            assert announced(listening) == []  # not before it commits
+            conn.commit()
+            assert announced(listening) == ["clinic-a"]
+            insert_patient(conn, "p2", given="Jozefina", family="Nowak")
+            sync_patients(conn, ["p2"])  # the same words: nothing new
+            conn.commit()
+            assert announced(listening) == []
+            insert_patient(conn, "b1", clinic_id="clinic-b", given="Jozefina", family="Nowak")
+            conn.execute("update patients set given_name = 'Josephine' where id = 'p1'")
+            sync_patients(conn, ["b1", "p1"])
+            conn.commit()
+            assert sorted(announced(listening)) == ["clinic-a", "clinic-b"]
+            conn.execute("delete from patients where id = 'p2'")
+            sync_patients(conn, ["p2"])  # a word leaves: nothing to announce
+            conn.commit()
+            assert announced(listening) == []
+        reindex(db_url, Settings(), progress=False)
+        assert announced(listening) == [ALL_CLINICS]
+        reindex(db_url, Settings(), clinic_id="clinic-b", progress=False)
+        assert announced(listening) == ["clinic-b"]
