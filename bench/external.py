@@ -310,6 +310,9 @@ class Ours:
 
         self.settings = Settings(database_url=url)
         self.words = WordDictionary(lambda: _load_dictionary(url))
+        # Nothing writes the benchmark's database while it runs: the dictionary is as
+        # complete as one that follows the indexer's announcements (as `serve`'s does).
+        self.words.follow(True)
         self.words.load()
         self.graded: list[tuple[str, bool]] = []  # (grade, right patient) per result
         self.scored: list[tuple[float, bool]] = []  # (match probability, right patient)

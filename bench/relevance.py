@@ -132,6 +132,7 @@ def ours(settings: Any) -> Search | None:
         if not words:  # the API's in-process dictionary, loaded on a connection of its own
             dsn = conn.info.dsn
             words.append(WordDictionary(lambda: _load_words(dsn)))
+            words[0].follow(True)  # complete, as `serve`'s: nothing writes while it runs
             words[0].load()
         try:
             ranked = search_ranked(
