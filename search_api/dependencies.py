@@ -20,6 +20,7 @@ from engines.pg_search import PostgresEngine
 from search_api.access import AccessControl
 from search_api.cache import AnswerCache, LocalStore, RedisStore, Store
 from search_api.failover import Router, pool_state_reader
+from search_api.metrics import WORDS_COMPLETE
 from search_api.service import observe_engine_query
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class AppState:
         if cache is not None:
             listener.add(cache)
         listener.start()
+        WORDS_COMPLETE.set_function(lambda: float(postgres.words.complete))
         return cls(
             settings=settings,
             pool=pool,

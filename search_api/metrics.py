@@ -36,6 +36,11 @@ AUDIT_FAILURES = Counter(
     "Audit records the trail could not take (queue full or database away); alarm on any",
 )
 AUDIT_PENDING = Gauge("patient_search_audit_pending", "Audit records queued, not yet written")
+WORDS_COMPLETE = Gauge(
+    "patient_search_word_dictionary_complete",
+    "1 while this process's word dictionary follows the indexer's announcements of new "
+    "words and is current (searches then skip exact passes no patient can match)",
+)
 CONNECTIONS_SPREAD = Counter(
     "patient_search_connections_spread_total",
     "Keep-alive connections closed after an answer to even out serve's workers",

@@ -211,6 +211,7 @@ def test_the_api_hears_of_a_new_word_at_once(db_url: str) -> None:
     with TestClient(create_app(Settings(pool_min_size=1, pool_max_size=2), db_url)) as client:
         words = client.app.state.search.postgres.words
         wait_complete(words)
+        assert "patient_search_word_dictionary_complete 1.0" in client.get("/metrics").text
         with psycopg.connect(db_url) as conn:
             insert_patient(conn, "a2", given="Zebulon", family="Quark")
             sync_patients(conn, ["a2"])
