@@ -222,3 +222,23 @@ def test_the_api_hears_of_a_new_word_at_once(db_url: str) -> None:
             "/v1/patients/search", json={"q": "zebulon quark"}, headers={"X-API-Key": key}
         ).json()
         assert [r["id"] for r in got["results"]] == ["a2"]
+
+
+def test_a_lost_listener_makes_the_dictionary_incomplete_until_it_is_back(db_url: str) -> None:
+    """Announcements sent while the listener is away are lost: meanwhile every exact pass
+    runs, and the dictionary reloads once the listener is back."""
+    with psycopg.connect(db_url) as conn:
+        insert_patient(conn, "a1", given="John", family="Smith")
+        conn.commit()
+    reindex(db_url, Settings(), progress=False)
+    with TestClient(create_app(Settings(pool_min_size=1, pool_max_size=2), db_url)) as client:
+        words = client.app.state.search.postgres.words
+        wait_complete(words)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            dropped = conn.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity "
+                "where application_name = 'patient-search-listener'"
+            ).fetchall()
+        assert dropped == [(True,)]
+        wait_until(lambda: not words.complete, "the lost listener went unnoticed")
+        wait_complete(words)  # reconnected within a second or so, and reloaded
