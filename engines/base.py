@@ -24,6 +24,13 @@ class NameToken:
     prefix: bool = True
 
 
+class SearchTimedOut(Exception):
+    """The search's time ran out before any pass found anyone. "No one" would then be
+    a guess, and staff told so might register the patient again: the caller is told
+    to retry instead. (Cut short after finding someone, a search answers with that:
+    the passes left would only have ranked below it.)"""
+
+
 @dataclass(frozen=True)
 class CandidateQuery:
     clinic_ids: tuple[str, ...]

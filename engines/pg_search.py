@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from core import term_counts, terms
 from core.name_keys import name_pair
-from engines.base import Candidate, CandidateQuery, NameToken
+from engines.base import Candidate, CandidateQuery, NameToken, SearchTimedOut
 from engines.filters import NAME_FIELDS, Filter, folded_words
 from engines.pg_projection import NAME_LEAD, SCOPE, WORDS_CHANNEL, array_literal, scope_terms
 from engines.word_dictionary import TOTAL_WORD, Expansions, WordDictionary
@@ -361,9 +361,11 @@ class CandidateSearch:
             self.passes()
         except (DeadlineReached, psycopg.errors.QueryCanceled):
             # What the strict passes found is still worth answering; the looser ones
-            # would only have ranked below it.
+            # would only have ranked below it. Nothing found is not an answer.
             SEARCH_DEADLINES.inc()
             log.warning("search deadline reached", extra={"found": len(self.found)})
+            if not self.found:
+                raise SearchTimedOut from None
         return list(self.found.values())
 
     def passes(self) -> None:

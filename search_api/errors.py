@@ -12,6 +12,7 @@ from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from engines.base import SearchTimedOut
 from search_api.metrics import ERRORS
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     async def _busy(request: Request, exc: PoolTimeout) -> JSONResponse:
         return _retry_later(request, "busy", "the database is busy; retry shortly", 1)
+
+    @app.exception_handler(SearchTimedOut)
+    async def _timed_out(request: Request, exc: SearchTimedOut) -> JSONResponse:
+        return _retry_later(request, "busy", "the search ran out of time; retry shortly", 1)
 
     @app.exception_handler(OperationalError)
     async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:

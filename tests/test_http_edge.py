@@ -105,9 +105,33 @@ def test_phi_answers_are_not_stored(client: TestClient) -> None:
         assert response.headers["cache-control"] == "no-store", response.request.url
 
 
+def search_with_a_table_locked(
+    seeded: tuple[str, str], table: str, q: str
+) -> tuple[int, dict[str, object], dict[str, str]]:
+    """A search whose passes on `table` wait for a lock until its deadline (300 ms)."""
+    with open_client(*seeded, search_timeout_ms=300) as client:
+        client.post("/v1/patients/search", json={"q": "warm"})  # keys and words loaded
+        with psycopg.connect(seeded[0]) as locker:
+            locker.execute(f"lock table patient_search.{table} in access exclusive mode")
+            response = client.post("/v1/patients/search", json={"q": q})
+    return response.status_code, response.json(), dict(response.headers)
+
+
 def test_one_deadline_for_the_whole_search(seeded: tuple[str, str]) -> None:
+    """Cut short after the phone found John, the search answers with him: the name
+    passes left (as you type "sm", read by name keys) would only rank below him."""
     before = SEARCH_DEADLINES._value.get()
-    with open_client(*seeded, search_timeout_ms=1) as client:
-        response = client.post("/v1/patients/search", json={"q": "jon smyth 3/14/1985"})
-    assert response.status_code == 200  # answered with what was found in time, not a 5xx
+    status, body, _ = search_with_a_table_locked(seeded, "name_keys", "555-010-2233 sm")
+    assert status == 200
+    assert [r["id"] for r in body["results"]] == ["p1"]  # type: ignore[attr-defined]
     assert SEARCH_DEADLINES._value.get() > before
+
+
+def test_a_search_out_of_time_before_finding_anyone_is_a_503(seeded: tuple[str, str]) -> None:
+    """An empty answer would say the patient is not there, and staff might register
+    them again: the caller is told to retry instead."""
+    status, body, headers = search_with_a_table_locked(seeded, "patients", "john smith")
+    assert status == 503
+    assert body["error"]["code"] == "busy"  # type: ignore[index]
+    assert "ran out of time" in body["error"]["message"]  # type: ignore[index]
+    assert headers["retry-after"] == "1"
