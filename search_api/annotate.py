@@ -18,7 +18,7 @@ from typing import Any
 
 import phonenumbers
 
-from normalizers.names import nickname_group
+from normalizers.names import folded_nickname_group
 from normalizers.phones import Phone, normalize_phone
 from normalizers.text import fold
 from search_api.ranking import Ranked, RankQuery, word_match
@@ -188,18 +188,12 @@ def highlights(
 # --- possible duplicates among the results of one page --------------------------------
 
 
-@lru_cache(maxsize=65536)
-def _nicknames(word: str) -> frozenset[str]:
-    """The nickname group of a folded name word, itself included."""
-    return frozenset({word, *nickname_group(word)})
-
-
 def _word_near(x: str, y: str, *, nicknames: bool) -> bool:
     if x == y:
         return True
     if min(len(x), len(y)) == 1:
         return x[0] == y[0]  # an initial
-    if nicknames and _nicknames(x) & _nicknames(y):
+    if nicknames and folded_nickname_group(x) & folded_nickname_group(y):
         return True
     for typed, stored in ((x, y), (y, x)):
         if len(typed) >= 3 and word_match(typed, stored, nicknames=False):

@@ -30,7 +30,7 @@ from rapidfuzz.fuzz import ratio, token_set_ratio, token_sort_ratio
 from core import term_counts, terms
 from core.documents import MatchFields, PatientRecord
 from engines.base import Candidate
-from normalizers.names import is_particle, nickname_group, phonetic_keys, typo_distance
+from normalizers.names import folded_nickname_group, is_particle, phonetic_keys, typo_distance
 
 # "slip" is a one-character typo in a word of four letters or more: as telling as a
 # sound-alike, so it ranks with phonetic; other typos rank below.
@@ -103,11 +103,6 @@ def _primary_code(token: str) -> str | None:
     return codes[0] if codes else None
 
 
-@lru_cache(maxsize=65536)
-def _nicknames(token: str) -> frozenset[str]:
-    return frozenset(nickname_group(token))
-
-
 def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float] | None:
     """How a typed word matches a stored word: kind and quality in (0, 1]. A search
     asks through its NameMemo, which remembers the answers for its other candidates."""
@@ -115,7 +110,7 @@ def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float]
         return "exact", 1.0
     if stored.startswith(typed):
         return "prefix", 0.85 + 0.15 * len(typed) / len(stored)
-    if nicknames and _nicknames(typed) & _nicknames(stored):
+    if nicknames and folded_nickname_group(typed) & folded_nickname_group(stored):
         return "nickname", 0.8
     if len(typed) >= 3 and _primary_code(typed) in _phonetic(stored):
         return "phonetic", 0.8
