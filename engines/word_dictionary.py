@@ -195,10 +195,11 @@ class WordDictionary:
         self._refresh_in_background()
 
     def follow(self, live: bool) -> None:
-        """The listener is up (announcements may have been missed: reload) or lost."""
+        """The listener is up (announcements may have been missed: reload) or lost
+        (incomplete until it is up again and has reloaded)."""
         self._following = live
-        self._heard += 1
         if live:
+            self._heard += 1
             self._refresh_in_background()
 
     @property
