@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -98,22 +99,32 @@ def iso_utc(at: dt.datetime) -> str:
 
 def canonical(seq: int, record: AuditRecord) -> str:
     """The exact text a row's hash covers; stable across a round trip through PostgreSQL."""
-    values = [
-        seq,
-        iso_utc(record.at),
-        record.request_id,
-        record.key_id,
-        list(record.clinics),
-        record.staff_user,
-        record.purpose,
-        record.source,
-        record.action,
-        record.outcome,
-        record.request,
-        list(record.patient_ids),
-        record.note,
-    ]
-    return json.dumps(values, separators=(",", ":"), ensure_ascii=True)
+    return f"[{seq},{chained_text(record)}"
+
+
+def chained_text(record: AuditRecord) -> str:
+    """The canonical text after the sequence number, which only the chain's head knows:
+    the server completes it (patient_search.audit_append, core.schema migration 100)."""
+    values = list(_fields(record).values())
+    return json.dumps(values, separators=(",", ":"), ensure_ascii=True)[1:]
+
+
+def _fields(record: AuditRecord) -> dict[str, Any]:
+    """A record's columns after seq, in their order, as JSON values."""
+    return {
+        "at": iso_utc(record.at),
+        "request_id": record.request_id,
+        "key_id": record.key_id,
+        "clinics": list(record.clinics),
+        "staff_user": record.staff_user,
+        "purpose": record.purpose,
+        "source": record.source,
+        "action": record.action,
+        "outcome": record.outcome,
+        "request": record.request,
+        "patient_ids": list(record.patient_ids),
+        "note": record.note,
+    }
 
 
 def chain_hash(prev_hash: str, seq: int, record: AuditRecord) -> str:
@@ -126,29 +137,17 @@ def _clean(text: str | None) -> str | None:
 
 
 def append(conn: psycopg.Connection[Any], records: Sequence[AuditRecord]) -> int:
-    """Append records to the chain in one transaction; returns the last seq.
+    """Append records to the chain in one statement; returns the last seq.
 
-    The head row's lock serialises writers of every process, so seq has no gaps.
+    The server numbers and hashes them under the head row's lock, which serialises
+    writers of every process (seq has no gaps) and is held inside PostgreSQL only.
     """
-    with conn.transaction():
-        row = conn.execute("select seq, hash from patient_search.audit_head for update").fetchone()
-        assert row is not None, "schema patient_search is not migrated (no audit_head)"
-        seq, prev = int(row[0]), str(row[1])
-        cols = sql.SQL(", ").join(map(sql.Identifier, (*_COLUMNS, "prev_hash", "hash")))
-        with conn.cursor() as cur:
-            copy_sql = sql.SQL("copy patient_search.audit_log ({}) from stdin").format(cols)
-            with cur.copy(copy_sql) as copy:
-                for rec in records:
-                    rec = _sanitized(rec)
-                    seq += 1
-                    digest = chain_hash(prev, seq, rec)
-                    copy.write_row((seq, *_values(rec), prev, digest))
-                    prev = digest
-        conn.execute(
-            "update patient_search.audit_head set seq = %s, hash = %s, updated_at = now()",
-            (seq, prev),
-        )
-    return seq
+    rows = [{**_fields(r), "chained": chained_text(r)} for r in map(_sanitized, records)]
+    row = conn.execute(
+        "select patient_search.audit_append(%s::jsonb)", (orjson.dumps(rows).decode(),)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def _sanitized(rec: AuditRecord) -> AuditRecord:
@@ -167,23 +166,6 @@ def _sanitized(rec: AuditRecord) -> AuditRecord:
     )
 
 
-def _values(rec: AuditRecord) -> tuple[Any, ...]:
-    return (
-        rec.at,
-        rec.request_id,
-        rec.key_id,
-        list(rec.clinics),
-        rec.staff_user,
-        rec.purpose,
-        rec.source,
-        rec.action,
-        rec.outcome,
-        rec.request,
-        list(rec.patient_ids),
-        rec.note,
-    )
-
-
 class AuditUnavailable(Exception):
     """The trail cannot take this record now (queue full or database away)."""
 
@@ -198,9 +180,9 @@ class AuditWriter:
     """
 
     url: str
-    queue_size: int = 10_000
+    queue_size: int = 50_000
     flush_ms: int = 200
-    batch_size: int = 500
+    batch_size: int = 10_000
     touch_every_s: float = 60.0
     _queue: queue.Queue[AuditRecord] = field(init=False)
     _stop: threading.Event = field(init=False, default_factory=threading.Event)

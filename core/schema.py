@@ -464,6 +464,63 @@ def _m90_name_pairs(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+def _m100_audit_append(conn: psycopg.Connection[Any]) -> None:
+    """The chain appended inside the server (core.audit.append): the head's row lock,
+    which serialises the writers of every API process, is held for one statement in
+    PostgreSQL only. Held across a batch's round trips from Python, it waited on each
+    writer thread's turn for the GIL under load; one process's stalled write held up the
+    other's, and a worker answering cached searches at 1,800/s filled its audit queue and
+    refused requests with 503 (issue 11, nineteenth pass).
+
+    `records` is a JSON array of rows (oldest first), each with `chained`: its canonical
+    JSON after the sequence number (core.audit.chained_text), so that each hash is the
+    one `verify` recomputes: sha256(prev_hash || '\n[' || seq || ',' || chained)."""
+    conn.execute(
+        r"""
+        create or replace function patient_search.audit_append(records jsonb)
+        returns bigint language plpgsql as $$
+        declare
+          first_seq bigint;
+          last_seq bigint;
+          last_hash text;
+          links text[] := '{}';
+          text_after_seq text;
+        begin
+          select seq, hash into last_seq, last_hash
+            from patient_search.audit_head for update;
+          first_seq := last_seq;
+          for text_after_seq in
+            select e.value ->> 'chained'
+              from jsonb_array_elements(records) with ordinality e(value, i) order by e.i
+          loop
+            last_seq := last_seq + 1;
+            links := links || last_hash;
+            last_hash := encode(sha256(convert_to(
+              last_hash || E'\n[' || last_seq || ',' || text_after_seq, 'UTF8')), 'hex');
+          end loop;
+          links := links || last_hash;
+          insert into patient_search.audit_log (
+            seq, at, request_id, key_id, clinics, staff_user, purpose, source, action,
+            outcome, request, patient_ids, note, prev_hash, hash)
+          select first_seq + r.i, r.at, r.request_id, r.key_id, r.clinics, r.staff_user,
+                 r.purpose, r.source, r.action, r.outcome, r.request, r.patient_ids, r.note,
+                 l.prev_hash, l.hash
+            from rows from (jsonb_to_recordset(records) as (
+                   at timestamptz, request_id text, key_id bigint, clinics text[],
+                   staff_user text, purpose text, source text, action text, outcome smallint,
+                   request text, patient_ids text[], note text))
+                 with ordinality r(at, request_id, key_id, clinics, staff_user, purpose,
+                                   source, action, outcome, request, patient_ids, note, i)
+            join unnest(links[1:last_seq - first_seq], links[2:last_seq - first_seq + 1])
+                 with ordinality l(prev_hash, hash, i) using (i);
+          update patient_search.audit_head
+             set seq = last_seq, hash = last_hash, updated_at = now();
+          return last_seq;
+        end $$
+        """
+    )
+
+
 # Append new migrations; never edit a released one.
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     (1, "projection, dictionary, api keys, checkpoints, dead letters", _m1_initial),
@@ -486,6 +543,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     (70, "rate limits: leases of several tokens per draw", _m70_token_leases),
     (80, 'projection terms collated "C"', _m80_terms_collate_c),
     (90, "name keys: given-family pairs", _m90_name_pairs),
+    (100, "audit trail appended inside the server", _m100_audit_append),
 ]
 
 

@@ -139,9 +139,9 @@ class Settings(BaseSettings):
 
     # --- accountable access: keys, audit trail, rate limits (issue 13) ---
     key_rotation_grace_hours: float = Field(default=24.0, ge=0)  # old key valid after rotate
-    audit_queue_size: int = Field(default=10_000, ge=10)  # records waiting per API process
+    audit_queue_size: int = Field(default=50_000, ge=10)  # records waiting per process (full: 503)
     audit_flush_ms: int = Field(default=200, ge=10, le=1000)  # queue written at least this often
-    audit_batch_size: int = Field(default=500, ge=1)
+    audit_batch_size: int = Field(default=10_000, ge=1)  # most records per write
     audit_on_failure: str = "reject"  # reject (503, fail closed) | serve (serve and alarm)
     audit_retention_days: int = Field(default=2192, ge=1)  # `audit prune` keeps this much (6 y)
     rate_limit_enabled: bool = True

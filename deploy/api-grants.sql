@@ -20,6 +20,7 @@ grant select, insert, delete on patient_search.fhir_cursors to patient_search_ap
 -- Audit trail: append-only for the API (the table's trigger also refuses UPDATE/DELETE).
 grant select, insert on patient_search.audit_log to patient_search_api;
 grant select, update on patient_search.audit_head to patient_search_api;
+grant execute on function patient_search.audit_append(jsonb) to patient_search_api;
 grant select on patient_search.audit_prunes to patient_search_api;
 -- Keys: only the last-use time is the API's to write.
 grant update (last_used_at) on patient_search.api_keys to patient_search_api;

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import io
 import json
+import threading
 import time
 
 import psycopg
@@ -17,6 +18,7 @@ from core.audit import (
     AuditUnavailable,
     AuditWriter,
     append,
+    chain_hash,
     prune,
     query,
     to_csv,
@@ -61,6 +63,48 @@ def test_chain_verifies_and_names_an_edited_row(conn: psycopg.Connection) -> Non
     report = verify(conn)
     assert not report.ok
     assert report.problems == ["row 3: contents altered (hash mismatch)"]
+
+
+def test_the_server_hashes_what_verify_recomputes(conn: psycopg.Connection) -> None:
+    """The chain is completed in PostgreSQL (audit_append): its hash of a row must be the
+    one core.audit.chain_hash gives, whatever the text holds."""
+    awkward = [
+        record(1, staff_user="José Ñúñez", note='quote " backslash \\ tab \t'),
+        record(2, request='{"body":"Zoë 😀 \u2028 line\nbreak"}', purpose=None),
+        record(3, staff_user="nul\x00inside", key_id=None, clinics=(), patient_ids=()),
+        record(4, source=None, note=None, outcome=503),
+    ]
+    assert append(conn, awkward[:2]) == 2
+    assert append(conn, awkward[2:]) == 4
+    rows = conn.execute(
+        "select seq, prev_hash, hash, staff_user from patient_search.audit_log order by seq"
+    ).fetchall()
+    prev = "0" * 64
+    for (seq, link, digest, _), rec in zip(rows, awkward, strict=True):
+        if seq == 3:  # NUL cannot be stored: it is kept as the text \u0000
+            rec = record(3, staff_user="nul\\u0000inside", key_id=None, clinics=(), patient_ids=())
+        assert link == prev and digest == chain_hash(prev, seq, rec)
+        prev = digest
+    assert rows[0][3] == "José Ñúñez"
+    assert verify(conn).ok and verify(conn).checked == 4
+
+
+def test_concurrent_writers_leave_one_gapless_chain(db_url: str, conn: psycopg.Connection) -> None:
+    """Writers of several processes take turns at the head inside the server."""
+
+    def write(first: int) -> None:
+        with psycopg.connect(db_url, autocommit=True) as own:
+            for n in range(first, first + 200, 20):
+                append(own, [record(m) for m in range(n, n + 20)])
+
+    threads = [threading.Thread(target=write, args=(k * 1000,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seqs = [r[0] for r in conn.execute("select seq from patient_search.audit_log order by seq")]
+    assert seqs == list(range(1, 801))
+    assert verify(conn).ok
 
 
 def test_verify_names_a_deleted_row_and_a_cut_tail(conn: psycopg.Connection) -> None:
