@@ -59,7 +59,10 @@ def patient_generations(patient_id: str) -> tuple[str, ...]:
 
 class Store(Protocol):
     """Where entries and generations live (this process, or Redis). A generation is
-    named by a clinic or a patient; ALL_CLINICS's is part of every key."""
+    named by a clinic or a patient; ALL_CLINICS's is part of every key. `blocking`: its
+    calls wait on the network (kept off the event loop)."""
+
+    blocking: bool
 
     def generations(self, names: Sequence[str]) -> tuple[int, ...]: ...
 
@@ -74,6 +77,8 @@ class Store(Protocol):
 
 class LocalStore:
     """A bounded LRU with per-entry expiry, in this process."""
+
+    blocking = False
 
     def __init__(self, max_entries: int = 20_000, *, forget_after_s: float = 600.0) -> None:
         self.max_entries = max_entries
@@ -129,6 +134,8 @@ class LocalStore:
 
 class RedisStore:
     """Shared by every API process and replica: entries and generations expire in Redis."""
+
+    blocking = True
 
     def __init__(self, url: str, *, forget_after_s: float = 600.0) -> None:
         import redis
