@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 from core.apikeys import create_key
 from core.audit import verify
 from core.settings import Settings
+from search_api.access import new_request_id
 from search_api.app import create_app
 from tests.factories import JOHN_SMITH, patient, seed
 
@@ -372,3 +374,21 @@ def test_fhir_facade_uses_the_same_access_and_trail(
     assert sorted(rows[1]["patient_ids"]) == searched and "p1" in searched
     assert "p1" in rows[2]["patient_ids"] and "q1" not in rows[2]["patient_ids"]
     assert rows[3]["patient_ids"] == []
+
+
+def test_generated_request_ids_are_unique_across_processes() -> None:
+    """A random prefix per process, then a counter: a forked worker draws its own prefix."""
+    ids = [new_request_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child reports its first id and leaves at once
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    theirs = os.read(read, 64).decode()
+    os.close(read)
+    assert len(theirs) == 32 and theirs[:16] != ids[0][:16]
+    assert theirs not in ids
