@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from prometheus_client import Counter
 
 from engines.pg_projection import ALL_CLINICS, CHANNEL, PATIENTS_CHANNEL
+from search_api.ratelimit import LOCKOUTS_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,16 @@ def patient_generation(patient_id: str) -> str:
 
 def patient_generations(patient_id: str) -> tuple[str, ...]:
     return (EVERY_PATIENT, patient_generation(patient_id))
+
+
+def key_lockouts(key_id: int | str) -> str:
+    return f"lockouts:{key_id}"
+
+
+def lookup_generations(clinics: Sequence[str], key_id: int) -> tuple[str, ...]:
+    """A booking lookup's answer hangs on its clinics and on the key's lockouts: a lock
+    drops every cached lookup of that key, whichever identifier it locked."""
+    return (*sorted(set(clinics)), key_lockouts(key_id))
 
 
 class Store(Protocol):
@@ -166,7 +177,7 @@ class RedisStore:
 
 
 class AnswerCache:
-    channels = (CHANNEL, PATIENTS_CHANNEL)
+    channels = (CHANNEL, PATIENTS_CHANNEL, LOCKOUTS_CHANNEL)
 
     def __init__(self, store: Store, *, ttl_s: dict[str, float]) -> None:
         self.store = store
@@ -274,10 +285,13 @@ class CacheSlot:
 
 def changed_names(channel: str, payload: str) -> list[str]:
     """The generations a notification bumps: a clinic (or ALL_CLINICS) on CHANNEL; on
-    PATIENTS_CHANNEL each patient named, or every patient. A payload that cannot be
-    read drops everything rather than risk a stale answer."""
+    PATIENTS_CHANNEL each patient named, or every patient; on LOCKOUTS_CHANNEL the key's
+    lookups. A payload that cannot be read drops everything rather than risk a stale
+    answer."""
     if channel == CHANNEL:
         return [payload or ALL_CLINICS]
+    if channel == LOCKOUTS_CHANNEL:
+        return [key_lockouts(payload)] if payload.isdigit() else [ALL_CLINICS]
     try:
         ids = json.loads(payload)
     except ValueError:

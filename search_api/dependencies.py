@@ -83,8 +83,11 @@ class AppState:
 
 
 def open_cache(settings: Settings) -> AnswerCache:
-    # Booking lookups are not kept: the anti-enumeration lockout must see every miss.
-    ttl = {"search": settings.cache_search_ttl_s, "patient": settings.cache_patient_ttl_s}
+    ttl = {
+        "search": settings.cache_search_ttl_s,
+        "lookup": settings.cache_search_ttl_s,  # found answers only: every miss is counted
+        "patient": settings.cache_patient_ttl_s,
+    }
     forget_after_s = 2 * max(ttl.values()) + 60  # a generation outlives its entries
     store: Store = (
         RedisStore(settings.redis_url, forget_after_s=forget_after_s)

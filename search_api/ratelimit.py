@@ -419,6 +419,10 @@ def identifier_digest(term: str) -> str:
     return hashlib.sha256(term.encode()).hexdigest()
 
 
+# A lookup lockout, announced with the key's id: cached lookups of that key are dropped.
+LOCKOUTS_CHANNEL = "patient_search_lockouts"
+
+
 def locked_identifiers(conn: psycopg.Connection[Any], key_id: int, terms: Sequence[str]) -> bool:
     """True when any of these identifiers is locked for this key."""
     if not terms:
@@ -456,14 +460,20 @@ def record_miss(
     ).fetchall()
     if not any(r[0] >= settings.lookup_lockout_misses for r in rows):
         return False
+    # The lock and its announcement commit together (autocommit: one statement): each API
+    # process then drops the key's cached lookups (search_api.cache, LOCKOUTS_CHANNEL).
     conn.execute(
-        "update patient_search.lookup_misses set locked_until = now() + %s * interval '1 second',"
-        " misses = 0, first_miss = now() where key_id = %s and ident = any(%s) and misses >= %s",
+        "with locked as (update patient_search.lookup_misses"
+        " set locked_until = now() + %s * interval '1 second', misses = 0, first_miss = now()"
+        " where key_id = %s and ident = any(%s) and misses >= %s returning 1)"
+        " select pg_notify(%s, %s) where exists (select 1 from locked)",
         (
             settings.lookup_lockout_s,
             key_id,
             [identifier_digest(t) for t in terms],
             settings.lookup_lockout_misses,
+            LOCKOUTS_CHANNEL,
+            str(key_id),
         ),
     )
     return True

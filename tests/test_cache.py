@@ -106,6 +106,46 @@ def test_a_clinic_rebuilt_drops_its_patient_reads(seeded: tuple[str, str]) -> No
         assert client.get("/v1/patients/a1").json()["patient"]["given_name"] == "Anne"
 
 
+def test_booking_lookups_keep_found_answers_until_a_lockout(seeded: tuple[str, str]) -> None:
+    """A lookup that found someone is kept; a miss never is (the lockout counts each),
+    and a lock drops the key's kept answers in every process (its NOTIFY)."""
+    url, key = seeded
+    with psycopg.connect(url) as conn:
+        insert_patient(
+            conn,
+            "a9",
+            given="Ida",
+            family="Lane",
+            birth_date="1985-03-14",
+            phones=["555-010-9999"],
+            mrn="00912",
+        )
+        other = create_key(conn, ["clinic-a"])
+        conn.commit()
+    reindex(url, Settings(), clinic_id="clinic-a", progress=False)
+    app = create_app(Settings(pool_min_size=1, pool_max_size=2), url)
+
+    def lookup(body: dict[str, str], as_key: str = key) -> tuple[str | None, list[str]]:
+        r = client.post("/v1/patients/lookup", json=body, headers={"X-API-Key": as_key})
+        assert r.status_code == 200, r.text
+        return r.headers.get("x-cache"), [m["id"] for m in r.json()["results"]]
+
+    right = {"phone": "555-010-9999", "birthdate": "1985-03-14"}
+    with TestClient(app) as client:
+        wait_live(client)
+        assert lookup(right) == (None, ["a9"])
+        assert lookup(right) == ("hit", ["a9"])
+        assert lookup(right, other) == (None, ["a9"])
+        for day in range(1, 6):  # five misses: never kept, each counted
+            wrong = {**right, "birthdate": f"1985-03-{day:02d}"}
+            assert lookup(wrong) == (None, [])
+        wait_until(lambda: lookup(right) == (None, []), "the lockout")
+        assert lookup({"mrn": "00912", "birthdate": "1985-03-14"}) == (None, ["a9"])
+        assert lookup(right, other) == ("hit", ["a9"])  # another key's answers stay
+        stats = client.get("/cache").json()["kinds"]["lookup"]
+        assert stats["hits"] >= 2
+
+
 def test_cache_off_serves_nothing_twice(seeded: tuple[str, str]) -> None:
     url, key = seeded
     app = create_app(Settings(pool_min_size=1, pool_max_size=2, cache_enabled=False), url)

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from search_api import models
 from search_api.access import Access, AccessRoute, require
 from search_api.annotate import annotate_results, formatted_phones
-from search_api.cache import CacheSlot, patient_generations
+from search_api.cache import CacheSlot, lookup_generations, patient_generations
 from search_api.dependencies import AppState, State
 from search_api.errors import ApiError
 from search_api.metrics import RESULTS
@@ -150,17 +150,36 @@ def _search(
 
 
 @router.post("/lookup", response_model=models.LookupResponse, responses=_ERRORS)
-def lookup(
+async def lookup(
     body: models.LookupRequest, access: LookupAccess, state: State, response: Response
 ) -> Response:
     """Exact identifiers only; a hit, a miss and a locked identifier have the same shape.
 
     Five misses for one key and the same phone or MRN within the lockout window
-    lock that identifier for that key (anti-enumeration); the trail notes it.
+    lock that identifier for that key (anti-enumeration); the trail notes it. Only
+    answers that found someone are kept in the cache, so every miss reaches the
+    lockout, and a lock drops the key's kept answers (search_api.cache).
     """
-    started = time.perf_counter()
     if not body.phone and not body.mrn:
         raise ApiError(422, "invalid_request", "give phone or mrn together with birthdate")
+    assert access.key is not None  # require() authenticated it
+    # Kept per key, as its lockouts are: another key's lock must not be passed by a hit.
+    request = {"key": access.key.id, **body.model_dump()}
+    depends_on = lookup_generations(access.clinics, access.key.id)
+    slot = await _cached(state, "lookup", access.clinics, request, depends_on)
+    if slot.hit is not None:
+        return _hit(slot, access, response, [r["id"] for r in orjson.loads(slot.hit)["results"]])
+    return await run_in_threadpool(_lookup, body, access, state, response, slot)
+
+
+def _lookup(
+    body: models.LookupRequest,
+    access: Access,
+    state: AppState,
+    response: Response,
+    slot: CacheSlot,
+) -> Response:
+    started = time.perf_counter()
     term_sets = lookup_terms(
         birthdate=body.birthdate, phone=body.phone, mrn=body.mrn, settings=state.settings
     )
@@ -179,8 +198,10 @@ def lookup(
             for c in found
         ],
         took_ms=round((time.perf_counter() - started) * 1000, 2),
-    )
-    return _json(answer.model_dump_json(), response)
+    ).model_dump_json()
+    if found:
+        slot.put("lookup", answer)
+    return _json(answer, response)
 
 
 @router.get(
