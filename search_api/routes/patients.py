@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any
 
 import orjson
@@ -93,10 +95,25 @@ async def _cached(
     return cache.slot(kind, clinics, request, depends_on)
 
 
-def _hit(slot: CacheSlot, access: Access, response: Response, ids: list[str]) -> Response:
-    """A cached answer is an access like any other: the trail lists its patients."""
-    assert slot.hit is not None
-    access.returned(ids)
+async def _kept_or(
+    compute: Callable[[CacheSlot], Response],
+    state: AppState,
+    access: Access,
+    response: Response,
+    kind: str,
+    request: Any,
+    depends_on: tuple[str, ...] | None = None,
+    shown: list[str] | None = None,
+) -> Response:
+    """The kept answer, served on the event loop; else `compute(slot)` in a handler thread,
+    which may keep what it answers in `slot`. A kept answer is an access like any other:
+    the trail lists its patients (`shown`, by default those of its results)."""
+    slot = await _cached(state, kind, access.clinics, request, depends_on)
+    if slot.hit is None:
+        return await run_in_threadpool(compute, slot)
+    if shown is None:
+        shown = [r["id"] for r in orjson.loads(slot.hit)["results"]]
+    access.returned(shown)
     return _json(slot.hit, response, **{"X-Cache": "hit"})
 
 
@@ -105,10 +122,8 @@ async def search_patients(
     body: models.SearchRequest, access: SearchAccess, state: State, response: Response
 ) -> Response:
     # A thin search is refused before it is kept, so no hit is ever a thin one.
-    slot = await _cached(state, "search", access.clinics, body.model_dump())
-    if slot.hit is not None:
-        return _hit(slot, access, response, [r["id"] for r in orjson.loads(slot.hit)["results"]])
-    return await run_in_threadpool(_search, body, access, state, response, slot)
+    compute = partial(_search, body, access, state, response)
+    return await _kept_or(compute, state, access, response, "search", body.model_dump())
 
 
 def _search(
@@ -166,10 +181,8 @@ async def lookup(
     # Kept per key, as its lockouts are: another key's lock must not be passed by a hit.
     request = {"key": access.key.id, **body.model_dump()}
     depends_on = lookup_generations(access.clinics, access.key.id)
-    slot = await _cached(state, "lookup", access.clinics, request, depends_on)
-    if slot.hit is not None:
-        return _hit(slot, access, response, [r["id"] for r in orjson.loads(slot.hit)["results"]])
-    return await run_in_threadpool(_lookup, body, access, state, response, slot)
+    compute = partial(_lookup, body, access, state, response)
+    return await _kept_or(compute, state, access, response, "lookup", request, depends_on)
 
 
 def _lookup(
@@ -214,12 +227,11 @@ async def get_patient(
     if len(patient_id) > 200 or not patient_id.isprintable():
         raise ApiError(422, "invalid_request", "patient id too long or not printable")
     # A read shows one patient: only that patient's changes drop it.
-    slot = await _cached(
-        state, "patient", access.clinics, patient_id, patient_generations(patient_id)
+    depends_on = patient_generations(patient_id)
+    compute = partial(_read, patient_id, access, state, response)
+    return await _kept_or(
+        compute, state, access, response, "patient", patient_id, depends_on, [patient_id]
     )
-    if slot.hit is not None:
-        return _hit(slot, access, response, [patient_id])
-    return await run_in_threadpool(_read, patient_id, access, state, response, slot)
 
 
 def _read(
