@@ -6,6 +6,7 @@ import datetime as dt
 import itertools
 import json
 import random
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -242,3 +243,11 @@ class Workload:
                     for stmt, params in self.step():
                         conn.execute(stmt, params)  # type: ignore[arg-type]
                     done += 1
+
+
+def wait_until(done: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
+    """Poll until `done()`; fail with `what` (what never happened) after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)

@@ -4,7 +4,6 @@ patient of that clinic (LISTEN/NOTIFY), in process or shared through Redis."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -15,7 +14,7 @@ from core.settings import Settings
 from indexer.reindex import reindex
 from indexer.sync import sync_patients
 from search_api.app import create_app
-from tests.factories import insert_patient
+from tests.factories import insert_patient, wait_until
 
 
 @pytest.fixture
@@ -45,13 +44,6 @@ def wait_live(client: TestClient) -> None:
         time.sleep(0.05)
 
 
-def wait_until(done: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 5
-    while not done():
-        assert time.monotonic() < deadline, f"{what} never reached the cache"
-        time.sleep(0.05)
-
-
 def check_cache(client: TestClient, url: str) -> None:
     wait_live(client)
     assert search(client, "smith") == (None, ["Ann"])
@@ -68,14 +60,16 @@ def check_cache(client: TestClient, url: str) -> None:
         conn.execute("update patients set given_name = 'Carla' where id = 'a2'")
         sync_patients(conn, ["a2"])
         conn.commit()
-    wait_until(lambda: search(client, "smith")[0] is None, "the clinic's change")
+    wait_until(
+        lambda: search(client, "smith")[0] is None, "the clinic's change never reached the cache"
+    )
     # ... which leaves the read of a1 cached: it shows a1 alone.
     assert client.get("/v1/patients/a1").headers.get("x-cache") == "hit"
     with psycopg.connect(url) as conn:  # the indexer changes a patient of this clinic
         conn.execute("update patients set given_name = 'Anna' where id = 'a1'")
         sync_patients(conn, ["a1"])
         conn.commit()
-    wait_until(lambda: search(client, "smith")[1] == ["Anna"], "the change")
+    wait_until(lambda: search(client, "smith")[1] == ["Anna"], "the change never reached the cache")
     read = client.get("/v1/patients/a1")
     assert read.headers.get("x-cache") is None
     assert read.json()["patient"]["given_name"] == "Anna"
@@ -102,7 +96,10 @@ def test_a_clinic_rebuilt_drops_its_patient_reads(seeded: tuple[str, str]) -> No
             conn.execute("update patients set given_name = 'Anne' where id = 'a1'")
             conn.commit()
         reindex(url, Settings(), clinic_id="clinic-a", progress=False)
-        wait_until(lambda: client.get("/v1/patients/a1").headers.get("x-cache") is None, "rebuild")
+        wait_until(
+            lambda: client.get("/v1/patients/a1").headers.get("x-cache") is None,
+            "the rebuild never reached the cache",
+        )
         assert client.get("/v1/patients/a1").json()["patient"]["given_name"] == "Anne"
 
 
@@ -139,7 +136,7 @@ def test_booking_lookups_keep_found_answers_until_a_lockout(seeded: tuple[str, s
         for day in range(1, 6):  # five misses: never kept, each counted
             wrong = {**right, "birthdate": f"1985-03-{day:02d}"}
             assert lookup(wrong) == (None, [])
-        wait_until(lambda: lookup(right) == (None, []), "the lockout")
+        wait_until(lambda: lookup(right) == (None, []), "the lockout never reached the cache")
         assert lookup({"mrn": "00912", "birthdate": "1985-03-14"}) == (None, ["a9"])
         assert lookup(right, other) == ("hit", ["a9"])  # another key's answers stay
         stats = client.get("/cache").json()["kinds"]["lookup"]

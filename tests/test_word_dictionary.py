@@ -4,7 +4,6 @@ reaches a clinic's rare name however many common ones another clinic holds (issu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import psycopg
 from fastapi.testclient import TestClient
@@ -15,7 +14,7 @@ from engines.word_dictionary import WordDictionary
 from indexer.reindex import reindex
 from search_api.app import create_app
 from search_api.plan import name_token
-from tests.factories import insert_patient
+from tests.factories import insert_patient, wait_until
 
 WORDS = [
     ("a", "smith", 50),
@@ -29,13 +28,6 @@ WORDS = [
     ("b", "smitty", 90),
     ("b", "lopes", 30),
 ]
-
-
-def wait_until(done: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 5
-    while not done():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
 
 
 def wait_ready(words: WordDictionary) -> None:
