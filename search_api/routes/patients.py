@@ -122,18 +122,19 @@ async def search_patients(
     body: models.SearchRequest, access: SearchAccess, state: State, response: Response
 ) -> Response:
     # A thin search is refused before it is kept, so no hit is ever a thin one.
-    compute = partial(_search, body, access, state, response)
-    return await _kept_or(compute, state, access, response, "search", body.model_dump())
+    fields = body.model_dump()  # the cache key's material and the search's input
+    compute = partial(_search, fields, access, state, response)
+    return await _kept_or(compute, state, access, response, "search", fields)
 
 
 def _search(
-    body: models.SearchRequest,
+    fields: dict[str, Any],
     access: Access,
     state: AppState,
     response: Response,
     slot: CacheSlot,
 ) -> Response:
-    request = SearchInput(**body.model_dump())
+    request = SearchInput(**fields)
     thin = thin_search_reason(request, access.clinics, state.settings, state.access.sizes)
     if thin is not None:
         raise ApiError(400, "query_too_thin", thin)
