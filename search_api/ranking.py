@@ -65,6 +65,16 @@ class RankQuery:
     memo: NameMemo = field(default_factory=lambda: NameMemo(), compare=False, repr=False)
 
     @cached_property
+    def particles(self) -> tuple[bool, ...]:
+        """Per typed word, whether it is a family-name particle (de, van): asked of every
+        stored name the search ranks, worked out once."""
+        return tuple(is_particle(t) for t in self.names)
+
+    @cached_property
+    def typed_name(self) -> str:
+        return " ".join(self.names)
+
+    @cached_property
     def identified(self) -> bool:
         """Whether any identifier was typed (most searches are names alone)."""
         return any(
@@ -75,20 +85,45 @@ class RankQuery:
 Grade = Literal["certain", "probable", "possible"]
 
 
-@dataclass(slots=True)
 class Ranked:
-    """One candidate's place on the page. Built by `rank`, which grades it in place:
-    a frozen dataclass cost 2.6 us to build and 3.5 us to copy, fifty times a search."""
+    """One candidate's place on the page. Built by `rank`, which grades it in place.
+    A plain class, not a dataclass: mypyc compiles its __init__, where a dataclass's is
+    generated at import and interpreted, 1.5-2.5 us per result (issue 11, twentieth pass)."""
 
-    candidate: Candidate
-    score: float
-    match: str
-    matched: tuple[str, ...]
-    sort_key: tuple[Any, ...]
-    weight: float = 0.0  # evidence, log2 likelihood ratio (see evidence)
-    probability: float = 0.0  # share of the evidence this result holds (see grade_results)
-    anchored: bool = False  # an identifier or the exact date of birth agrees
-    grade: Grade = "possible"  # see grade_results
+    __slots__ = (
+        "anchored",
+        "candidate",
+        "grade",
+        "match",
+        "matched",
+        "probability",
+        "score",
+        "sort_key",
+        "weight",
+    )
+
+    def __init__(
+        self,
+        candidate: Candidate,
+        score: float,
+        match: str,
+        matched: tuple[str, ...],
+        sort_key: tuple[Any, ...],
+        weight: float = 0.0,
+        anchored: bool = False,
+    ) -> None:
+        self.candidate = candidate
+        self.score = score
+        self.match = match
+        self.matched = matched
+        self.sort_key = sort_key
+        self.weight = weight  # evidence, log2 likelihood ratio (see evidence)
+        self.probability = 0.0  # share of the evidence this result holds (see grade_results)
+        self.anchored = anchored  # an identifier or the exact date of birth agrees
+        self.grade: Grade = "possible"  # see grade_results
+
+    def __repr__(self) -> str:
+        return f"Ranked({self.candidate.id!r}, score={self.score}, grade={self.grade!r})"
 
 
 @lru_cache(maxsize=65536)
@@ -164,16 +199,43 @@ def _stored_words(stored: NameWords) -> list[tuple[str, str]]:
     return words
 
 
-@dataclass(frozen=True)
 class _NameResult:
-    kind: str | None  # weakest kind over typed words; 'partial' when some are unmatched
-    quality: float
-    level: float  # mean KIND_RANK over typed words (unmatched count 0)
-    fields: frozenset[str]
-    swapped: bool
-    # (typed word, stored word, kind) per typed word that matched, for evidence weights
-    pairs: tuple[tuple[str, str, str], ...] = ()
-    unmatched: int = 0  # typed words (particles aside) that matched nothing
+    """How the typed names match one record's (a plain class: see Ranked)."""
+
+    __slots__ = (
+        "fields",
+        "kind",
+        "level",
+        "pairs",
+        "quality",
+        "similarity",
+        "swapped",
+        "unmatched",
+    )
+
+    def __init__(
+        self,
+        kind: str | None,  # weakest kind over typed words; 'partial' when some are unmatched
+        quality: float,
+        level: float,  # mean KIND_RANK over typed words (unmatched count 0)
+        fields: frozenset[str],
+        swapped: bool,
+        # (typed word, stored word, kind) per typed word that matched, for evidence weights
+        pairs: tuple[tuple[str, str, str], ...] = (),
+        unmatched: int = 0,  # typed words (particles aside) that matched nothing
+        similarity: float = 0.0,  # whole-name closeness (see _name_similarity)
+    ) -> None:
+        self.kind = kind
+        self.quality = quality
+        self.level = level
+        self.fields = fields
+        self.swapped = swapped
+        self.pairs = pairs
+        self.unmatched = unmatched
+        self.similarity = similarity
+
+
+NO_NAME = _NameResult(None, 0.0, 0.0, frozenset(), False)
 
 
 def match_names(query: RankQuery, match: MatchFields) -> _NameResult:
@@ -195,14 +257,16 @@ def match_names(query: RankQuery, match: MatchFields) -> _NameResult:
 def _match_names(query: RankQuery, stored: NameWords) -> _NameResult:
     names, roles, memo = query.names, query.roles, query.memo
     words = _stored_words(stored)
+    # Best first: strongest kind, then quality, then typed and stored order (negated, so
+    # that the tuples sort without a key function).
     pairs: list[tuple[int, float, int, int, str]] = []
     for qi, typed in enumerate(names):
         for wi, (fld, word) in enumerate(words):
             found = memo.word_match(typed, word, fld != "family")
             if found:
                 kind, quality = found
-                pairs.append((KIND_RANK[kind], quality, qi, wi, kind))
-    pairs.sort(key=lambda p: (-p[0], -p[1], p[2], p[3]))
+                pairs.append((-KIND_RANK[kind], -quality, qi, wi, kind))
+    pairs.sort()
     used_q: dict[int, tuple[str, float, str]] = {}
     stored_of: dict[int, str] = {}
     used_w: set[int] = set()
@@ -216,15 +280,18 @@ def _match_names(query: RankQuery, stored: NameWords) -> _NameResult:
                 stored_of[qi] = word
                 used_w.add(wi)
                 break
-    for _rank, quality, qi, wi, kind in pairs:
+    for _rank, negated, qi, wi, kind in pairs:
         if qi in used_q or wi in used_w:
             continue
-        used_q[qi] = (kind, quality, words[wi][0])
+        used_q[qi] = (kind, -negated, words[wi][0])
         stored_of[qi] = words[wi][1]
         used_w.add(wi)
-    required = [qi for qi, t in enumerate(names) if not (is_particle(t) and qi not in used_q)]
+    # Remembered with the rest for the search's other candidates of this name.
+    similarity = _name_similarity(query.typed_name, " ".join([*stored[0], *stored[2]]))
     if not used_q:
-        return _NameResult(None, 0.0, 0.0, frozenset(), False)
+        return _NameResult(None, 0.0, 0.0, frozenset(), False, similarity=similarity)
+    particles = query.particles
+    required = [qi for qi in range(len(names)) if not (particles[qi] and qi not in used_q)]
     unmatched = [qi for qi in required if qi not in used_q]
     kinds = [used_q[qi][0] for qi in used_q]
     weakest = min(kinds, key=lambda k: KIND_RANK[k])
@@ -245,6 +312,7 @@ def _match_names(query: RankQuery, stored: NameWords) -> _NameResult:
         swapped,
         agreed,
         len(unmatched),
+        similarity,
     )
 
 
@@ -355,11 +423,7 @@ def rank_one(
     query: RankQuery, candidate: Candidate, counts: Mapping[str, int] | None = None
 ) -> Ranked | None:
     match = candidate.match
-    name = (
-        match_names(query, match)
-        if query.names
-        else _NameResult(None, 0.0, 0.0, frozenset(), False)
-    )
+    name = match_names(query, match) if query.names else NO_NAME
     date_kind, date_quality = match_date(query, match.get("birth_date"))
     ids_exact, ids_partial, contradiction = match_identifiers(query, match)
     born_in_year = _born_in_typed_year(query, match.get("birth_date"))
@@ -373,8 +437,6 @@ def rank_one(
             tier -= 1
         tier = max(tier, 0)
     coverage = (("given" in name.fields) + ("family" in name.fields)) / 2
-    stored_name = " ".join([*(match.get("given") or ()), *(match.get("family") or ())])
-    similarity = _name_similarity(" ".join(query.names), stored_name) if query.names else 0.0
     # As typed, accents and all: breaks ties between José and Jose when both fold alike.
     literal = (
         token_set_ratio(query.literal, _literal_name(candidate.patient)) / 100
@@ -386,7 +448,7 @@ def rank_one(
         + 0.15 * name.level / 5
         + 0.2 * coverage
         + 0.15 * (date_quality if date_kind in ("exact", "near") else 0.0)
-        + 0.1 * similarity
+        + 0.1 * name.similarity
         + 0.03 * literal
         + 0.02 * (not name.swapped)
         # Four digits that end the phone tell more than a year of birth (1 in 10,000
