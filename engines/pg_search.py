@@ -33,7 +33,7 @@ from core.name_keys import name_pair
 from engines.base import Candidate, CandidateQuery, NameToken, SearchTimedOut
 from engines.filters import NAME_FIELDS, Filter, folded_words
 from engines.pg_projection import NAME_LEAD, SCOPE, WORDS_CHANNEL, array_literal, scope_terms
-from engines.word_dictionary import TOTAL_WORD, Expansions, WordDictionary
+from engines.word_dictionary import TOTAL_WORD, Widened, WordDictionary
 from normalizers.names import typo_distance
 
 log = logging.getLogger(__name__)
@@ -223,8 +223,8 @@ def _name_key(scoped: str) -> tuple[str, str] | None:
     return _scoped_value(scoped, NAME_LEAD)
 
 
-def no_expansion(tokens: Sequence[NameToken], clinics: Sequence[str]) -> Expansions:
-    return {t.text: set() for t in tokens}, {t.text: set() for t in tokens}
+def no_expansion(tokens: Sequence[NameToken], clinics: Sequence[str], *, typos: bool) -> Widened:
+    return {t.text: set() for t in tokens}
 
 
 def scope_all(clinics: Sequence[str], terms: Iterable[str]) -> list[str]:
@@ -241,7 +241,7 @@ def _scoped_words(pairs: Iterable[tuple[str, str]]) -> tuple[str, ...]:
 
 
 def _name_levels(
-    expand: Callable[[Sequence[NameToken]], Expansions],
+    expand: Callable[[Sequence[NameToken], bool], Widened],
     names: Sequence[NameToken],
     scoped: Scoper,
 ) -> Iterator[Level]:
@@ -250,7 +250,8 @@ def _name_levels(
     exact: the word and its nickname group; completed: plus prefix completions;
     slip: plus words one edit away (the ranker's "slip", as telling as a sound-alike);
     typo: plus the other typo corrections; close: plus the phonetic code. The dictionary is
-    only asked when the exact level did not find enough, and each clinic's
+    only asked when the exact level did not find enough (for near spellings, when the
+    completions did not either), and each clinic's
     expansions are scoped to that clinic alone. Each level is its own unordered
     pass: a row found at a stricter level is already on the page before a looser
     one is read, which orders them as well as sorting the loose level's matches
@@ -261,10 +262,11 @@ def _name_levels(
     """
     exact = [tuple(scoped(t.alternatives)) for t in names]
     yield "exact", exact
-    prefixes, fuzzy = expand(names)
+    prefixes = expand(names, False)
     completed = [(*e, *_scoped_words(prefixes[t.text])) for e, t in zip(exact, names, strict=True)]
     if completed != exact:
         yield "completed", completed
+    fuzzy = expand(names, True)  # only once the completions did not find enough
     slip = [
         (*c, *_scoped_words(p for p in fuzzy[t.text] if typo_distance(t.text, p[1]) == 1))
         for c, t in zip(completed, names, strict=True)
@@ -324,7 +326,7 @@ class CandidateSearch:
         # One deadline for the whole search, however many passes it takes.
         self.deadline = time.monotonic() + timeout_ms / 1000
         self.clinics = sorted(set(query.clinic_ids))
-        widen = words.expand if words is not None else no_expansion
+        widen = words.widen if words is not None else no_expansion
         self.found: dict[str, Candidate] = {}
         self.holders: dict[tuple[str, ...], int] = {}  # patients holding a word's name keys
         # A word's name keys, asked for by its count, its pairs and its driven read.
@@ -354,7 +356,9 @@ class CandidateSearch:
         # collector, which then runs every few searches (issue 11).
         clinics = self.clinics
         scoped = functools.partial(scope_all, clinics)
-        self.ladder = _name_levels(lambda tokens: widen(tokens, clinics), query.names, scoped)
+        self.ladder = _name_levels(
+            lambda tokens, typos: widen(tokens, clinics, typos=typos), query.names, scoped
+        )
 
     def run(self) -> list[Candidate]:
         try:
@@ -594,7 +598,7 @@ class CandidateSearch:
         """Counted once per search: crowd, driver and the last resorts all ask."""
         if (count := self.holders.get(scoped)) is None:
             assert self.words is not None
-            count = sum(self.words.patients(*k) or 0 for k in self.name_keys(scoped))
+            count = self.words.held(self.name_keys(scoped))
             self.holders[scoped] = count
         return count
 

@@ -10,7 +10,8 @@ from fastapi.testclient import TestClient
 
 from core.apikeys import create_key
 from core.settings import Settings
-from engines.word_dictionary import WordDictionary
+from engines.base import NameToken
+from engines.word_dictionary import Widened, WordDictionary
 from indexer.reindex import reindex
 from search_api.app import create_app
 from search_api.plan import name_token
@@ -49,6 +50,29 @@ def test_completions_and_typos_come_from_the_clinics_asked_only() -> None:
     assert typos["sancez"] == {("a", "sanchez"), ("a", "sanches")}
     prefixes, _ = words.expand([name_token("smi")], ["a", "b"])
     assert ("b", "smitty") in prefixes["smi"] and ("a", "smith") in prefixes["smi"]
+
+
+def test_near_spellings_are_asked_for_only_past_the_completions() -> None:
+    """The ladder asks the dictionary for completions after the exact level and for near
+    spellings only after the completions: most as-you-type searches stop before."""
+    from engines.pg_search import _name_levels, scope_all
+
+    words = WordDictionary(lambda: list(WORDS)).load_now()
+    asked: list[bool] = []
+
+    def widen(tokens: list[NameToken], typos: bool) -> Widened:
+        asked.append(typos)
+        return words.widen(tokens, ["a"], typos=typos)
+
+    tokens = [name_token("smi")]
+    ladder = _name_levels(widen, tokens, lambda terms: scope_all(["a"], terms))
+    assert next(ladder)[0] == "exact" and asked == []
+    level, completed = next(ladder)
+    assert level == "completed" and asked == [False]
+    assert any(t.endswith("n:smithers") for t in completed[0])
+    next(ladder)  # a looser level: now the near spellings
+    assert asked == [False, True]
+    assert words.widen(tokens, ["a"], typos=True) == words.expand(tokens, ["a"])[1]
 
 
 def test_refreshes_in_the_background() -> None:
