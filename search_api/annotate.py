@@ -219,15 +219,28 @@ def names_near(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 def duplicate_reason(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
     """Why two records (their `match` parts) look like one person, or None."""
-    if a.get("birth_date") and a.get("birth_date") == b.get("birth_date"):
+    return _reason(_Shown(a), _Shown(b))
+
+
+class _Shown:
+    """What a result is compared on: read once per result, not once per pair of a page."""
+
+    __slots__ = ("born", "match", "reached_at")
+
+    def __init__(self, match: Mapping[str, Any]) -> None:
+        self.match = match
+        self.born = match.get("birth_date")
+        self.reached_at = frozenset([*(match.get("phones") or ()), *(match.get("national") or ())])
+
+
+def _reason(a: _Shown, b: _Shown) -> str | None:
+    if a.born and a.born == b.born:
         why = "same date of birth and a similar name"
-    elif (set(a.get("phones") or ()) | set(a.get("national") or ())) & (
-        set(b.get("phones") or ()) | set(b.get("national") or ())
-    ):
+    elif not a.reached_at.isdisjoint(b.reached_at):
         why = "same phone and a similar name"
     else:
         return None  # cheap test first: most pairs on a page share neither
-    return why if names_near(a, b) else None
+    return why if names_near(a.match, b.match) else None
 
 
 def duplicate_marks(
@@ -235,8 +248,9 @@ def duplicate_marks(
 ) -> dict[str, list[dict[str, str]]]:
     """For each result id, the other results on the page it may be a duplicate of, and why."""
     marks: dict[str, list[dict[str, str]]] = {}
-    for (id_a, a), (id_b, b) in combinations(matches, 2):
-        if (why := duplicate_reason(a, b)) is not None:
+    shown = [(id_, _Shown(match)) for id_, match in matches]
+    for (id_a, a), (id_b, b) in combinations(shown, 2):
+        if (why := _reason(a, b)) is not None:
             marks.setdefault(id_a, []).append({"id": id_b, "why": why})
             marks.setdefault(id_b, []).append({"id": id_a, "why": why})
     return marks
