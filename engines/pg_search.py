@@ -551,7 +551,7 @@ class CandidateSearch:
         driver = min(range(len(words)), key=lambda i: held[i])
         # The share of the driver's rows that hold every other word: the driven read
         # probes about limit / share patients, the overlap reads every posting.
-        patients = sum(self.words.patients(c, TOTAL_WORD) or 0 for c in self.clinics)
+        patients = self.words.held((c, TOTAL_WORD) for c in self.clinics)
         share = math.prod(min(h / max(patients, 1), 1.0) for i, h in enumerate(held) if i != driver)
         probes = self.query.limit / max(share, 1e-9)
         cheaper = probes * PROBE_COST < sum(held) and probes < DRIVEN_ROWS
