@@ -30,12 +30,14 @@ def pairs_of(given: Sequence[str], family: Sequence[str]) -> list[str]:
 
 def select_pairs(source: sql.Composable, which: sql.Composable) -> sql.Composed:
     """(clinic_id, pair, id) of `source`'s rows meeting `which`, as pairs_of spells them
-    from the stored documents; each pair once per patient (a given name "Ann Ann")."""
+    from the stored documents; each pair once per patient (a given name "Ann Ann").
+    `doc::json`: migration 90 reads a projection that migration 110 has not yet moved
+    from jsonb."""
     return sql.SQL(
         "select distinct p.clinic_id, g.word || {sep} || f.word, p.id from {source} p "
-        "cross join lateral jsonb_array_elements_text(p.doc->'match'->'given') "
+        "cross join lateral json_array_elements_text(p.doc::json->'match'->'given') "
         "  with ordinality g(word, n) "
-        "cross join lateral jsonb_array_elements_text(p.doc->'match'->'family') "
+        "cross join lateral json_array_elements_text(p.doc::json->'match'->'family') "
         "  with ordinality f(word, n) "
         "where {which} and g.n <= {paired} and f.n <= {paired}"
     ).format(

@@ -21,7 +21,7 @@ _LOCK_KEY = 7_345_001  # advisory lock serialising migrations across processes
 
 
 def projection_table_ddl(
-    table: str, *, primary_key: bool = True, terms_collate_c: bool = True
+    table: str, *, primary_key: bool = True, terms_collate_c: bool = True, json_doc: bool = True
 ) -> sql.Composed:
     """One row per source patient: display document plus the terms every query kind uses.
 
@@ -35,6 +35,12 @@ def projection_table_ddl(
     build, a third of a reindex at 1M, took 30 % more CPU (issue 11). Migration 1
     created the column with the default collation (`terms_collate_c=False`);
     migration 80 moves it.
+
+    `doc` is `json`, the text as written: a search reads 35-45 documents and never
+    looks inside one in SQL, and PostgreSQL spelling `jsonb` back out as text cost it
+    0.1-0.2 ms of CPU per search at 1M (40 documents: 0.31-0.40 ms against 0.22 for
+    `json`, issue 11). Migration 1 created it as `jsonb` (`json_doc=False`);
+    migration 110 moves it.
     """
     return sql.SQL(
         """
@@ -46,7 +52,7 @@ def projection_table_ddl(
           terms             text[]{terms_collation} not null,
           name_text         text not null,
           sort_key          text not null,
-          doc               jsonb not null,
+          doc               {doc_type} not null,
           source_updated_at timestamptz,
           indexed_at        timestamptz not null default now()
         ) with (fillfactor = 90)
@@ -56,6 +62,7 @@ def projection_table_ddl(
         table=sql.Identifier(table),
         pk=sql.SQL(" primary key" if primary_key else ""),
         terms_collation=sql.SQL(' collate "C"' if terms_collate_c else ""),
+        doc_type=sql.SQL("json" if json_doc else "jsonb"),
     )
 
 
@@ -83,7 +90,8 @@ PROJECTION_INDEX_SUFFIXES = ("terms", "trgm", "pkey")
 def _m1_initial(conn: psycopg.Connection[Any]) -> None:
     for ext in ("pg_trgm", "fuzzystrmatch", "btree_gin"):
         conn.execute(sql.SQL("create extension if not exists {}").format(sql.Identifier(ext)))
-    conn.execute(projection_table_ddl(PROJECTION, terms_collate_c=False))  # as released
+    # as released
+    conn.execute(projection_table_ddl(PROJECTION, terms_collate_c=False, json_doc=False))
     for ddl in projection_indexes_ddl(PROJECTION):
         conn.execute(ddl)
     conn.execute(
@@ -464,6 +472,15 @@ def _m90_name_pairs(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+def _m110_json_documents(conn: psycopg.Connection[Any]) -> None:
+    """The projection's documents as `json`, as reindex builds them (projection_table_ddl).
+
+    A new type, so PostgreSQL rewrites the table and rebuilds its indexes, holding
+    searches on the lock meanwhile (at 1M patients: see docs/benchmarks.md, issue 11,
+    twenty-first pass); a reindex instead builds the new table beside the live one."""
+    conn.execute("alter table patient_search.patients alter column doc type json using doc::json")
+
+
 def _m100_audit_append(conn: psycopg.Connection[Any]) -> None:
     """The chain appended inside the server (core.audit.append): the head's row lock,
     which serialises the writers of every API process, is held for one statement in
@@ -544,6 +561,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection[Any]], None]]] = [
     (80, 'projection terms collated "C"', _m80_terms_collate_c),
     (90, "name keys: given-family pairs", _m90_name_pairs),
     (100, "audit trail appended inside the server", _m100_audit_append),
+    (110, "projection documents stored as json", _m110_json_documents),
 ]
 
 

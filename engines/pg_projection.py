@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 
 from core import name_keys, term_counts, terms
 from core.documents import PatientDocument
@@ -58,6 +58,11 @@ def doc_json(doc: PatientDocument) -> dict[str, Any]:
     return {"patient": doc.patient, "match": doc.match, "contact_ids": doc.contact_ids}
 
 
+def _json_text(value: Any) -> str:
+    """A document as COPY writes it (`_copy_line`): the column keeps the text as given."""
+    return orjson.dumps(value).decode()
+
+
 def _row(doc: PatientDocument) -> tuple[Any, ...]:
     return (
         doc.id,
@@ -67,7 +72,7 @@ def _row(doc: PatientDocument) -> tuple[Any, ...]:
         stored_terms(doc),
         doc.name_text,
         doc.sort_key,
-        Jsonb(doc_json(doc)),
+        Json(doc_json(doc), dumps=_json_text),
         doc.source_updated_at,
     )
 

@@ -72,10 +72,10 @@ def _record(doc: PatientDocument) -> dict[str, Any]:
 
 
 _COMPARE = """
-select x.id, md5(x.doc::text), md5(p.doc::text),
+select x.id, md5(x.doc::text), md5(p.doc::jsonb::text),
        p.id is not null and p.clinic_id = x.clinic_id and p.active = x.active
          and p.birth_date is not distinct from x.birth_date and p.terms = x.terms
-         and p.name_text = x.name_text and p.sort_key = x.sort_key and p.doc = x.doc
+         and p.name_text = x.name_text and p.sort_key = x.sort_key and p.doc::jsonb = x.doc
 from jsonb_to_recordset(%s::jsonb) as x(
        id text, clinic_id text, active boolean, birth_date date, terms text[],
        name_text text, sort_key text, doc jsonb)
@@ -124,7 +124,7 @@ def _check_clinic(
     for ids in _pages(conn, projection, clinic_id):
         rows = conn.execute(
             sql.SQL(
-                "select p.id, md5(p.doc::text), s.id is not null from {proj} p "
+                "select p.id, md5(p.doc::jsonb::text), s.id is not null from {proj} p "
                 "left join {src} s on s.id = p.id and s.clinic_id = p.clinic_id "
                 "where p.id = any(%s)"
             ).format(proj=projection, src=source_table),

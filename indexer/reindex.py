@@ -527,7 +527,7 @@ def _refresh_contact_owner(conn: psycopg.Connection[Any], clinic_id: str) -> Non
     conn.execute(
         sql.SQL(
             "insert into patient_search.contact_owner (contact_id, patient_id) "
-            "select c, p.id from {} p, jsonb_array_elements_text(p.doc->'contact_ids') c "
+            "select c, p.id from {} p, json_array_elements_text(p.doc->'contact_ids') c "
             "where p.clinic_id = %s "
             "on conflict (contact_id) do update set patient_id = excluded.patient_id"
         ).format(live),

@@ -194,8 +194,9 @@ def test_check_reports_and_repairs_drift(db_url: str) -> None:
         assert reports[0].source_checksum == reports[0].projection_checksum
         conn.execute("delete from patient_search.patients where id = 'a'")
         conn.execute(
-            "update patient_search.patients set doc = jsonb_set(doc, '{patient,given_name}', "
-            "'\"X\"') where id = 'b'"
+            "update patient_search.patients "
+            "set doc = jsonb_set(doc::jsonb, '{patient,given_name}', '\"X\"')::json "
+            "where id = 'b'"
         )
         conn.execute(
             "insert into patient_search.patients select 'ghost', clinic_id, active, birth_date,"
