@@ -38,9 +38,8 @@ def projection_table_ddl(
 
     `doc` is `json`, the text as written: a search reads 35-45 documents and never
     looks inside one in SQL, and PostgreSQL spelling `jsonb` back out as text cost it
-    0.1-0.2 ms of CPU per search at 1M (40 documents: 0.31-0.40 ms against 0.22 for
-    `json`, issue 11). Migration 1 created it as `jsonb` (`json_doc=False`);
-    migration 110 moves it.
+    about 3 us a document, 7-13 % of its CPU per name search at 1M (issue 11).
+    Migration 1 created it as `jsonb` (`json_doc=False`); migration 110 moves it.
     """
     return sql.SQL(
         """
@@ -472,15 +471,6 @@ def _m90_name_pairs(conn: psycopg.Connection[Any]) -> None:
     )
 
 
-def _m110_json_documents(conn: psycopg.Connection[Any]) -> None:
-    """The projection's documents as `json`, as reindex builds them (projection_table_ddl).
-
-    A new type, so PostgreSQL rewrites the table and rebuilds its indexes, holding
-    searches on the lock meanwhile (at 1M patients: see docs/benchmarks.md, issue 11,
-    twenty-first pass); a reindex instead builds the new table beside the live one."""
-    conn.execute("alter table patient_search.patients alter column doc type json using doc::json")
-
-
 def _m100_audit_append(conn: psycopg.Connection[Any]) -> None:
     """The chain appended inside the server (core.audit.append): the head's row lock,
     which serialises the writers of every API process, is held for one statement in
@@ -536,6 +526,15 @@ def _m100_audit_append(conn: psycopg.Connection[Any]) -> None:
         end $$
         """
     )
+
+
+def _m110_json_documents(conn: psycopg.Connection[Any]) -> None:
+    """The projection's documents as `json`, as reindex builds them (projection_table_ddl).
+
+    A new type, so PostgreSQL rewrites the table and rebuilds its indexes: at 1M
+    patients about 45 s, searches waiting on the lock meanwhile (issue 11). A reindex
+    instead builds the new table beside the live one."""
+    conn.execute("alter table patient_search.patients alter column doc type json using doc::json")
 
 
 # Append new migrations; never edit a released one.
