@@ -59,7 +59,8 @@ def doc_json(doc: PatientDocument) -> dict[str, Any]:
 
 
 def _json_text(value: Any) -> str:
-    """A document as COPY writes it (`_copy_line`): the column keeps the text as given."""
+    """A document's text, as both writes send it (COPY and upsert): the `json` column
+    keeps the text as given, so one spelling means one stored value."""
     return orjson.dumps(value).decode()
 
 
@@ -170,7 +171,7 @@ def _text(value: str) -> str:
 
 def _copy_line(doc: PatientDocument) -> str:
     # orjson writes control characters escaped: a backslash is all COPY must double.
-    document = orjson.dumps(doc_json(doc)).decode().replace("\\", "\\\\")
+    document = _json_text(doc_json(doc)).replace("\\", "\\\\")
     fields = (
         _text(doc.id),
         _text(doc.clinic_id),

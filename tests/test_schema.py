@@ -56,3 +56,17 @@ def test_migration_110_moves_the_documents_to_json_unchanged(db_url: str) -> Non
         conn.commit()
         doc = conn.execute("select doc from patient_search.patients where id = 'p1'").fetchone()
     assert doc is not None and doc[0]["patient"]["given_name"] == "Anne"
+
+
+def test_reindex_and_the_indexer_store_a_document_as_the_same_text(db_url: str) -> None:
+    """The json column keeps the text it is given: COPY (reindex) and the upsert (the
+    indexer) spell a document alike, so one document is one stored value."""
+    seed(db_url, [patient("p1", "Zoë", "O'Brien", "1980-01-02")], Settings(), lambda conn: None)
+    read = "select doc::text from patient_search.patients where id = 'p1'"
+    with psycopg.connect(db_url) as conn:
+        copied = conn.execute(read).fetchone()
+        conn.execute("delete from patient_search.patients where id = 'p1'")
+        sync_patients(conn, ["p1"])
+        conn.commit()
+        upserted = conn.execute(read).fetchone()
+    assert copied is not None and upserted == copied
