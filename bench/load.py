@@ -41,7 +41,7 @@ import httpx
 import psutil
 import psycopg
 
-from bench.sched import RunQueueWatch
+from bench.sched import RunQueueWatch, autogroup
 from core.apikeys import create_key
 from core.database import start_embedded
 from core.schema import create_source_tables, migrate
@@ -404,9 +404,16 @@ def _cpu_per_request(api_pid: int, measure: Callable[[], dict[str, Any]]) -> dic
     served = max(result["requests"], 1)
     result["api_cpu_ms"] = round(_cpu_spent(api0, api1) * 1000 / served, 2)
     result["pg_cpu_ms"] = round(_cpu_spent(pg0, pg1) * 1000 / served, 2) if pg0 else None
-    longest = waits.longest_ms()
-    result["api_run_queue_max_ms"] = longest.get("api")
-    result["pg_run_queue_max_ms"] = longest.get("postgres") if pg0 else None
+    longest = waits.longest()
+    for group, prefix in (("api", "api"), ("postgres", "pg")):
+        w = longest.get(group)
+        if w is None or (group == "postgres" and not pg0):
+            result[f"{prefix}_run_queue_max_ms"] = None
+            continue
+        result[f"{prefix}_run_queue_max_ms"] = round(w.ms, 1)
+        # One wait at least this long, and whose: a stall a request may have sat in.
+        result[f"{prefix}_run_queue_single_ms"] = round(w.single_ms, 1)
+        result[f"{prefix}_run_queue_process"] = w.title
     return result
 
 
@@ -610,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": args.seconds,
         "cache": args.cache,
         "driver": args.driver,
+        "autogroup": autogroup(),
     }
     url, key = prepare(args, report)
     if args.prepare_only:
@@ -636,6 +644,29 @@ def _waits(kind: dict[str, Any]) -> str:
     return f"{api:.0f} / {pg:.0f}"
 
 
+# A thread's single run-queue wait from which the report names it: a request served by
+# it waited at least that long.
+STALL_MS = 100
+
+
+def _stalls(report: dict[str, Any]) -> list[str]:
+    """The kinds during which one thread waited STALL_MS or more for a CPU, and which;
+    with the kernel's autogroup setting, under which such waits were seen (bench.sched)."""
+    lines = []
+    for kind, k in report["kinds"].items():
+        for prefix, side in (("api", "API"), ("pg", "PostgreSQL")):
+            single = k.get(f"{prefix}_run_queue_single_ms") or 0
+            if single >= STALL_MS:
+                lines.append(
+                    f"- {kind}: one {side} wait for a CPU of at least {single:.0f} ms "
+                    f"({k.get(f'{prefix}_run_queue_process') or 'a process gone since'})"
+                )
+    if lines:
+        autogroup = {True: "on", False: "off"}.get(report.get("autogroup"), "unknown")
+        lines.append(f"- the kernel's autogroup (sched_autogroup_enabled) was {autogroup}")
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"{report['patients']:,} {report['population']} patients in {report['clinics']} clinics "
@@ -656,6 +687,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {_waits(k)} |"
         )
     lines += ["", f"- API RSS (all workers): {report.get('api_rss_mb')} MB"]
+    lines += _stalls(report)
     if "generate" in report:
         g = report["generate"]
         lines.append(f"- generate: {g['seconds']} s ({g['patients_per_s']:,} patients/s)")

@@ -3,8 +3,15 @@
 Under load a request can stall although no statement is slow inside PostgreSQL and no
 thread holds the interpreter lock long: its backend is runnable but not running. The
 kernel counts each task's run-queue wait in /proc/<pid>/task/<tid>/schedstat (second
-field, nanoseconds), adding a wait when it ends; a difference between two readings
-larger than the interval between them is one wait at least that long.
+field, nanoseconds), adding a wait when it ends. A difference between two readings
+is the time a thread waited within that interval, plus the whole of a wait that began
+before it: when it exceeds the interval, one wait lasted at least the excess.
+
+Under Linux's autogroup (kernel.sched_autogroup_enabled=1, processes in the root
+cgroup) every PostgreSQL backend is a scheduling group of its own (PostgreSQL starts
+each child in a new session); on these 2-core machines such backends waited up to
+1.8 s for a CPU, against 63 ms at most with autogroup off (docs/benchmarks.md, issue 11,
+twenty-second pass). `autogroup()` says which a run had.
 """
 
 from __future__ import annotations
@@ -16,6 +23,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 Groups = Callable[[], dict[str, Iterable[int]]]
+
+
+def autogroup() -> bool | None:
+    """Whether the kernel groups processes by session for the CPU (None: not Linux)."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return None
+
+
+def process_title(pid: int) -> str:
+    """What a process calls itself (PostgreSQL: "postgres: checkpointer", a backend's
+    "postgres: user db [local] idle"), never a query's text; empty once it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()[:60]
 
 
 def run_queue_ns(pid: int) -> dict[int, int]:
@@ -37,14 +62,28 @@ def run_queue_ns(pid: int) -> dict[int, int]:
 
 
 @dataclass
+class Longest:
+    """A group's most run-queue time for one thread between two readings, and when."""
+
+    ms: float = 0.0
+    interval_ms: float = 0.0  # between the two readings
+    title: str = ""  # the process whose thread waited
+
+    @property
+    def single_ms(self) -> float:
+        """The least that one wait lasted: what the interval cannot hold."""
+        return max(0.0, self.ms - self.interval_ms)
+
+
+@dataclass
 class RunQueueWatch:
     """Samples the run-queue waits of named groups of processes every `interval_s`
-    on a thread; `longest_ms()` gives, per group, the longest wait that ended within
-    one interval (a lower bound on the longest single wait)."""
+    on a thread; `longest_ms()` gives, per group, the most time one thread waited
+    between two readings, and `longest()` says who and how much of it was one wait."""
 
     groups: Groups
     interval_s: float = 0.05
-    _longest: dict[str, float] = field(init=False, default_factory=dict)
+    _longest: dict[str, Longest] = field(init=False, default_factory=dict)
     _stop: threading.Event = field(init=False, default_factory=threading.Event)
     _thread: threading.Thread | None = field(init=False, default=None)
 
@@ -59,7 +98,10 @@ class RunQueueWatch:
             self._thread.join()
 
     def longest_ms(self) -> dict[str, float]:
-        return {name: round(ms, 1) for name, ms in self._longest.items()}
+        return {name: round(w.ms, 1) for name, w in self._longest.items()}
+
+    def longest(self) -> dict[str, Longest]:
+        return dict(self._longest)
 
     def _read(self, pids: dict[str, Iterable[int]]) -> dict[str, dict[tuple[int, int], int]]:
         return {
@@ -70,16 +112,20 @@ class RunQueueWatch:
     def _run(self) -> None:
         pids = self.groups()  # the processes are looked up again once a second
         looked_up = time.monotonic()
-        before = self._read(pids)
+        before, read_at = self._read(pids), time.monotonic()
         for name in before:
-            self._longest.setdefault(name, 0.0)
+            self._longest.setdefault(name, Longest())
         while not self._stop.wait(self.interval_s):
             if time.monotonic() - looked_up > 1.0:
                 pids, looked_up = self.groups(), time.monotonic()
-            now = self._read(pids)
+            now, now_at = self._read(pids), time.monotonic()
             for name, threads in now.items():
                 earlier = before.get(name, {})
-                waits = [ns - earlier[t] for t, ns in threads.items() if t in earlier]
-                if waits:
-                    self._longest[name] = max(self._longest.get(name, 0.0), max(waits) / 1e6)
-            before = now
+                waits = [(ns - earlier[t], t) for t, ns in threads.items() if t in earlier]
+                if not waits:
+                    continue
+                ns, (pid, _) = max(waits)
+                if ns / 1e6 > self._longest.setdefault(name, Longest()).ms:
+                    interval_ms = (now_at - read_at) * 1000
+                    self._longest[name] = Longest(ns / 1e6, interval_ms, process_title(pid))
+            before, read_at = now, now_at

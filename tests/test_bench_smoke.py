@@ -62,7 +62,32 @@ def test_run_queue_watch_sees_threads_waiting_for_a_cpu() -> None:
     assert set(longest) == {"busy", "idle"}
     # Two processes per core: each waits about as long as it runs, in slices of ms.
     assert longest["busy"] > 1.0
+    busiest = watch.longest()["busy"]
+    assert busiest.title.startswith(sys.executable)  # the burner, by its command line
+    assert busiest.interval_ms > 0
+    assert busiest.single_ms == max(0.0, busiest.ms - busiest.interval_ms)
     assert run_queue_ns(os.getpid())  # this process's own threads are readable
+
+
+def test_the_report_names_a_stall_and_the_autogroup_setting() -> None:
+    """A wait that the sampling interval cannot hold is one stall: named with its process."""
+    from bench.load import _stalls
+
+    def kind(pg_single: float) -> dict[str, object]:
+        return {
+            "api_run_queue_single_ms": 0.0,
+            "api_run_queue_process": "python",
+            "pg_run_queue_single_ms": pg_single,
+            "pg_run_queue_process": "postgres: postgres postgres [local] SELECT",
+        }
+
+    report = {"kinds": {"phone": kind(1761.6), "mrn": kind(40.0)}, "autogroup": True}
+    assert _stalls(report) == [
+        "- phone: one PostgreSQL wait for a CPU of at least 1762 ms "
+        "(postgres: postgres postgres [local] SELECT)",
+        "- the kernel's autogroup (sched_autogroup_enabled) was on",
+    ]
+    assert _stalls({"kinds": {"mrn": kind(40.0)}, "autogroup": False}) == []
 
 
 def test_census_population_is_census_weighted() -> None:
