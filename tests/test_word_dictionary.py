@@ -39,6 +39,24 @@ def wait_complete(words: WordDictionary) -> None:
     wait_until(lambda: words.complete, "dictionary never complete")
 
 
+def indexed_words(db_url: str, patients: list[dict[str, str]]) -> WordDictionary:
+    """These patients (insert_patient's fields) indexed, and a dictionary loaded from the
+    projection; not following the listener, so not complete yet."""
+    from engines.pg_search import words_of
+
+    with psycopg.connect(db_url) as conn:
+        for patient in patients:
+            insert_patient(conn, **patient)
+        conn.commit()
+    reindex(db_url, Settings(), progress=False)
+
+    def load() -> list[tuple[str, str, int]]:
+        with psycopg.connect(db_url) as conn:
+            return words_of(conn)
+
+    return WordDictionary(load).load_now()
+
+
 def test_completions_and_typos_come_from_the_clinics_asked_only() -> None:
     words = WordDictionary(lambda: list(WORDS)).load_now()
     tokens = [name_token("smi"), name_token("sahh"), name_token("loez")]
@@ -174,20 +192,13 @@ def test_a_complete_dictionary_skips_the_exact_pass_of_a_word_no_one_holds(db_ur
     dictionary that exact pass is skipped, with the same candidates. A patient who gets
     the word is found by the exact pass again as soon as the word is announced, ahead
     of the crowd the looser level reads an arbitrary page of."""
-    from engines.pg_search import find_candidates, words_of
+    from engines.pg_search import find_candidates
     from indexer.sync import sync_patients
     from search_api.plan import SearchInput, build_plan
 
-    with psycopg.connect(db_url) as conn:
-        for n in range(80):
-            insert_patient(conn, f"a{n}", given="John", family="Smith")
-        insert_patient(conn, "b1", clinic_id="clinic-b", given="Jonh", family="Smith")
-        conn.commit()
-    reindex(db_url, Settings(), progress=False)
-
-    def load() -> list[tuple[str, str, int]]:
-        with psycopg.connect(db_url) as conn:
-            return words_of(conn)
+    johns = [{"id": f"a{n}", "given": "John", "family": "Smith"} for n in range(80)]
+    jonh = {"id": "b1", "clinic_id": "clinic-b", "given": "Jonh", "family": "Smith"}
+    words = indexed_words(db_url, [*johns, jonh])
 
     def search(words: WordDictionary) -> tuple[list[str], list[str]]:
         kinds: list[str] = []
@@ -198,7 +209,6 @@ def test_a_complete_dictionary_skips_the_exact_pass_of_a_word_no_one_holds(db_ur
             )
         return [c.id for c in found], kinds
 
-    words = WordDictionary(load).load_now()
     ids, kinds = search(words)
     assert kinds[0] == "exact" and len(ids) == 50  # clinic-b's Jonh counts for no one here
     words.follow(True)
@@ -266,31 +276,24 @@ def test_a_complete_dictionary_leaves_out_the_typed_terms_no_one_holds(db_url: s
     clinic holds (each cost the index a descent for nothing), and finds the same patients:
     a word one clinic holds stays for that clinic, and a nickname key stays where one of
     its words is held."""
-    from engines.pg_search import CandidateSearch, find_candidates, words_of
+    from engines.pg_projection import scope_terms
+    from engines.pg_search import CandidateSearch, find_candidates
     from search_api.plan import SearchInput, build_plan
 
-    with psycopg.connect(db_url) as conn:
-        for n in range(3):
-            insert_patient(conn, f"a{n}", given="Robert", family="Daniels")
-        insert_patient(conn, "b1", clinic_id="clinic-b", given="Bob", family="Daniels")
-        conn.commit()
-    reindex(db_url, Settings(), progress=False)
-
-    def load() -> list[tuple[str, str, int]]:
-        with psycopg.connect(db_url) as conn:
-            return words_of(conn)
-
+    roberts = [{"id": f"a{n}", "given": "Robert", "family": "Daniels"} for n in range(3)]
+    bob = {"id": "b1", "clinic_id": "clinic-b", "given": "Bob", "family": "Daniels"}
+    words = indexed_words(db_url, [*roberts, bob])
     plan = build_plan(SearchInput(q="bob daniels"), ["clinic-a", "clinic-b"])
 
     def overlap(words: WordDictionary) -> tuple[str, list[str]]:
         with psycopg.connect(db_url, autocommit=True) as conn:
             search = CandidateSearch(conn, plan.candidates, observe=lambda *_: None, words=words)
-            typed = [t for c in search.clinics for t in scope_terms(c, plan.candidates.names[0])]
+            bob_terms = plan.candidates.names[0].alternatives
+            typed = [t for c in search.clinics for t in scope_terms(c, bob_terms)]
             spelled = search.holds(typed).as_string(conn)
             found = find_candidates(conn, plan.candidates, observe=lambda *_: None, words=words)
         return spelled, sorted(c.id for c in found)
 
-    words = WordDictionary(load).load_now()
     spelled, ids = overlap(words)  # not complete: every term is spelled
     assert "clinic-a\x1fn:bob" in spelled and "clinic-a\x1fn:bobdaniels" in spelled
     words.follow(True)
@@ -303,9 +306,3 @@ def test_a_complete_dictionary_leaves_out_the_typed_terms_no_one_holds(db_url: s
     # keys of his group, Robert's among them.
     assert "clinic-a\x1fk:robert" in pruned and "clinic-a\x1fk:bob" not in pruned
     assert all(f"clinic-b\x1fk:{n}" in pruned for n in ("bert", "bob", "bobby", "robert"))
-
-
-def scope_terms(clinic: str, token: NameToken) -> list[str]:
-    from engines.pg_projection import scope_terms as scoped
-
-    return scoped(clinic, token.alternatives)
