@@ -78,8 +78,8 @@ class Longest:
 @dataclass
 class RunQueueWatch:
     """Samples the run-queue waits of named groups of processes every `interval_s`
-    on a thread; `longest_ms()` gives, per group, the most time one thread waited
-    between two readings, and `longest()` says who and how much of it was one wait."""
+    on a thread; `longest()` gives, per group, the most time one thread waited between
+    two readings, whose thread it was, and how much of it was one wait."""
 
     groups: Groups
     interval_s: float = 0.05
@@ -96,9 +96,6 @@ class RunQueueWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-
-    def longest_ms(self) -> dict[str, float]:
-        return {name: round(w.ms, 1) for name, w in self._longest.items()}
 
     def longest(self) -> dict[str, Longest]:
         return dict(self._longest)
