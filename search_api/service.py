@@ -194,9 +194,11 @@ def search(
     clinic_ids: Sequence[str],
     settings: Settings,
     counts: CountReader | None = None,
+    plan: SearchPlan | None = None,
 ) -> SearchOutcome:
+    """`plan`: plan_for's, when the caller has already weighed it (a thin search)."""
     started = time.perf_counter()
-    plan = plan_for(request, clinic_ids, settings)
+    plan = plan or plan_for(request, clinic_ids, settings)
     asked = time.perf_counter()
     answer = router.candidates(plan.candidates)
     engine_ms = (time.perf_counter() - asked) * 1000

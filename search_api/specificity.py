@@ -3,7 +3,7 @@
 A single letter, a sex alone, or (in a large clinic) a date of birth alone
 would answer with a page of strangers: an enumeration of patients rather than
 a search for one. Most requests are decided by a cheap look at the raw words;
-only the short ones are planned and weighed.
+only the short ones are weighed on their plan.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from core.settings import Settings
-from search_api.plan import SearchInput, build_plan
+from search_api.plan import SearchInput, SearchPlan
 
 SEX_WORDS = frozenset({"m", "f", "male", "female", "man", "woman", "sex", "gender", "other"})
 _WORD = re.compile(r"[^\W_]+")
@@ -59,14 +59,16 @@ def _maybe_thin(request: SearchInput) -> bool:
 
 
 def thin_search_reason(
-    request: SearchInput, clinics: Sequence[str], settings: Settings, sizes: ClinicSizes | None
+    request: SearchInput,
+    plan: SearchPlan,
+    clinics: Sequence[str],
+    settings: Settings,
+    sizes: ClinicSizes | None,
 ) -> str | None:
-    """Why this search is too thin to answer, or None when it is specific enough."""
+    """Why this search is too thin to answer, or None when it is specific enough. Weighed
+    on the plan the search then runs, so that no search is planned twice."""
     if not _maybe_thin(request):
         return None
-    plan = build_plan(
-        request, clinics, region=settings.default_region, date_order=settings.date_order
-    )
     r: Any = plan.rank
     if r.phones or r.phone_nationals or r.phone_fragments or r.emails or r.mrns:
         return None

@@ -23,6 +23,7 @@ from search_api.ratelimit import (
     locked_identifiers,
     record_miss,
 )
+from search_api.service import plan_for
 from search_api.specificity import ClinicSizes, thin_search_reason
 from tests.factories import insert_patient
 
@@ -271,7 +272,9 @@ def test_thin_searches(
     from indexer.reindex import reindex
 
     reindex(db_url, settings, progress=False)
-    reason = thin_search_reason(SearchInput(**body), ["clinic-a"], settings, ClinicSizes(pool))
+    request = SearchInput(**body)
+    plan = plan_for(request, ["clinic-a"], settings)
+    reason = thin_search_reason(request, plan, ["clinic-a"], settings, ClinicSizes(pool))
     if thin is None:
         assert reason is None
     else:
@@ -281,4 +284,5 @@ def test_thin_searches(
 def test_birth_date_alone_is_fine_in_a_small_clinic(pool: ConnectionPool) -> None:
     settings = Settings(thin_search_clinic_size=3)
     request = SearchInput(q="3/14/1985")
-    assert thin_search_reason(request, ["empty-clinic"], settings, ClinicSizes(pool)) is None
+    plan = plan_for(request, ["empty-clinic"], settings)
+    assert thin_search_reason(request, plan, ["empty-clinic"], settings, ClinicSizes(pool)) is None

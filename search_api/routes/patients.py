@@ -26,7 +26,7 @@ from search_api.errors import ApiError
 from search_api.metrics import RESULTS
 from search_api.plan import SearchInput
 from search_api.ratelimit import locked_identifiers, record_miss
-from search_api.service import InvalidSearch, SearchOutcome, lookup_terms, search
+from search_api.service import InvalidSearch, SearchOutcome, lookup_terms, plan_for, search
 from search_api.specificity import thin_search_reason
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"], route_class=AccessRoute)
@@ -135,16 +135,18 @@ def _search(
     slot: CacheSlot,
 ) -> Response:
     request = SearchInput(**fields)
-    thin = thin_search_reason(request, access.clinics, state.settings, state.access.sizes)
-    if thin is not None:
-        raise ApiError(400, "query_too_thin", thin)
     try:
+        plan = plan_for(request, access.clinics, state.settings)
+        thin = thin_search_reason(request, plan, access.clinics, state.settings, state.access.sizes)
+        if thin is not None:
+            raise ApiError(400, "query_too_thin", thin)
         outcome = search(
             state.router,
             request,
             access.clinics,
             state.settings,
             counts=state.postgres.term_counts,
+            plan=plan,
         )
     except InvalidSearch as exc:
         raise ApiError(422, exc.code, str(exc)) from exc
