@@ -175,6 +175,8 @@ def typo_budget(word: str) -> int:
 def typo_distance(typed: str, stored: str) -> int | None:
     """Damerau-Levenshtein distance (a swap is one slip) within the budget, else None."""
     budget = typo_budget(typed)
+    if abs(len(typed) - len(stored)) > budget:
+        return None  # every edit bridges at most one letter of the lengths' difference
     distance = DamerauLevenshtein.distance(typed, stored, score_cutoff=budget)
     return distance if distance <= budget else None
 
@@ -280,6 +282,13 @@ def folded_nickname_group(folded: str) -> frozenset[str]:
     quarter of nickname_group's time, which folds again)."""
     table = nickname_table(_configured_extra_csv)
     return frozenset({folded}) | table.canonicals.get(folded, frozenset())
+
+
+def folded_nicknames_meet(a: str, b: str) -> bool:
+    """Whether two folded words' nickname groups meet. The ranking asks it of every pair
+    of typed and stored words it weighs, where building the groups' intersection cost
+    more than looking them up."""
+    return not folded_nickname_group(a).isdisjoint(folded_nickname_group(b))
 
 
 def nickname_group(token: str, table: NicknameTable | None = None) -> frozenset[str]:

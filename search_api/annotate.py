@@ -18,7 +18,7 @@ from typing import Any
 
 import phonenumbers
 
-from normalizers.names import folded_nickname_group
+from normalizers.names import folded_nicknames_meet
 from normalizers.phones import Phone, normalize_phone
 from normalizers.text import fold
 from search_api.ranking import Ranked, RankQuery, word_match
@@ -193,7 +193,7 @@ def _word_near(x: str, y: str, *, nicknames: bool) -> bool:
         return True
     if min(len(x), len(y)) == 1:
         return x[0] == y[0]  # an initial
-    if nicknames and folded_nickname_group(x) & folded_nickname_group(y):
+    if nicknames and folded_nicknames_meet(x, y):
         return True
     for typed, stored in ((x, y), (y, x)):
         if len(typed) >= 3 and word_match(typed, stored, nicknames=False):

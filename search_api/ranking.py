@@ -30,7 +30,7 @@ from rapidfuzz.fuzz import ratio, token_set_ratio, token_sort_ratio
 from core import term_counts, terms
 from core.documents import MatchFields, PatientRecord
 from engines.base import Candidate
-from normalizers.names import folded_nickname_group, is_particle, phonetic_keys, typo_distance
+from normalizers.names import folded_nicknames_meet, is_particle, phonetic_keys, typo_distance
 
 # "slip" is a one-character typo in a word of four letters or more: as telling as a
 # sound-alike, so it ranks with phonetic; other typos rank below.
@@ -145,7 +145,7 @@ def word_match(typed: str, stored: str, *, nicknames: bool) -> tuple[str, float]
         return "exact", 1.0
     if stored.startswith(typed):
         return "prefix", 0.85 + 0.15 * len(typed) / len(stored)
-    if nicknames and folded_nickname_group(typed) & folded_nickname_group(stored):
+    if nicknames and folded_nicknames_meet(typed, stored):
         return "nickname", 0.8
     if len(typed) >= 3 and _primary_code(typed) in _phonetic(stored):
         return "phonetic", 0.8

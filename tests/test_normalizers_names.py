@@ -3,6 +3,7 @@
 import pytest
 
 from normalizers.names import (
+    folded_nicknames_meet,
     is_particle,
     name_keys,
     name_tokens,
@@ -10,6 +11,7 @@ from normalizers.names import (
     nickname_match,
     nickname_table,
     phonetic_keys,
+    typo_distance,
 )
 
 
@@ -125,6 +127,37 @@ def test_nickname_group_includes_canonical(token: str, must_include: set[str]) -
 @pytest.mark.parametrize("name", ["william", "elizabeth", "robert", "michael", "margaret"])
 def test_canonical_names_are_their_own_group(name: str) -> None:
     assert nickname_group(name) == frozenset({name})
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "meet"),
+    [
+        ("bill", "william", True),  # a nickname and its canonical
+        ("william", "bill", True),
+        ("liz", "beth", True),  # two nicknames of one canonical
+        ("ann", "ann", True),
+        ("bill", "margaret", False),
+        ("zqxv", "william", False),
+    ],
+)
+def test_folded_nicknames_meet_as_their_groups_do(a: str, b: str, meet: bool) -> None:
+    assert folded_nicknames_meet(a, b) is meet
+    assert bool(nickname_group(a) & nickname_group(b)) is meet
+
+
+@pytest.mark.parametrize(
+    ("typed", "stored", "distance"),
+    [
+        ("jon", "john", 1),
+        ("jon", "jonny", None),  # two letters longer: past a short word's one edit
+        ("johsua", "joshua", 1),  # a swap is one slip
+        ("jonathan", "jo", None),
+        ("katherine", "katharina", 2),
+        ("katherine", "kat", None),
+    ],
+)
+def test_typo_distance_within_the_budget(typed: str, stored: str, distance: int | None) -> None:
+    assert typo_distance(typed, stored) == distance
 
 
 def test_unknown_and_empty_tokens() -> None:
