@@ -55,7 +55,6 @@ from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from psycopg_pool import ConnectionPool
 
@@ -64,6 +63,7 @@ from core.audit import AuditRecord, AuditUnavailable, AuditWriter
 from core.settings import Settings
 from search_api.edge import Message, Receive, Scope, Send
 from search_api.errors import ApiError
+from search_api.handlers import HandlerThreads
 from search_api.metrics import AUDIT_FAILURES, AUDIT_PENDING
 from search_api.ratelimit import RateLimiter
 from search_api.specificity import ClinicSizes
@@ -236,6 +236,11 @@ def access_control(request: Request) -> AccessControl:
     return control
 
 
+def handlers(request: Request) -> HandlerThreads:
+    threads: HandlerThreads = request.app.state.search.handlers
+    return threads
+
+
 # --- the dependency ---------------------------------------------------------------------
 
 
@@ -315,7 +320,7 @@ def require(
             )
         known, key = control.keys.cached(presented)
         if not known:  # the database only on a cache miss, off the event loop
-            key = await run_in_threadpool(control.keys.get, presented)
+            key = await handlers(request).run(control.keys.get, presented)
         if key is None or key.expired():
             raise ApiError(401, "unauthorized", "unknown, expired or revoked API key", _CHALLENGE)
         access.key = key
@@ -328,7 +333,7 @@ def require(
             )
         decision = control.limiter.check_leased(key.id, access.staff_user, strict=strict)
         if decision is None:  # no live lease: a draw from the shared buckets
-            decision = await run_in_threadpool(
+            decision = await handlers(request).run(
                 partial(control.limiter.check, key.id, access.staff_user, strict=strict)
             )
         if not decision.allowed:

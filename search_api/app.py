@@ -24,6 +24,7 @@ from search_api.access import install_access
 from search_api.dependencies import AppState
 from search_api.edge import Edge
 from search_api.errors import install_error_handlers
+from search_api.handlers import handler_threads
 from search_api.routes import audit, ops, page, patients
 from search_api.spread import Spread, shared_surplus
 
@@ -46,7 +47,8 @@ async def lifespan(
     if owns_process:
         quiet_collector()
         report_native()
-    # Handlers run in anyio's thread pool (40 threads by default); see handler_threads.
+    # Routes' blocking work runs on AppState.handlers; what FastAPI itself sends to anyio's
+    # thread pool (40 threads by default) gets as many threads.
     to_thread.current_default_thread_limiter().total_tokens = handler_threads(settings)
     try:
         yield
@@ -80,16 +82,6 @@ def report_native() -> None:
             "compiled modules older than their source: build again (make install)",
             extra={"modules": old},
         )
-
-
-def handler_threads(settings: Settings) -> int:
-    """Threads for route handlers: one per pooled connection. A thread more only waits
-    for a connection while it contends for the GIL, and the GIL is not handed over in
-    order: under 50 clients the waiting requests took turns unevenly, and exact searches
-    finished in 250-400 ms now and then (p99, 8 threads per worker). With one thread per
-    connection the waiting is anyio's queue, first come first served: p99 40-75 ms and
-    about a tenth more searches a second (issue 11, thirteenth pass)."""
-    return settings.pool_size
 
 
 def create_app(

@@ -20,6 +20,7 @@ from engines.pg_search import PostgresEngine
 from search_api.access import AccessControl
 from search_api.cache import AnswerCache, LocalStore, RedisStore, Store
 from search_api.failover import Router, pool_state_reader
+from search_api.handlers import HandlerThreads, handler_threads
 from search_api.metrics import WORDS_COMPLETE
 from search_api.service import observe_engine_query
 
@@ -36,6 +37,7 @@ class AppState:
     router: Router
     access: AccessControl
     listener: Listener
+    handlers: HandlerThreads
     cache: AnswerCache | None = None
 
     @classmethod
@@ -72,10 +74,12 @@ class AppState:
             router=router,
             access=access,
             listener=listener,
+            handlers=HandlerThreads(handler_threads(settings)),
             cache=cache,
         )
 
     def close(self) -> None:
+        self.handlers.close()  # the calls under way end first: they use all that follows
         self.listener.close()
         self.access.close()  # writes every queued audit record first (SIGTERM included)
         self.router.close()

@@ -10,7 +10,8 @@ from anyio import to_thread
 from fastapi.testclient import TestClient
 
 from core.settings import Settings, available_cores
-from search_api.app import GC_YOUNG_THRESHOLD, create_app, handler_threads
+from search_api.app import GC_YOUNG_THRESHOLD, create_app
+from search_api.handlers import handler_threads
 
 
 def test_workers_default_to_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,6 @@ from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from normalizers.identifiers import normalize_mrn
 from search_api.access import AccessRoute
@@ -225,7 +224,7 @@ async def search_post(
     except UnicodeDecodeError as exc:
         raise FhirError(400, "invalid", "the form body is not UTF-8") from exc
     items = [*request.query_params.multi_items(), *form]
-    body = await run_in_threadpool(
+    body = await state.handlers.run(
         search_bundle,
         state,
         key,
@@ -269,5 +268,5 @@ async def patient_match(key: Matcher, request: Request, state: State) -> JSONRes
         payload = json.loads(raw or b"null")
     except (ValueError, RecursionError) as exc:
         raise FhirError(400, "invalid", "the body is not JSON") from exc
-    body = await run_in_threadpool(match_bundle, state, key, payload, _base(request, state))
+    body = await state.handlers.run(match_bundle, state, key, payload, _base(request, state))
     return _answer(body)

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from search_api import models
@@ -91,7 +90,7 @@ async def _cached(
     if cache is None:
         return CacheSlot(None, "", None)
     if cache.store.blocking:
-        return await run_in_threadpool(cache.slot, kind, clinics, request, depends_on)
+        return await state.handlers.run(cache.slot, kind, clinics, request, depends_on)
     return cache.slot(kind, clinics, request, depends_on)
 
 
@@ -110,7 +109,7 @@ async def _kept_or(
     the trail lists its patients (`shown`, by default those of its results)."""
     slot = await _cached(state, kind, access.clinics, request, depends_on)
     if slot.hit is None:
-        return await run_in_threadpool(compute, slot)
+        return await state.handlers.run(compute, slot)
     if shown is None:
         shown = [r["id"] for r in orjson.loads(slot.hit)["results"]]
     access.returned(shown)
