@@ -1,4 +1,4 @@
-"""Threads for a route's blocking work: a search, a lookup, a key read on a cache miss.
+"""Threads for a route's blocking work: a search, a lookup, a FHIR read, a key read on a miss.
 
 A route is `async`, so that what needs no database (routing, access, a kept answer)
 stays on the event loop; what blocks runs on one of these threads, `await

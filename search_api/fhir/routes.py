@@ -83,8 +83,12 @@ def metadata(request: Request, state: State) -> JSONResponse:
 
 
 @router.get("/Patient/{resource_id}")
-def read_patient(resource_id: str, key: Reader, state: State) -> JSONResponse:
+async def read_patient(resource_id: str, key: Reader, state: State) -> JSONResponse:
     """Another clinic's patient and no patient get the same answer."""
+    return await state.handlers.run(_read_patient, resource_id, key, state)
+
+
+def _read_patient(resource_id: str, key: Caller, state: AppState) -> JSONResponse:
     patient_id = resources.source_id(resource_id)
     found = state.postgres.get(patient_id, key.clinics) if patient_id else None
     if found is None:
@@ -191,12 +195,18 @@ def search_bundle(
 
 
 @router.get("/Patient")
-def search_get(
+async def search_get(
     key: Searcher, request: Request, state: State, prefer: Annotated[str | None, Header()] = None
 ) -> JSONResponse:
     items = list(request.query_params.multi_items())
-    body = search_bundle(
-        state, key, items, strict=_strict(prefer), base=_base(request, state), post=False
+    body = await state.handlers.run(
+        search_bundle,
+        state,
+        key,
+        items,
+        strict=_strict(prefer),
+        base=_base(request, state),
+        post=False,
     )
     return _answer(body)
 
