@@ -585,9 +585,16 @@ class CandidateSearch:
         no one for its name keys. A pass needing such a word finds no one: a typo or a word
         still being typed made the exact level of 98-99 % of such searches (census, 1M) a
         statement that found no one. Phonetic codes are not counted: never for "close"."""
-        if level == "close" or self.words is None or not self.words.complete:
+        if level == "close" or self.certain() is None:
             return [False] * len(words)
         return [held == 0 for held in self.held(words)]
+
+    def certain(self) -> WordDictionary | None:
+        """The dictionary when it is complete (WordDictionary.complete), so that a word it
+        counts no one for is held by no one; None while it may lack a word. What unheld,
+        absent and keyed_pass leave out rests on this."""
+        words = self.words
+        return words if words is not None and words.complete else None
 
     def held(self, words: list[tuple[str, ...]]) -> list[int]:
         """Per typed word, the patients holding its name keys at this level (the word
@@ -738,11 +745,11 @@ class CandidateSearch:
         key is a range of one key: see `exactly`), kept when the base conditions and
         `conds` hold: the LIMIT stops the read once the page is full."""
         rows = [per_key] * len(ranges) if isinstance(per_key, int) else list(per_key)
-        if self.words is not None and self.words.complete:
+        if (words := self.certain()) is not None:
             # Left out after the decisions that count keys: a range of nobody's word reads
             # nothing, at the cost of a B-tree descent (a typed word in the clinics that lack
             # it; two thirds of a crowded typo search's pairs).
-            kept = [i for i, r in enumerate(ranges) if self._someone_under(r)]
+            kept = [i for i, r in enumerate(ranges) if _someone_under(words, r)]
             ranges, rows = [ranges[i] for i in kept], [rows[i] for i in kept]
             if not ranges:
                 return
@@ -762,16 +769,6 @@ class CandidateSearch:
             sql.Literal(self.query.limit),
         )
         self.execute(kind, stmt, indexscan=True)
-
-    def _someone_under(self, key_range: tuple[str, str, str]) -> bool:
-        """Some patient of the range's clinic holds the words its keys start with: a name
-        key's word, or a pair's given word (and family word, for one pair; a range of pairs
-        may hold a family word typed in part). The dictionary counts every name word."""
-        assert self.words is not None
-        clinic, low, high = key_range
-        given, _, family = low.partition(PAIR_SEP)
-        words = (given, family) if family and low == high else (given,)
-        return all(self.words.patients(clinic, word) != 0 for word in words)
 
     def last_resorts(self) -> None:
         """When the levels did not fill the page: any one word, level by level over the
@@ -830,23 +827,11 @@ class CandidateSearch:
         (census, 1M). The dictionary's expansions are its own words, held by someone."""
         if self._absent is None:
             absent: set[str] = set()
-            if self.words is not None and self.words.complete:
+            if (words := self.certain()) is not None:
                 typed = (t for token in self.query.names for t in token.alternatives)
-                absent.update(t for t in scope_all(self.clinics, typed) if self._nobody(t))
+                absent.update(t for t in scope_all(self.clinics, typed) if _nobody(words, t))
             self._absent = frozenset(absent)
         return self._absent
-
-    def _nobody(self, scoped: str) -> bool:
-        """No patient of the term's clinic holds it: a name word (joined keys included) the
-        dictionary counts no one for, or a nickname key none of its words leads to."""
-        assert self.words is not None
-        if (key := _name_key(scoped)) is not None:
-            return self.words.patients(*key) == 0
-        if (nickname := _scoped_value(scoped, NICKNAME_LEAD)) is not None:
-            clinic, member = nickname
-            known = self.words.patients(clinic, TOTAL_WORD) is not None
-            return known and not self.words.nicknamed(clinic, member)
-        return False
 
     def any_word(self) -> sql.Composable:
         """Any term of any typed word, at every level reached so far."""
@@ -916,6 +901,28 @@ def pair_ranges(givens: Sequence[tuple[str, str]], family: str) -> list[tuple[st
         low = name_pair(given, family)
         ranges.append((clinic, low, low + LAST_CHARACTER))
     return ranges
+
+
+def _someone_under(words: WordDictionary, key_range: tuple[str, str, str]) -> bool:
+    """Some patient of the range's clinic holds the words its keys start with: a name key's
+    word, or a pair's given word (and family word, for one pair; a range of pairs may hold
+    a family word typed in part). A complete dictionary counts every name word."""
+    clinic, low, high = key_range
+    given, _, family = low.partition(PAIR_SEP)
+    led_by = (given, family) if family and low == high else (given,)
+    return all(words.patients(clinic, word) != 0 for word in led_by)
+
+
+def _nobody(words: WordDictionary, scoped: str) -> bool:
+    """No patient of the term's clinic holds it: a name word (joined keys included) the
+    complete dictionary counts no one for, or a nickname key none of its words leads to."""
+    if (key := _name_key(scoped)) is not None:
+        return words.patients(*key) == 0
+    if (nickname := _scoped_value(scoped, NICKNAME_LEAD)) is not None:
+        clinic, member = nickname
+        known = words.patients(clinic, TOTAL_WORD) is not None
+        return known and not words.nicknamed(clinic, member)
+    return False
 
 
 def born_in(year: int) -> sql.Composable:

@@ -311,21 +311,25 @@ def test_a_complete_dictionary_leaves_out_the_typed_terms_no_one_holds(db_url: s
 def test_a_complete_dictionary_leaves_out_the_key_ranges_of_nobodys_words(db_url: str) -> None:
     """A name-key range led by a word no patient of its clinic holds reads nothing: the
     keyed passes leave it out (a B-tree descent each), once the dictionary is complete."""
-    from engines.pg_search import LAST_CHARACTER, CandidateSearch
+    from engines.pg_search import LAST_CHARACTER, CandidateSearch, _someone_under
     from search_api.plan import SearchInput, build_plan
 
     johns = [{"id": f"a{n}", "given": "John", "family": "Smith"} for n in range(3)]
     mary = {"id": "b1", "clinic_id": "clinic-b", "given": "Mary", "family": "Jones"}
     words = indexed_words(db_url, [*johns, mary])
-    words.follow(True)
-    wait_complete(words)
     plan = build_plan(SearchInput(q="john smith"), ["clinic-a", "clinic-b"])
     with psycopg.connect(db_url, autocommit=True) as conn:
+        unsure = CandidateSearch(conn, plan.candidates, observe=lambda *_: None, words=words)
+        assert unsure.certain() is None  # not following: a word may have come since
+        words.follow(True)
+        wait_complete(words)
         search = CandidateSearch(conn, plan.candidates, observe=lambda *_: None, words=words)
-        assert search._someone_under(("clinic-a", "john", "john"))
-        assert not search._someone_under(("clinic-b", "john", "john"))  # no John there
-        assert search._someone_under(("clinic-a", "john smith", "john smith"))
-        assert not search._someone_under(("clinic-a", "john smyth", "john smyth"))
+        certain = search.certain()
+        assert certain is words  # complete: its counts of no one are certain
+        assert _someone_under(certain, ("clinic-a", "john", "john"))
+        assert not _someone_under(certain, ("clinic-b", "john", "john"))  # no John there
+        assert _someone_under(certain, ("clinic-a", "john smith", "john smith"))
+        assert not _someone_under(certain, ("clinic-a", "john smyth", "john smyth"))
         # A range of pairs: its family word may be typed in part, only the given is known.
-        assert search._someone_under(("clinic-a", "john smi", "john smi" + LAST_CHARACTER))
-        assert search._someone_under(("clinic-z", "john", "john"))  # a clinic not loaded
+        assert _someone_under(certain, ("clinic-a", "john smi", "john smi" + LAST_CHARACTER))
+        assert _someone_under(certain, ("clinic-z", "john", "john"))  # a clinic not loaded
