@@ -199,14 +199,22 @@ async def search_get(
     key: Searcher, request: Request, state: State, prefer: Annotated[str | None, Header()] = None
 ) -> JSONResponse:
     items = list(request.query_params.multi_items())
+    return await _searched(state, key, request, items, prefer, post=False)
+
+
+async def _searched(
+    state: AppState,
+    key: Caller,
+    request: Request,
+    items: list[tuple[str, str]],
+    prefer: str | None,
+    *,
+    post: bool,
+) -> JSONResponse:
+    """The searchset for these parameters, read on a handler thread (GET and POST alike)."""
+    strict, base = _strict(prefer), _base(request, state)
     body = await state.handlers.run(
-        search_bundle,
-        state,
-        key,
-        items,
-        strict=_strict(prefer),
-        base=_base(request, state),
-        post=False,
+        search_bundle, state, key, items, strict=strict, base=base, post=post
     )
     return _answer(body)
 
@@ -234,16 +242,7 @@ async def search_post(
     except UnicodeDecodeError as exc:
         raise FhirError(400, "invalid", "the form body is not UTF-8") from exc
     items = [*request.query_params.multi_items(), *form]
-    body = await state.handlers.run(
-        search_bundle,
-        state,
-        key,
-        items,
-        strict=_strict(prefer),
-        base=_base(request, state),
-        post=True,
-    )
-    return _answer(body)
+    return await _searched(state, key, request, items, prefer, post=True)
 
 
 # -- $match ---------------------------------------------------------------------------
