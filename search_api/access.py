@@ -51,7 +51,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -334,7 +333,7 @@ def require(
         decision = control.limiter.check_leased(key.id, access.staff_user, strict=strict)
         if decision is None:  # no live lease: a draw from the shared buckets
             decision = await handlers(request).run(
-                partial(control.limiter.check, key.id, access.staff_user, strict=strict)
+                control.limiter.check, key.id, access.staff_user, strict=strict
             )
         if not decision.allowed:
             access.noted("rate limited")

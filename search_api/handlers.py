@@ -4,9 +4,10 @@ A route is `async`, so that what needs no database (routing, access, a kept answ
 stays on the event loop; what blocks runs on one of these threads, `await
 handlers.run(func, *args)`. They are the process's own executor rather than anyio's
 `to_thread` (Starlette's `run_in_threadpool`): anyio enters a checkpoint, a capacity
-limiter and a cancel scope for every call, 55-60 us of CPU a hop against 15-20 here
-(issue 11, twenty-third pass), a sixteenth of a phone search's API time. The waiting
-is the executor's queue, first come first served, as anyio's limiter was.
+limiter and a cancel scope for every call. 50 concurrent calls of a 10 us function
+under uvloop cost 76-88 us of CPU a call through anyio, 21-27 here (issue 11,
+twenty-third pass): the difference was a fifteenth of a phone search's API time. The
+waiting is the executor's queue, first come first served, as anyio's limiter was.
 
 A call that has started runs to its end, as anyio's shielded one did: a request
 cancelled meanwhile (the server stopping) waits for its thread before it unwinds, so
