@@ -27,9 +27,10 @@ from search_api.metrics import RESULTS
 from search_api.service import EmptyQuery, SearchOutcome, search
 
 
-def json_accepted(request: Request, accept: Annotated[str | None, Header()] = None) -> None:
+async def json_accepted(request: Request, accept: Annotated[str | None, Header()] = None) -> None:
     """The facade speaks JSON only: a client that accepts no JSON (by Accept or by
-    _format) gets 406, not XML."""
+    _format) gets 406, not XML. Async on purpose: FastAPI runs a plain `def` dependency
+    on a thread of anyio's, a hop per FHIR request for a look at two headers."""
     formats = request.query_params.getlist("_format")
     if any(f.strip() not in FORMATS for f in formats):
         raise FhirError(406, "not-supported", "_format: only JSON is served")
