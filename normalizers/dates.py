@@ -45,7 +45,9 @@ _ORDINAL = frozenset({"st", "nd", "rd", "th"})
 _FILLER = frozenset({"of", "the"})
 
 
-def _make(y: int, m: int, d: int, today: datetime.date) -> datetime.date | None:
+def plausible_date(y: int, m: int, d: int, today: datetime.date) -> datetime.date | None:
+    """The calendar date y-m-d when it can be a date of birth: from MIN_YEAR, not after
+    today; None otherwise (the year is checked before a date is built)."""
     if y < MIN_YEAR:
         return None
     try:
@@ -64,7 +66,7 @@ def _year(text: str, m: int, d: int, today: datetime.date) -> int | None:
     yy = int(text)
     for century in (2000, 1900):
         candidate = century + yy
-        if _make(candidate, m, d, today) is not None:
+        if plausible_date(candidate, m, d, today) is not None:
             return candidate
     return None
 
@@ -73,7 +75,7 @@ def _emit(readings: list[datetime.date], y: str, m: int, d: int, today: datetime
     year = _year(y, m, d, today)
     if year is None:
         return
-    value = _make(year, m, d, today)
+    value = plausible_date(year, m, d, today)
     if value is not None and value not in readings:
         readings.append(value)
 

@@ -14,7 +14,7 @@ from typing import Any
 from core import terms
 from engines.base import CandidateQuery, NameToken
 from engines.filters import Filter
-from normalizers.dates import parse_dates
+from normalizers.dates import parse_dates, plausible_date
 from normalizers.emails import normalize_email
 from normalizers.identifiers import normalize_mrn
 from normalizers.names import name_tokens
@@ -103,13 +103,12 @@ def near_dates(readings: Sequence[dt.date]) -> list[dt.date]:
         if d.day <= 12 and d.day != d.month:
             out.add(d.replace(month=d.day, day=d.month))
         # One digit changed in one field at a time, worked out on the numbers: only the
-        # years from 1880, the months 1-12 and the days 1-31 are ever tried as dates.
-        tried = [(y, d.month, d.day) for y in _one_digit_off(d.year, 4) if y >= 1880]
+        # months 1-12 and the days 1-31 are ever tried as dates.
+        tried = [(y, d.month, d.day) for y in _one_digit_off(d.year, 4)]
         tried.extend((d.year, m, d.day) for m in _one_digit_off(d.month, 2) if 1 <= m <= 12)
         tried.extend((d.year, d.month, day) for day in _one_digit_off(d.day, 2) if 1 <= day <= 31)
         for year, month, day in tried:
-            near = _date(year, month, day)
-            if near is not None and near <= today:
+            if (near := plausible_date(year, month, day, today)) is not None:
                 out.add(near)
     return sorted(out - set(readings))
 
@@ -125,13 +124,6 @@ def _one_digit_off(value: int, width: int) -> list[int]:
         found.extend(value + (other - digit) * place for other in range(10) if other != digit)
         place *= 10
     return found
-
-
-def _date(year: int, month: int, day: int) -> dt.date | None:
-    try:
-        return dt.date(year, month, day)
-    except ValueError:  # the 31st of a short month, the 29th of February of most years
-        return None
 
 
 def _phones(phones: Sequence[Phone]) -> tuple[tuple[str, ...], tuple[str, ...]]:
