@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from typing import Any
 
 import psycopg
 import pytest
@@ -22,6 +23,7 @@ from bench.relevance import (
     BASELINE_INDEXES,
     Metrics,
     check_targets,
+    evaluate,
     markdown,
     mrr,
     rank_of,
@@ -149,6 +151,32 @@ def test_baselines_return_ranked_ids(db_url: str) -> None:
         assert tsvector_baseline(conn, mrn.q, mrn.clinic_id) == []  # names only
         other_clinic = "clinic-2" if exact[0].clinic_id == "clinic-1" else "clinic-1"
         assert exact[0].target_id not in trgm_baseline(conn, exact[0].q, other_clinic)
+
+
+def test_searches_cut_short_by_the_deadline_are_counted_per_kind(db_url: str) -> None:
+    """A search the engine cut short (its Prometheus counter rose) is told apart from a
+    ranking miss: load lowers recall without any error."""
+    from engines.pg_search import SEARCH_DEADLINES
+
+    queries = [
+        Query("exact", "name", "ann lee", "p1", "clinic-1"),
+        Query("prefix_2", "prefix", "an", "p1", "clinic-1"),
+        Query("exact", "name", "bo li", "p2", "clinic-1"),
+    ]
+
+    def cut_on_prefix(conn: psycopg.Connection[Any], q: str, clinic_id: str) -> list[str]:
+        if len(q) == 2:  # as the engine does when the deadline passes between passes
+            SEARCH_DEADLINES.inc()
+        return ["p1"]
+
+    def steady(conn: psycopg.Connection[Any], q: str, clinic_id: str) -> list[str]:
+        return []
+
+    with psycopg.connect(db_url) as conn:
+        outcome = evaluate(conn, queries, {"ours": cut_on_prefix, "other": steady}, progress=False)
+    assert outcome.cut_short["ours"] == {"prefix_2": 1}
+    assert not outcome.cut_short["other"]
+    assert outcome.ranks["ours"]["exact"] == [1, None]
 
 
 def test_query_is_frozen() -> None:
