@@ -20,10 +20,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from rapidfuzz.fuzz import ratio, token_set_ratio, token_sort_ratio
 
@@ -419,9 +419,7 @@ def _literal_name(patient: PatientRecord) -> str:
     return literal_text(" ".join(p for p in parts if p))
 
 
-def rank_one(
-    query: RankQuery, candidate: Candidate, counts: Mapping[str, int] | None = None
-) -> Ranked | None:
+def rank_one(query: RankQuery, candidate: Candidate, counts: Counts | None = None) -> Ranked | None:
     match = candidate.match
     name = match_names(query, match) if query.names else NO_NAME
     date_kind, date_quality = match_date(query, match.get("birth_date"))
@@ -534,24 +532,25 @@ IDENTIFIER_WEIGHT = {"mrn": 20.0, "phone": 12.0, "email": 14.0}
 MIN_POPULATION = 1000
 
 
-def count_keys(candidates: Iterable[Candidate], *, dates: bool = True) -> list[str]:
-    """The term-count keys the evidence of these candidates needs (see core.term_counts).
-
-    A date's count weighs only a typed date's agreement: without one (`dates` false)
-    no date key is asked for.
-    """
+def date_keys(candidates: Iterable[Candidate]) -> list[str]:
+    """The term-count keys of the candidates' dates of birth (see core.term_counts): what
+    evidence weighs a typed date's agreement by. Name words and clinic sizes are counted
+    by the word dictionary, asked as evidence needs them (engines.pg_search.DictionaryCounts)."""
     keys: set[str] = set()
     for c in candidates:
-        clinic = str(c.patient.get("clinic_id") or "")
-        keys.add(term_counts.key(clinic, term_counts.TOTAL))
-        words = [*c.match["given"], *c.match["middle"], *c.match["family"]]
-        keys.update(term_counts.key(clinic, terms.name(w)) for w in words)
-        if dates and (born := c.match.get("birth_date")):
+        if born := c.match.get("birth_date"):
+            clinic = str(c.patient.get("clinic_id") or "")
             keys.add(term_counts.key(clinic, terms.term(terms.DOB, born)))
     return sorted(keys)
 
 
-def _telling(counts: Mapping[str, int], clinic: str, term: str) -> float:
+class Counts(Protocol):
+    """Patients of a clinic holding a term, by core.term_counts key; `default` for none."""
+
+    def get(self, key: str, default: int, /) -> int: ...
+
+
+def _telling(counts: Counts, clinic: str, term: str) -> float:
     """log2(patients / patients holding the value): bits of evidence an agreement carries."""
     total = max(counts.get(term_counts.key(clinic, term_counts.TOTAL), 0), MIN_POPULATION)
     holders = max(counts.get(term_counts.key(clinic, term), 1), 1)
@@ -564,7 +563,7 @@ def evidence(
     name: _NameResult,
     date_kind: str | None,
     ids_exact: set[str],
-    counts: Mapping[str, int],
+    counts: Counts,
 ) -> float:
     """Log2 likelihood ratio that this record is the one meant: agreement on a rare
     value is strong evidence, on a common one weak; a contradiction counts against."""
@@ -642,10 +641,10 @@ def _squash(weight: float, shift: float, scale: float) -> float:
 
 
 def rank(
-    query: RankQuery, candidates: Sequence[Candidate], counts: Mapping[str, int] | None = None
+    query: RankQuery, candidates: Sequence[Candidate], counts: Counts | None = None
 ) -> list[Ranked]:
     """Score every candidate, drop those that match nothing, order best first, stably,
-    and grade each result. `counts` are the clinic's term counts for `count_keys`."""
+    and grade each result. `counts`: the clinics' term counts (without: uniform evidence)."""
     ranked = [r for c in candidates if (r := rank_one(query, c, counts)) is not None]
     ranked.sort(key=lambda r: r.sort_key)
     return grade_results(ranked)

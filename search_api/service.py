@@ -14,7 +14,7 @@ from core import term_counts, terms
 from core.settings import Settings
 from engines.base import Candidate
 from engines.filters import accepts
-from engines.pg_search import find_candidates
+from engines.pg_search import DictionaryCounts, find_candidates
 from engines.word_dictionary import WordDictionary
 from normalizers.dates import parse_dates
 from normalizers.identifiers import normalize_mrn
@@ -22,7 +22,15 @@ from normalizers.phones import normalize_phone
 from search_api.failover import Router
 from search_api.metrics import ENGINE_QUERY_SECONDS
 from search_api.plan import SearchInput, SearchPlan, build_plan
-from search_api.ranking import Ranked, RankQuery, count_keys, match_date, match_names, rank
+from search_api.ranking import (
+    Counts,
+    Ranked,
+    RankQuery,
+    date_keys,
+    match_date,
+    match_names,
+    rank,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +97,21 @@ def plan_for(request: SearchInput, clinic_ids: Sequence[str], settings: Settings
     return plan
 
 
-CountReader = Callable[[Sequence[str]], Mapping[str, int]]
+CountReader = Callable[[Sequence[str]], Counts]  # the dates' count keys -> the counts
 
 
 def read_counts(
     reader: CountReader | None, query: RankQuery, candidates: Sequence[Candidate]
-) -> Mapping[str, int]:
-    """The clinics' term counts the evidence needs; without them evidence is uniform."""
+) -> Counts | None:
+    """The clinics' term counts the evidence needs; without them evidence is uniform.
+    A date's count weighs only a typed date's agreement: without one none is read."""
     if reader is None or not candidates:
-        return {}
+        return None
     try:
-        return reader(count_keys(candidates, dates=bool(query.birth_dates)))
+        return reader(date_keys(candidates) if query.birth_dates else [])
     except Exception as exc:  # ranking still works, only less finely: never fail the search
         log.warning("term counts not readable", extra={"error": type(exc).__name__})
-        return {}
+        return None
 
 
 def agrees(query: RankQuery, result: Ranked) -> bool:
@@ -174,7 +183,7 @@ def select(
     request: SearchInput,
     plan: SearchPlan,
     candidates: Sequence[Candidate],
-    counts: Mapping[str, int] | None = None,
+    counts: Counts | None = None,
 ) -> list[Ranked]:
     """Rank, keep what meets the request's filters (and criteria, with match_all), sort."""
     ranked = unscored(candidates) if plan.empty else rank(plan.rank, candidates, counts)
@@ -237,7 +246,8 @@ def search_ranked(
         candidates = find_candidates(
             conn, plan.candidates, observe=lambda kind, s: None, words=words
         )
-        counts = term_counts.lookup(conn, count_keys(candidates, dates=bool(plan.rank.birth_dates)))
+        dates = date_keys(candidates) if plan.rank.birth_dates else []
+        counts = DictionaryCounts(words, term_counts.lookup(conn, dates))
     return rank(plan.rank, candidates, counts)[:limit]
 
 

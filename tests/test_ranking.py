@@ -9,7 +9,14 @@ from core import term_counts
 from core.documents import build_document
 from engines.base import Candidate
 from search_api.plan import SearchInput, build_plan
-from search_api.ranking import Ranked, grade_of, match_date, match_probabilities, rank
+from search_api.ranking import (
+    Ranked,
+    date_keys,
+    grade_of,
+    match_date,
+    match_probabilities,
+    rank,
+)
 
 
 def candidate(id: str, given: str, family: str, born: str, **extra: Any) -> Candidate:
@@ -273,3 +280,16 @@ def test_ranking_leaves_nothing_behind_for_the_cycle_collector() -> None:
     del ranked
     gc.collect()
     assert len(gc.get_objects()) - before < 20
+
+
+def test_date_keys_are_the_candidates_dates_once_each() -> None:
+    """Only dates are read up front for evidence: names come from the word dictionary."""
+    pool = [
+        candidate("a", "Ann", "Lee", "1985-03-14"),
+        candidate("b", "Bo", "Lee", "1985-03-14"),
+        candidate("c", "Cy", "Lee", "1990-01-02"),
+    ]
+    assert date_keys(pool) == [
+        term_counts.key("c", "dob:1985-03-14"),
+        term_counts.key("c", "dob:1990-01-02"),
+    ]

@@ -108,34 +108,41 @@ def test_migration_fills_counts_from_an_existing_projection(clinics: str) -> Non
 
 def test_the_engine_reads_word_counts_and_clinic_sizes_from_its_dictionary(clinics: str) -> None:
     """The API's counts (PostgresEngine.term_counts) equal the table's, though only the
-    date's are read from it: words and clinic sizes come from the word dictionary."""
+    dates asked for are read from it: words and clinic sizes come from the word
+    dictionary, as evidence asks for them."""
     from core.database import open_pool
     from engines.pg_search import PostgresEngine
 
-    wanted = [
+    names = [
         key("clinic-a", "#"),
         key("clinic-b", "#"),
         key("clinic-a", "n:smith"),
         key("clinic-b", "n:ana"),
         key("clinic-a", "n:nobody"),
-        key("clinic-a", "dob:1985-03-14"),
     ]
+    born = key("clinic-a", "dob:1985-03-14")
+    wanted = [*names, born]
     pool = open_pool(clinics, Settings(pool_min_size=1, pool_max_size=2))
     try:
         engine = PostgresEngine(pool)
-        engine.words.load_now()
         with psycopg.connect(clinics) as conn:
-            assert engine.term_counts(wanted) == term_counts.lookup(conn, wanted)
+            table = term_counts.lookup(conn, wanted)
+            counts = engine.term_counts([born])  # loads the dictionary when not yet loaded
+            assert {k: counts.get(k, 0) for k in wanted} == {k: table.get(k, 0) for k in wanted}
             conn.execute(
                 "delete from patient_search.term_counts where term not like %s", ("%dob:%",)
             )
             conn.commit()  # only dates are left in the table: the rest is the dictionary's
-        assert engine.term_counts(wanted) == {
+        counts = engine.term_counts([born])
+        assert {k: counts.get(k, -1) for k in wanted} == {
             key("clinic-a", "#"): 12,
             key("clinic-b", "#"): 5,
             key("clinic-a", "n:smith"): 6,
             key("clinic-b", "n:ana"): 5,
-            key("clinic-a", "dob:1985-03-14"): 4,
+            key("clinic-a", "n:nobody"): -1,  # nobody holds it: the default
+            born: 4,
         }
+        # A date not read up front counts no one (a search without a typed date).
+        assert engine.term_counts([]).get(born, -1) == -1
     finally:
         pool.close()
