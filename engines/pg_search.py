@@ -167,8 +167,8 @@ class PostgresEngine:
 class DictionaryCounts:
     """Term counts by core.term_counts key, answered as evidence asks (search_api.ranking's
     Counts): a name word's and a clinic's size from the word dictionary, a date's from
-    those read up front. Spelling every candidate's keys to parse them back for the
-    dictionary cost 90-140 us of a name search; evidence asks for a handful."""
+    those read up front. Spelling every candidate's keys, to parse them back for the
+    dictionary, cost 90-140 us of a name search in process; evidence asks for a handful."""
 
     def __init__(self, words: WordDictionary, dates: dict[str, int]) -> None:
         self.words = words
