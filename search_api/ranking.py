@@ -532,10 +532,13 @@ IDENTIFIER_WEIGHT = {"mrn": 20.0, "phone": 12.0, "email": 14.0}
 MIN_POPULATION = 1000
 
 
-def date_keys(candidates: Iterable[Candidate]) -> list[str]:
+def date_keys(query: RankQuery, candidates: Iterable[Candidate]) -> list[str]:
     """The term-count keys of the candidates' dates of birth (see core.term_counts): what
-    evidence weighs a typed date's agreement by. Name words and clinic sizes are counted
-    by the word dictionary, asked as evidence needs them (engines.pg_search.DictionaryCounts)."""
+    evidence weighs a typed date's agreement by, so none without a typed date. Name words
+    and clinic sizes are counted by the word dictionary, asked as evidence needs them
+    (engines.pg_search.DictionaryCounts)."""
+    if not query.birth_dates:
+        return []
     keys: set[str] = set()
     for c in candidates:
         if born := c.match.get("birth_date"):

@@ -103,12 +103,11 @@ CountReader = Callable[[Sequence[str]], Counts]  # the dates' count keys -> the 
 def read_counts(
     reader: CountReader | None, query: RankQuery, candidates: Sequence[Candidate]
 ) -> Counts | None:
-    """The clinics' term counts the evidence needs; without them evidence is uniform.
-    A date's count weighs only a typed date's agreement: without one none is read."""
+    """The clinics' term counts the evidence needs; without them evidence is uniform."""
     if reader is None or not candidates:
         return None
     try:
-        return reader(date_keys(candidates) if query.birth_dates else [])
+        return reader(date_keys(query, candidates))
     except Exception as exc:  # ranking still works, only less finely: never fail the search
         log.warning("term counts not readable", extra={"error": type(exc).__name__})
         return None
@@ -246,8 +245,7 @@ def search_ranked(
         candidates = find_candidates(
             conn, plan.candidates, observe=lambda kind, s: None, words=words
         )
-        dates = date_keys(candidates) if plan.rank.birth_dates else []
-        counts = DictionaryCounts(words, term_counts.lookup(conn, dates))
+        counts = DictionaryCounts(words, term_counts.lookup(conn, date_keys(plan.rank, candidates)))
     return rank(plan.rank, candidates, counts)[:limit]
 
 

@@ -282,14 +282,16 @@ def test_ranking_leaves_nothing_behind_for_the_cycle_collector() -> None:
     assert len(gc.get_objects()) - before < 20
 
 
-def test_date_keys_are_the_candidates_dates_once_each() -> None:
+def test_date_keys_are_the_candidates_dates_once_each_and_only_for_a_typed_date() -> None:
     """Only dates are read up front for evidence: names come from the word dictionary."""
     pool = [
         candidate("a", "Ann", "Lee", "1985-03-14"),
         candidate("b", "Bo", "Lee", "1985-03-14"),
         candidate("c", "Cy", "Lee", "1990-01-02"),
     ]
-    assert date_keys(pool) == [
+    dated = build_plan(SearchInput(q="lee 3/14/1985"), ["c"]).rank
+    assert date_keys(dated, pool) == [
         term_counts.key("c", "dob:1985-03-14"),
         term_counts.key("c", "dob:1990-01-02"),
     ]
+    assert date_keys(build_plan(SearchInput(q="ann lee"), ["c"]).rank, pool) == []
