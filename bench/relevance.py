@@ -1,6 +1,7 @@
 """Relevance benchmark: our search beside pg_trgm, the original tsvector query and rapidfuzz.
 
     python -m bench.relevance [--patients N] [--queries M] [--seed S] [--json PATH]
+                              [--data-dir DIR]
 
 Loads a synthetic population into a fresh database (embedded PostgreSQL in a temporary
 directory, or a new database on PATIENT_SEARCH_DATABASE_URL), builds the projection,
@@ -8,6 +9,12 @@ asks every generated query of every error kind to four systems restricted to the
 target's clinic, and reports recall@1, recall@10 and MRR per kind, side by side, so the
 gain over the baselines shows. The exit code is 0 whatever the numbers: it is a report;
 whether the targets hold is printed at the end and written to the JSON.
+
+Each fresh build can break ties among equally good patients another way (the row order
+a parallel reindex writes), so the figures of two builds differ by a query or two. To
+compare two trees of the code, give both the same --data-dir: the first run builds an
+embedded database there and keeps it, later runs with the same population ask the
+same database.
 """
 
 from __future__ import annotations
@@ -221,6 +228,40 @@ def fresh_database() -> Iterator[str]:
             print(f"could not stop the embedded server early: {exc}", file=sys.stderr)
         else:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextmanager
+def kept_database(data_dir: Path) -> Iterator[str]:
+    """The embedded database kept in data_dir (started, or built by `prepared`)."""
+    from core.database import start_embedded
+
+    yield start_embedded(data_dir)
+
+
+def prepared(url: str, patients: int, clinics: int, seed: int) -> Any:
+    """`prepare`, unless this database already holds this population (a kept one): then
+    the Settings only. A kept database built for another population is refused."""
+    from core.settings import Settings
+
+    population = (patients, clinics, seed)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "create table if not exists bench_relevance_population "
+            "(patients int, clinics int, seed int)"
+        )
+        built = conn.execute("select * from bench_relevance_population").fetchone()
+        started = conn.execute("select to_regclass('patients')").fetchone()
+    if built == population:
+        print(f"asking the database built before for {population}", file=sys.stderr)
+        return Settings(database_url=url)
+    if built is not None:
+        raise SystemExit(f"the kept database holds {built} (patients, clinics, seed)")
+    if started is not None and started[0] is not None:
+        raise SystemExit("the kept database's build did not finish: remove its directory")
+    settings = prepare(url, patients, clinics, seed)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("insert into bench_relevance_population values (%s, %s, %s)", population)
+    return settings
 
 
 def prepare(url: str, patients: int, clinics: int, seed: int) -> Any:
@@ -438,12 +479,20 @@ def latency(seconds: Sequence[float]) -> dict[str, float]:
     }
 
 
-def run(*, patients: int, queries: int, seed: int, clinics: int, json_path: Path) -> dict[str, Any]:
+def run(
+    *,
+    patients: int,
+    queries: int,
+    seed: int,
+    clinics: int,
+    json_path: Path,
+    data_dir: Path | None = None,
+) -> dict[str, Any]:
     from patient_search.synthetic import generate
 
     started = time.perf_counter()
-    with fresh_database() as url:
-        settings = prepare(url, patients, clinics, seed)
+    with fresh_database() if data_dir is None else kept_database(data_dir) as url:
+        settings = prepared(url, patients, clinics, seed)
         population = list(generate(patients, clinics=clinics, seed=seed))
         per_kind = max(1, queries // len(KINDS))
         asked = make_queries(population, per_kind, seed=seed)
@@ -528,6 +577,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clinics", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=RESULTS / "relevance.json")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep the embedded database here and ask it again on later runs "
+        "(the same population): two trees compared on one build",
+    )
     args = parser.parse_args(argv)
     run(
         patients=args.patients,
@@ -535,6 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         clinics=args.clinics,
         json_path=args.json,
+        data_dir=args.data_dir,
     )
     return 0  # a report, not a gate
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -183,3 +184,32 @@ def test_query_is_frozen() -> None:
     q = Query("exact", "name", "john smith", "p0000001", "clinic-1")
     with pytest.raises(AttributeError):
         q.q = "x"  # type: ignore[misc]
+
+
+def test_a_kept_database_is_built_once_and_asked_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--data-dir: two runs (two trees of the code, in use) ask one build, so their figures
+    differ only by the code; a kept build of another population is refused."""
+    from bench.relevance import run
+
+    kept = tmp_path / "db"
+    first = run(
+        patients=300, queries=84, seed=3, clinics=2, json_path=tmp_path / "a.json", data_dir=kept
+    )
+    assert "asking the database built before" not in capsys.readouterr().err
+    again = run(
+        patients=300, queries=84, seed=3, clinics=2, json_path=tmp_path / "b.json", data_dir=kept
+    )
+    assert "asking the database built before" in capsys.readouterr().err
+    assert again["kinds"] == first["kinds"] and again["misses"] == first["misses"]
+    assert first["kinds"]["exact"]["ours"]["recall@10"] > 0  # our search answered
+    with pytest.raises(SystemExit, match="holds"):
+        run(
+            patients=301,
+            queries=84,
+            seed=3,
+            clinics=2,
+            json_path=tmp_path / "c.json",
+            data_dir=kept,
+        )
