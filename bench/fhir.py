@@ -70,18 +70,20 @@ def run(patients: int, queries: int, seed: int) -> dict[str, dict[str, list[floa
     from fastapi.testclient import TestClient
 
     from core.apikeys import create_key
+    from core.settings import Settings
     from search_api.app import create_app
 
     rng = random.Random(seed)
     times: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     with fresh_database() as url:
         # One client replays every query as fast as it can: no rate limit applies to it.
-        settings = prepare(url, patients, 3, seed).model_copy(update={"rate_limit_enabled": False})
+        prepare(url, patients, 3, seed)
+        settings = Settings(database_url=url, rate_limit_enabled=False)
         rows = _sample(url, queries, seed)
         keys: dict[str, str] = {}
         with psycopg.connect(url) as conn:
             for clinic in sorted({r[0] for r in rows}):
-                keys[clinic] = create_key(conn, [clinic], name="bench", scopes=["fhir"])
+                keys[clinic] = create_key(conn, [clinic], name="bench", scopes=["fhir", "search"])
             conn.commit()
         with TestClient(create_app(settings, url)) as client:
             for row in rows:

@@ -138,3 +138,15 @@ def test_the_load_client_reconnects_when_told_to_close() -> None:
                 conn.close()
 
         assert asyncio.run(three()) == [200, 200, 200]
+
+
+def test_fhir_benchmark_smoke(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each kind asked through /v1 and /fhir with one key: the key needs both scopes (a
+    key with the FHIR scope alone was refused /v1, and the benchmark stopped at its
+    first query)."""
+    from bench import fhir
+
+    monkeypatch.setenv("PATIENT_SEARCH_DATABASE_URL", db_url)
+    times = fhir.run(patients=200, queries=5, seed=2)
+    assert times["name + birth date"]["/v1"] and times["name + birth date"]["/fhir"]
+    assert all(ms > 0 for by_path in times.values() for t in by_path.values() for ms in t)
