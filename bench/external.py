@@ -510,8 +510,8 @@ def run(
     for number in datasets:
         queries += make_queries(number, read_febrl(number))
     with fresh_database() if data_dir is None else kept_database(data_dir) as url:
-        population = {"datasets": list(datasets), "sample": sample, "seed": seed}
-        built_once(url, population, partial(build, url, datasets, sample, seed))
+        described = {"datasets": list(datasets), "sample": sample, "seed": seed}
+        built_once(url, described, partial(build, url, datasets, sample, seed))
         with psycopg.connect(url) as conn:
             loaded = {r[0] for r in conn.execute("select id from patients")}
         # A sample keeps only the duplicates whose original was loaded.

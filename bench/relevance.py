@@ -10,8 +10,9 @@ target's clinic, and reports recall@1, recall@10 and MRR per kind, side by side,
 gain over the baselines shows. The exit code is 0 whatever the numbers: it is a report;
 whether the targets hold is printed at the end and written to the JSON.
 
-Each fresh build can break ties among equally good patients another way (the row order
-a parallel reindex writes), so the figures of two builds differ by a query or two. To
+Each fresh build can break ties among equally good patients another way (most likely
+through the row order a parallel reindex writes), so two builds' figures differ by a
+query or two. To
 compare two trees of the code, give both the same --data-dir: the first run builds an
 embedded database there and keeps it, later runs with the same population ask the
 same database.
@@ -239,7 +240,7 @@ DATA_DIR_HELP = (
 
 @contextmanager
 def kept_database(data_dir: Path) -> Iterator[str]:
-    """The embedded database kept in data_dir (started, or built by `prepared`)."""
+    """The embedded database kept in data_dir, started or joined (built by built_once)."""
     from core.database import start_embedded
 
     yield start_embedded(data_dir)
@@ -494,8 +495,8 @@ def run(
 
     started = time.perf_counter()
     with fresh_database() if data_dir is None else kept_database(data_dir) as url:
-        population = {"patients": patients, "clinics": clinics, "seed": seed}
-        built_once(url, population, partial(prepare, url, patients, clinics, seed))
+        described = {"patients": patients, "clinics": clinics, "seed": seed}
+        built_once(url, described, partial(prepare, url, patients, clinics, seed))
         settings = Settings(database_url=url)
         population = list(generate(patients, clinics=clinics, seed=seed))
         per_kind = max(1, queries // len(KINDS))
