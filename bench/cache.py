@@ -108,7 +108,7 @@ def stale_reads(base: str, key: str, url: str, changed: list[str]) -> int:
             if time.monotonic() > deadline:
                 raise RuntimeError("the indexer did not catch up within 30 s")
             time.sleep(0.2)
-        source = dict(
+        source: dict[str, str | None] = dict(
             conn.execute("select id, postal_code from patients where id = any(%s)", (changed,))
         )
     stale = 0
@@ -182,7 +182,8 @@ def run_day(url: str, key: str, args: argparse.Namespace) -> dict[str, Any]:
         day = Day(url, args.schedule, seed=5)
         workers = _worker_count(api.pid)
         before = cache_counts(base, workers)
-        stop, changes, changed = threading.Event(), [0], []
+        stop, changes = threading.Event(), [0]
+        changed: list[str] = []
         threads = [
             threading.Thread(target=staff, args=(base, key, day, stop, i, args.think_ms / 1000))
             for i in range(args.clients)

@@ -32,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -417,7 +417,7 @@ def _cpu_per_request(api_pid: int, measure: Callable[[], dict[str, Any]]) -> dic
     return result
 
 
-def _groups(api_pid: int) -> dict[str, list[int]]:
+def _groups(api_pid: int) -> dict[str, Iterable[int]]:
     """The processes whose run-queue waits a run reports: the API's, PostgreSQL's."""
     api = [p.pid for p in _process_tree(api_pid)]
     return {"api": api, "postgres": [p.pid for p in _postgres_processes()]}
@@ -662,7 +662,8 @@ def _stalls(report: dict[str, Any]) -> list[str]:
                     f"({k.get(f'{prefix}_run_queue_process') or 'a process gone since'})"
                 )
     if lines:
-        autogroup = {True: "on", False: "off"}.get(report.get("autogroup"), "unknown")
+        known = report.get("autogroup")  # None: the kernel does not say
+        autogroup = "unknown" if known is None else "on" if known else "off"
         lines.append(f"- the kernel's autogroup (sched_autogroup_enabled) was {autogroup}")
     return lines
 
