@@ -51,11 +51,12 @@ class HandlerThreads:
         (the request's log fields), to its end once it has started."""
         call = partial(func, *args, **kwargs)
         started = self._pool.submit(contextvars.copy_context().run, call)
+        answer = asyncio.wrap_future(started)
         try:
-            return await asyncio.shield(asyncio.wrap_future(started))
+            return await asyncio.shield(answer)
         except asyncio.CancelledError:
             if not started.cancel():  # it runs, or has run: let it end, then unwind
-                await asyncio.wait([asyncio.wrap_future(started)])
+                await asyncio.wait([answer])
             raise
 
     def close(self) -> None:
