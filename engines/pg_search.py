@@ -20,8 +20,8 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import psycopg
 from prometheus_client import Counter
@@ -64,16 +64,6 @@ PASS_SETTINGS = sql.SQL(
 )
 
 Observer = Callable[[str, float], None]
-
-T = TypeVar("T")
-Rows = list[tuple[Any, ...]]
-# A search's reads, as the statements it asks for in turn: each is sent back its rows, or
-# thrown the error it raised. The search decides what to read next from what it found;
-# `read` and `read_async` do the reading, on a blocking or an async connection, so the
-# same search runs in a handler thread or on the event loop.
-Steps = Generator[sql.Composed, Rows, T]
-Pass = Steps[None]
-Decision = Steps[bool]  # a pass that tells whether it found what it looked for
 
 # Rows an ordered (loosest) pass may read before ordering them.
 ORDERED_PASS_CAP = 2000
@@ -318,48 +308,7 @@ def find_candidates(
     even when a common name matches thousands. Their order is still
     deterministic for the same projection, which keeps pagination stable.
     """
-    search = CandidateSearch(query, observe=observe, words=words, timeout_ms=timeout_ms)
-    return read(conn, search.run())
-
-
-def read(conn: psycopg.Connection[Any], steps: Steps[T]) -> T:
-    """Run `steps`' statements on a blocking connection, each answered with its last
-    result's rows; a statement's error is raised where it was asked."""
-    try:
-        stmt = next(steps)
-        while True:
-            try:
-                cur = conn.execute(stmt)
-                while cur.nextset():
-                    pass
-                rows = cur.fetchall()
-            except psycopg.Error as exc:
-                stmt = steps.throw(exc)
-            else:
-                stmt = steps.send(rows)
-    except StopIteration as done:
-        result: T = done.value
-        return result
-
-
-async def read_async(conn: psycopg.AsyncConnection[Any], steps: Steps[T]) -> T:
-    """`read` on an async connection: the event loop serves other requests while a
-    statement runs, with no thread to hand the search to and back (issue 11)."""
-    try:
-        stmt = next(steps)
-        while True:
-            try:
-                cur = await conn.execute(stmt)
-                while cur.nextset():
-                    pass
-                rows = await cur.fetchall()
-            except psycopg.Error as exc:
-                stmt = steps.throw(exc)
-            else:
-                stmt = steps.send(rows)
-    except StopIteration as done:
-        result: T = done.value
-        return result
+    return CandidateSearch(conn, query, observe=observe, words=words, timeout_ms=timeout_ms).run()
 
 
 class CandidateSearch:
@@ -368,18 +317,19 @@ class CandidateSearch:
     `run` reads top to bottom: identifiers; names (narrowed by a typed date first,
     then alone, level by level); last resorts when nothing matched; or, without a
     name, the date and phone ending alone. Each pass adds rows not yet found and
-    is skipped once the page is full. It holds no connection: `run()` yields the
-    statements it reads (Steps), for `read` or `read_async` to run.
+    is skipped once the page is full.
     """
 
     def __init__(
         self,
+        conn: psycopg.Connection[Any],
         query: CandidateQuery,
         *,
         observe: Observer,
         words: WordDictionary | None = None,
         timeout_ms: int = DEFAULT_SEARCH_TIMEOUT_MS,
     ) -> None:
+        self.conn = conn
         self.words = words
         self.query = query
         self.observe = observe
@@ -422,9 +372,9 @@ class CandidateSearch:
             lambda tokens, typos: widen(tokens, clinics, typos=typos), query.names, scoped
         )
 
-    def run(self) -> Steps[list[Candidate]]:
+    def run(self) -> list[Candidate]:
         try:
-            yield from self.passes()
+            self.passes()
         except (DeadlineReached, psycopg.errors.QueryCanceled):
             # What the strict passes found is still worth answering; the looser ones
             # would only have ranked below it. Nothing found is not an answer.
@@ -434,32 +384,32 @@ class CandidateSearch:
                 raise SearchTimedOut from None
         return list(self.found.values())
 
-    def passes(self) -> Pass:
+    def passes(self) -> None:
         if self.query.strong_terms:
-            yield from self.run_pass("identifier", [self.overlaps(self.query.strong_terms)])
+            self.run_pass("identifier", [self.overlaps(self.query.strong_terms)])
         if self.query.names:
-            if self.dates and (yield from self.names_with_date()):
+            if self.dates and self.names_with_date():
                 if self.common_name():
                     return  # the namesakes born on other days are an arbitrary few of thousands
-                if (yield from self.word_for_word()):
+                if self.word_for_word():
                     # The patient meant is found; the namesakes born on other days (the
                     # exact level without the date) may be duplicates. Looser spellings
                     # would only fill the page with strangers.
-                    yield from self.level_pass(*self.levels[0])
+                    self.level_pass(*self.levels[0])
                     return
-            yield from self.names_alone()
+            self.names_alone()
             if self.weak and not self.found:
                 # The number agrees with no one of that name (a mistyped year or phone
                 # ending): the name alone, before strangers who hold one word and the number.
                 self.weak = []
-                yield from self.names_alone()
-            yield from self.last_resorts()
+                self.names_alone()
+            self.last_resorts()
         else:
-            yield from self.without_name()
+            self.without_name()
 
     # -- passes, in the order `run` tries them ---------------------------------
 
-    def names_with_date(self) -> Decision:
+    def names_with_date(self) -> bool:
         """A typed date narrows the name before the name is tried without it; True
         when it found someone.
 
@@ -475,14 +425,14 @@ class CandidateSearch:
         before = len(self.found)
         self.levels.extend(self.ladder)  # expansions are in-process: every level at once
         if self.query.dob_terms:
-            yield from self.born_that_day(self.levels[-1][1])
+            self.born_that_day(self.levels[-1][1])
         if len(self.found) == before:
             for level, words in self.levels:
                 if any(self.unheld(level, words)):
                     continue
                 for date_kind, date in self.dates:
                     conds = [*(self.holds(w) for w in words), date, *self.weak]
-                    yield from self.run_pass(f"{level}_{date_kind}", conds)
+                    self.run_pass(f"{level}_{date_kind}", conds)
                     if len(self.found) > before:
                         break
                 if len(self.found) > before or self.enough():
@@ -492,18 +442,16 @@ class CandidateSearch:
             # The date with any one word: a half-remembered or unusual name
             # still finds the patient born that day.
             any_date = self.overlaps([*self.query.dob_terms, *self.query.dob_near_terms])
-            yield from self.run_pass("dob_any_name", [self.any_word(), any_date])
+            self.run_pass("dob_any_name", [self.any_word(), any_date])
         born = set(terms.values(self.query.dob_terms, terms.DOB))
         if not any(c.match.get("birth_date") in born for c in self.found.values()):
             # The date alone, a few rows: a patient whose name was entered all
             # differently (a married name, another person's) is still on the page
             # when few patients of the clinic were born that day.
-            yield from self.run_pass(
-                "dob_alone", [self.overlaps(self.query.dob_terms)], rows=DOB_ALONE_ROWS
-            )
+            self.run_pass("dob_alone", [self.overlaps(self.query.dob_terms)], rows=DOB_ALONE_ROWS)
         return named
 
-    def born_that_day(self, loosest: list[tuple[str, ...]]) -> Pass:
+    def born_that_day(self, loosest: list[tuple[str, ...]]) -> None:
         """Patients born on the typed date whose every typed word agrees at the loosest
         level: the day's rows are read through the index (at most BORN_THAT_DAY_ROWS),
         then the name is checked on them, instead of intersecting the name's posting lists.
@@ -514,24 +462,26 @@ class CandidateSearch:
             "select id, doc from (select id, doc, terms from patient_search.patients "
             "where {} limit {} offset 0) p where {} limit {}"
         ).format(day, sql.Literal(BORN_THAT_DAY_ROWS), name, sql.Literal(self.query.limit))
-        yield from self.execute("born_that_day", stmt)
+        self.execute("born_that_day", stmt)
 
     def common_name(self) -> bool:
         """The typed name, word for word, is a crowd (see crowd): a pass without the date
         reads long posting lists to pick an arbitrary few of it."""
         return bool(self.levels) and self.crowd(self.levels[0][1])
 
-    def word_for_word(self) -> Decision:
+    def word_for_word(self) -> bool:
         """Someone found was born on the typed date and holds every typed word as typed
         (or by nickname): checked on the rows found, by primary key."""
         if not self.query.dob_terms or not self.found:
             return False
         conds = [*(self.holds(w) for w in self.levels[0][1]), self.overlaps(self.query.dob_terms)]
         stmt = sql.SQL("select 1 from patient_search.patients where id = any({}) and {} limit 1")
-        rows = yield stmt.format(text_array(self.found), sql.SQL(" and ").join(conds))
-        return bool(rows)
+        row = self.conn.execute(
+            stmt.format(text_array(self.found), sql.SQL(" and ").join(conds))
+        ).fetchone()
+        return row is not None
 
-    def names_alone(self) -> Pass:
+    def names_alone(self) -> None:
         before = len(self.found)
         for i in itertools.count():
             if self.enough():
@@ -545,25 +495,25 @@ class CandidateSearch:
                 # Found within a slip (or by date or identifier): wider typos and
                 # sound-alikes of the whole name would only pad the page with strangers.
                 break
-            yield from self.level_pass(*self.levels[i])
+            self.level_pass(*self.levels[i])
             if i == 0 and self.weak and len(self.found) > before:
                 # The name as typed agrees with the number typed with it (a phone ending,
                 # a year of birth): the patient meant. Namesakes without the number may
                 # be duplicates; looser spellings would only be strangers.
                 self.weak = []
-                yield from self.level_pass(*self.levels[0])
+                self.level_pass(*self.levels[0])
                 break
 
-    def level_pass(self, level: str, words: list[tuple[str, ...]]) -> Pass:
+    def level_pass(self, level: str, words: list[tuple[str, ...]]) -> None:
         """One level of the name without the date, read the cheapest way its words allow:
         by name keys for as-you-type and crowds, else the GIN overlap."""
         if any(self.unheld(level, words)):
             return
         one_word = len(words) == 1 and not self.weak
         if one_word and level == "completed":
-            yield from self.completions_pass(words[0])
+            self.completions_pass(words[0])
         elif one_word and level == "exact" and self.crowd(words):
-            yield from self.crowd_pass(words[0])
+            self.crowd_pass(words[0])
         else:
             # Read by a word's keys, a row is still checked for the level's terms (a key of
             # the nickname group may hold the word in another field). Spelled once, for the
@@ -572,15 +522,15 @@ class CandidateSearch:
             conds = functools.cache(lambda: [*(self.holds(w) for w in words), *self.weak])
             driver = None if level == "close" else self.driver(words)
             if driver is not None:
-                yield from self.pair_pass(level, words, conds)
+                self.pair_pass(level, words, conds)
             if self.pairs_as_typed(level, words):
-                yield from self.completed_pair_pass(words)
+                self.completed_pair_pass(words)
                 if self.enough():
                     return
             if driver is not None:
-                yield from self.driven_pass(level, words, driver, conds())
+                self.driven_pass(level, words, driver, conds())
             else:
-                yield from self.run_pass(level, conds())
+                self.run_pass(level, conds())
 
     def pairs_as_typed(self, level: str, words: list[tuple[str, ...]]) -> bool:
         """Two words of a crowd, the page not yet filled: the pairs completing one typed
@@ -698,7 +648,7 @@ class CandidateSearch:
         level: str,
         words: list[tuple[str, ...]],
         conds: Callable[[], list[sql.Composable]],
-    ) -> Pass:
+    ) -> None:
         """A two-word crowd read by its given-family pairs (core.name_keys), in
         either order: O(page) keys, where the driven read probes about ten patients per
         patient kept. Each row still meets `conds` (the level's terms), so the pass reads
@@ -720,9 +670,9 @@ class CandidateSearch:
             if other == clinic
             for pair in (name_pair(a, b), name_pair(b, a))
         ]
-        yield from self.keyed_pass(f"{level}_pair", exactly(keys), self.query.limit, conds())
+        self.keyed_pass(f"{level}_pair", exactly(keys), self.query.limit, conds())
 
-    def completed_pair_pass(self, words: list[tuple[str, ...]]) -> Pass:
+    def completed_pair_pass(self, words: list[tuple[str, ...]]) -> None:
         """Two typed words as you type them ("mary j", "j smith", "mic joh"): the given-family
         pairs whose family word starts with one typed word, the given word being any key of
         the other (the word, its nickname group, its completions), in either order: a
@@ -750,11 +700,11 @@ class CandidateSearch:
                 rows.extend(own if word == typed else other for _, word in keys)
         if ranges and len(ranges) <= MAX_PAIRS:
             before = len(self.found)
-            yield from self.keyed_pass("completed_pair", ranges, rows, self.weak)
+            self.keyed_pass("completed_pair", ranges, rows, self.weak)
             if before < len(self.found) and not self.enough() and other < own:
                 # Few keys hold such pairs (a small clinic): read them deeper, still O(page),
                 # before the level's read of the whole crowd.
-                yield from self.keyed_pass("completed_pair", ranges, own, self.weak)
+                self.keyed_pass("completed_pair", ranges, own, self.weak)
 
     def by_frequency(self, keys: Sequence[tuple[str, str]], typed: str) -> list[tuple[str, str]]:
         """(clinic, word) keys: the typed word's first, then the words most patients of
@@ -768,14 +718,14 @@ class CandidateSearch:
 
     def driven_pass(
         self, level: str, words: list[tuple[str, ...]], driver: int, conds: list[sql.Composable]
-    ) -> Pass:
+    ) -> None:
         """A common name read through its driving word's name keys, keeping the patients
         that hold the other words too (`conds`): O(page / share) probes instead of every
         posting."""
         keys = exactly(self.name_keys(words[driver]))
-        yield from self.keyed_pass(f"{level}_driven", keys, DRIVEN_ROWS, conds)
+        self.keyed_pass(f"{level}_driven", keys, DRIVEN_ROWS, conds)
 
-    def completions_pass(self, scoped: tuple[str, ...]) -> Pass:
+    def completions_pass(self, scoped: tuple[str, ...]) -> None:
         """One typed word and its completions (as-you-type): read a few patients per word
         from the B-tree of name keys, most frequent words first, instead of overlapping
         every completion's posting list in the GIN index (a 2-letter prefix matched a
@@ -784,17 +734,15 @@ class CandidateSearch:
         keys = self.name_keys(scoped, nicknames=False)
         if keys:
             per_key = max(2, -(-self.query.limit // len(keys)))
-            yield from self.keyed_pass("completed", exactly(keys), per_key, [])
+            self.keyed_pass("completed", exactly(keys), per_key, [])
 
-    def crowd_pass(self, scoped: tuple[str, ...]) -> Pass:
+    def crowd_pass(self, scoped: tuple[str, ...]) -> None:
         """One typed word that a crowd holds, by name or nickname: its matches are all
         equally good, so any key may fill the page, the typed word's own first. A key
         of the nickname group may hold the word in another field: the level's terms are
         checked on each row read."""
         if keys := self.name_keys(scoped):
-            yield from self.keyed_pass(
-                "exact_keyed", exactly(keys), self.query.limit, [self.holds(scoped)]
-            )
+            self.keyed_pass("exact_keyed", exactly(keys), self.query.limit, [self.holds(scoped)])
 
     def keyed_pass(
         self,
@@ -802,7 +750,7 @@ class CandidateSearch:
         ranges: list[tuple[str, str, str]],
         per_key: int | Sequence[int],
         conds: list[sql.Composable],
-    ) -> Pass:
+    ) -> None:
         """Patients read through the B-tree of name keys, at most `per_key` (one count, or
         one per range) per (clinic, lowest key, highest key) range in key order (a name
         key is a range of one key: see `exactly`), kept when the base conditions and
@@ -831,9 +779,9 @@ class CandidateSearch:
             where,
             sql.Literal(self.query.limit),
         )
-        yield from self.execute(kind, stmt, indexscan=True)
+        self.execute(kind, stmt, indexscan=True)
 
-    def last_resorts(self) -> Pass:
+    def last_resorts(self) -> None:
         """When the levels did not fill the page: any one word, level by level over the
         levels read (a name part entered all differently, a married name: Febrl's
         duplicates that lost a name part are found this way); then, when nothing
@@ -845,24 +793,22 @@ class CandidateSearch:
                 telling = self.uncrowded(words)
                 if telling and not all(self.unheld(level, telling)):
                     any_word = self.holds(t for scoped in telling for t in scoped)
-                    yield from self.run_pass("any_name", [any_word, *self.weak])
+                    self.run_pass("any_name", [any_word, *self.weak])
         name_text = self.query.name_text
         if not self.found and name_text:
-            yield from self.run_pass(
+            self.run_pass(
                 "trigram",
                 [sql.SQL("name_text % {}").format(name_text)],
                 order=sql.SQL("similarity(name_text, {}) desc, id").format(name_text),
             )
 
-    def without_name(self) -> Pass:
+    def without_name(self) -> None:
         for date_kind, date in self.dates:
-            yield from self.run_pass(date_kind, [date, *self.weak])
+            self.run_pass(date_kind, [date, *self.weak])
         if not self.dates and self.weak:
-            yield from self.run_pass("phone_ending", self.weak)
+            self.run_pass("phone_ending", self.weak)
         if not self.dates and not self.weak and not self.query.strong_terms and self.query.filters:
-            yield from self.run_pass(
-                "filter", []
-            )  # the filters alone (already in the base conditions)
+            self.run_pass("filter", [])  # the filters alone (already in the base conditions)
 
     # -- the pieces every pass uses --------------------------------------------
 
@@ -908,7 +854,7 @@ class CandidateSearch:
         conds: list[sql.Composable],
         order: sql.Composable | None = None,
         rows: int | None = None,
-    ) -> Pass:
+    ) -> None:
         """One statement; its rows (at most `rows`) not yet found are added. Skipped once
         the page is full."""
         if len(self.found) >= self.query.limit:
@@ -926,9 +872,9 @@ class CandidateSearch:
                 "select id, doc from (select id, doc, terms, name_text "
                 "from patient_search.patients where {} limit {}) p order by {} limit {}"
             ).format(where, sql.Literal(ORDERED_PASS_CAP), order, sql.Literal(limit))
-        yield from self.execute(kind, stmt)
+        self.execute(kind, stmt)
 
-    def execute(self, kind: str, stmt: sql.Composable, *, indexscan: bool = False) -> Pass:
+    def execute(self, kind: str, stmt: sql.Composable, *, indexscan: bool = False) -> None:
         """Run a pass within what is left of the search's time; keep the rows not yet found."""
         if len(self.found) >= self.query.limit:
             return
@@ -939,7 +885,9 @@ class CandidateSearch:
         settings = PASS_SETTINGS.format(
             indexscan=sql.Literal("on" if indexscan else "off"), timeout=sql.Literal(str(left_ms))
         )
-        fetched = yield settings + stmt
+        cur = self.conn.execute(settings + stmt)
+        cur.nextset()
+        fetched = cur.fetchall()
         self.observe(kind, time.perf_counter() - started)
         for row in fetched:
             if row[0] not in self.found:

@@ -287,7 +287,7 @@ def test_a_complete_dictionary_leaves_out_the_typed_terms_no_one_holds(db_url: s
 
     def overlap(words: WordDictionary) -> tuple[str, list[str]]:
         with psycopg.connect(db_url, autocommit=True) as conn:
-            search = CandidateSearch(plan.candidates, observe=lambda *_: None, words=words)
+            search = CandidateSearch(conn, plan.candidates, observe=lambda *_: None, words=words)
             bob_terms = plan.candidates.names[0].alternatives
             typed = [t for c in search.clinics for t in scope_terms(c, bob_terms)]
             spelled = search.holds(typed).as_string(conn)
@@ -318,17 +318,18 @@ def test_a_complete_dictionary_leaves_out_the_key_ranges_of_nobodys_words(db_url
     mary = {"id": "b1", "clinic_id": "clinic-b", "given": "Mary", "family": "Jones"}
     words = indexed_words(db_url, [*johns, mary])
     plan = build_plan(SearchInput(q="john smith"), ["clinic-a", "clinic-b"])
-    unsure = CandidateSearch(plan.candidates, observe=lambda *_: None, words=words)
-    assert unsure.certain() is None  # not following: a word may have come since
-    words.follow(True)
-    wait_complete(words)
-    search = CandidateSearch(plan.candidates, observe=lambda *_: None, words=words)
-    certain = search.certain()
-    assert certain is words  # complete: its counts of no one are certain
-    assert _someone_under(certain, ("clinic-a", "john", "john"))
-    assert not _someone_under(certain, ("clinic-b", "john", "john"))  # no John there
-    assert _someone_under(certain, ("clinic-a", "john smith", "john smith"))
-    assert not _someone_under(certain, ("clinic-a", "john smyth", "john smyth"))
-    # A range of pairs: its family word may be typed in part, only the given is known.
-    assert _someone_under(certain, ("clinic-a", "john smi", "john smi" + LAST_CHARACTER))
-    assert _someone_under(certain, ("clinic-z", "john", "john"))  # a clinic not loaded
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        unsure = CandidateSearch(conn, plan.candidates, observe=lambda *_: None, words=words)
+        assert unsure.certain() is None  # not following: a word may have come since
+        words.follow(True)
+        wait_complete(words)
+        search = CandidateSearch(conn, plan.candidates, observe=lambda *_: None, words=words)
+        certain = search.certain()
+        assert certain is words  # complete: its counts of no one are certain
+        assert _someone_under(certain, ("clinic-a", "john", "john"))
+        assert not _someone_under(certain, ("clinic-b", "john", "john"))  # no John there
+        assert _someone_under(certain, ("clinic-a", "john smith", "john smith"))
+        assert not _someone_under(certain, ("clinic-a", "john smyth", "john smyth"))
+        # A range of pairs: its family word may be typed in part, only the given is known.
+        assert _someone_under(certain, ("clinic-a", "john smi", "john smi" + LAST_CHARACTER))
+        assert _someone_under(certain, ("clinic-z", "john", "john"))  # a clinic not loaded
