@@ -64,6 +64,7 @@ PASS_SETTINGS = sql.SQL(
 )
 
 Observer = Callable[[str, float], None]
+NEVER = sql.SQL("false")  # a condition that never holds (PostgresEngine.lookup's `unless`)
 
 # Rows an ordered (loosest) pass may read before ordering them.
 ORDERED_PASS_CAP = 2000
@@ -143,9 +144,16 @@ class PostgresEngine:
         return _candidate(row) if row else None
 
     def lookup(
-        self, term_sets: Sequence[Sequence[str]], clinic_ids: tuple[str, ...]
-    ) -> list[Candidate]:
-        """Active patients holding every term of at least one set (booking lookups)."""
+        self,
+        term_sets: Sequence[Sequence[str]],
+        clinic_ids: tuple[str, ...],
+        *,
+        unless: sql.Composable = NEVER,
+    ) -> list[Candidate] | None:
+        """Active patients holding every term of at least one set (booking lookups); None,
+        with nothing read, when `unless` (a boolean SQL expression, such as a lockout the
+        caller owns) holds. One statement: the condition is checked where the lookup
+        runs, without a round trip or a connection of its own."""
         if not term_sets:
             return []
         contains = sql.SQL(" or ").join(
@@ -153,15 +161,20 @@ class PostgresEngine:
             for terms in term_sets
             for clinic in sorted(set(clinic_ids))
         )
+        # "offset 0" keeps the condition a subquery of its own, asked once.
         query = sql.SQL(
-            "select id, doc from patient_search.patients "
-            "where clinic_id = any({}) and active and ({}) order by id limit 10"
-        ).format(list(clinic_ids), contains)
+            "select g.refused, p.id, p.doc from (select {} as refused offset 0) g "
+            "left join lateral (select id, doc from patient_search.patients "
+            "where not g.refused and clinic_id = any({}) and active and ({}) "
+            "order by id limit 10) p on true"
+        ).format(unless, list(clinic_ids), contains)
         started = time.perf_counter()
         with self.pool.connection() as conn:
             rows = conn.execute(query).fetchall()
         self._observe("lookup", time.perf_counter() - started)
-        return [_candidate(r) for r in rows]
+        if rows and rows[0][0]:
+            return None
+        return [_candidate(r[1:]) for r in rows if r[1] is not None]
 
 
 class DictionaryCounts:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from core.settings import Settings
@@ -425,14 +426,20 @@ LOCKOUTS_CHANNEL = "patient_search_lockouts"
 
 def locked_identifiers(conn: psycopg.Connection[Any], key_id: int, terms: Sequence[str]) -> bool:
     """True when any of these identifiers is locked for this key."""
-    if not terms:
-        return False
-    row = conn.execute(
-        "select exists (select 1 from patient_search.lookup_misses"
-        " where key_id = %s and ident = any(%s) and locked_until > now())",
-        (key_id, [identifier_digest(t) for t in terms]),
-    ).fetchone()
+    row = conn.execute(sql.SQL("select {}").format(locked(key_id, terms))).fetchone()
     return bool(row and row[0])
+
+
+def locked(key_id: int, terms: Sequence[str]) -> sql.Composable:
+    """The lockout as a boolean SQL expression: any of these identifiers is locked for this
+    key. A booking lookup checks it in its own statement (PostgresEngine.lookup's
+    `unless`)."""
+    if not terms:
+        return sql.SQL("false")
+    return sql.SQL(
+        "exists (select 1 from patient_search.lookup_misses"
+        " where key_id = {} and ident = any({}::text[]) and locked_until > now())"
+    ).format(key_id, [identifier_digest(t) for t in terms])
 
 
 def record_miss(

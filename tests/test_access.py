@@ -13,12 +13,15 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg import sql
 
 from core.apikeys import create_key
 from core.audit import verify
 from core.settings import Settings
 from search_api.access import new_request_id
 from search_api.app import create_app
+from search_api.ratelimit import locked, record_miss
+from search_api.service import lookup_terms
 from tests.factories import JOHN_SMITH, patient, seed
 
 PATIENTS: list[dict[str, Any]] = [
@@ -311,6 +314,27 @@ def test_lookup_lockout(client: TestClient, keys: dict[str, str], db_url: str) -
     assert rows[4]["note"] == "identifier locked after repeated misses"
     assert rows[5]["note"] == "identifier locked after repeated misses"
     assert rows[5]["patient_ids"] == []
+
+
+def test_a_lookup_checks_its_lockout_in_its_own_statement(
+    client: TestClient, settings: Settings, db_url: str
+) -> None:
+    """PostgresEngine.lookup answers None, reading no one, when its `unless` holds: the
+    lockout is checked where the lookup runs, not in a statement of its own."""
+    engine = client.app.state.search.postgres  # type: ignore[attr-defined]
+    terms = lookup_terms(birthdate="1985-03-14", phone="555-010-2233", mrn=None, settings=settings)
+    clinics = ("clinic-a",)
+    assert [c.id for c in engine.lookup(terms, clinics)] == ["p1"]
+    assert engine.lookup(terms, clinics, unless=sql.SQL("true")) is None
+    phone = [terms[0][0]]
+    assert [c.id for c in engine.lookup(terms, clinics, unless=locked(7, phone))] == ["p1"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for _ in range(settings.lookup_lockout_misses):
+            record_miss(conn, 7, phone, settings)
+    assert engine.lookup(terms, clinics, unless=locked(7, phone)) is None
+    assert [c.id for c in engine.lookup(terms, clinics, unless=locked(8, phone))] == ["p1"]
+    nobody = lookup_terms(birthdate="1985-03-15", phone="555-010-2233", mrn=None, settings=settings)
+    assert engine.lookup(nobody, clinics, unless=locked(8, phone)) == []
 
 
 def create_other_key(db_url: str) -> str:

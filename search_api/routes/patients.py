@@ -23,7 +23,7 @@ from search_api.dependencies import AppState, State
 from search_api.errors import ApiError
 from search_api.metrics import RESULTS
 from search_api.plan import SearchInput
-from search_api.ratelimit import locked_identifiers, record_miss
+from search_api.ratelimit import locked, record_miss
 from search_api.service import InvalidSearch, SearchOutcome, lookup_terms, plan_for, search
 from search_api.specificity import thin_search_reason
 
@@ -249,15 +249,17 @@ def _read(
 
 
 def _guarded_lookup(term_sets: list[tuple[str, ...]], access: Access, state: State) -> list[Any]:
-    """The lookup unless its phone/MRN is locked for this key; misses count toward a lock."""
+    """The lookup unless its phone/MRN is locked for this key (checked in the lookup's own
+    statement: one round trip for a hit); misses count toward a lock."""
     if not term_sets or access.key is None:
         return []
     identifiers = sorted({terms[0] for terms in term_sets})
-    with state.access.state_pool.connection() as conn:
-        if locked_identifiers(conn, access.key.id, identifiers):
-            access.noted("identifier locked after repeated misses")
-            return []
-    found = state.postgres.lookup(term_sets, access.clinics)
+    found = state.postgres.lookup(
+        term_sets, access.clinics, unless=locked(access.key.id, identifiers)
+    )
+    if found is None:
+        access.noted("identifier locked after repeated misses")
+        return []
     if not found:
         with state.access.state_pool.connection() as conn:
             if record_miss(conn, access.key.id, identifiers, state.settings):
