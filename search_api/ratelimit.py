@@ -424,12 +424,6 @@ def identifier_digest(term: str) -> str:
 LOCKOUTS_CHANNEL = "patient_search_lockouts"
 
 
-def locked_identifiers(conn: psycopg.Connection[Any], key_id: int, terms: Sequence[str]) -> bool:
-    """True when any of these identifiers is locked for this key."""
-    row = conn.execute(sql.SQL("select {}").format(locked(key_id, terms))).fetchone()
-    return bool(row and row[0])
-
-
 def locked(key_id: int, terms: Sequence[str]) -> sql.Composable:
     """The lockout as a boolean SQL expression: any of these identifiers is locked for this
     key. A booking lookup checks it in its own statement (PostgresEngine.lookup's

@@ -251,3 +251,12 @@ def wait_until(done: Callable[[], bool], what: str, timeout_s: float = 5.0) -> N
     while not done():
         assert time.monotonic() < deadline, what
         time.sleep(0.02)
+
+
+def identifiers_locked(conn: psycopg.Connection[Any], key_id: int, terms: list[str]) -> bool:
+    """Whether the lookup lockout (search_api.ratelimit.locked) holds for these identifiers
+    of this key, as a booking lookup asks it."""
+    from search_api.ratelimit import locked
+
+    row = conn.execute(sql.SQL("select {}").format(locked(key_id, terms))).fetchone()
+    return bool(row and row[0])

@@ -253,7 +253,8 @@ def test_query_filters_and_export_formats(conn: psycopg.Connection) -> None:
 def test_api_role_appends_to_the_audit_trail_but_never_rewrites_it(roles: str) -> None:
     from core.apikeys import touch_keys
     from core.settings import Settings
-    from search_api.ratelimit import locked_identifiers, record_miss
+    from search_api.ratelimit import record_miss
+    from tests.factories import identifiers_locked
     from tests.fixtures import connect_as
 
     record = AuditRecord(
@@ -274,7 +275,7 @@ def test_api_role_appends_to_the_audit_trail_but_never_rewrites_it(roles: str) -
             "select * from patient_search.take_tokens(array['k:1'], array[5.0], array[1.0])"
         ).fetchone()
         record_miss(api, 1, ["tel:+15550100000"], Settings())
-        assert not locked_identifiers(api, 1, ["tel:+15550100000"])
+        assert not identifiers_locked(api, 1, ["tel:+15550100000"])
         touch_keys(api, [1])
         for stmt in (
             "update patient_search.audit_log set outcome = 500",

@@ -20,12 +20,11 @@ from search_api.ratelimit import (
     Policy,
     PostgresBuckets,
     RateLimiter,
-    locked_identifiers,
     record_miss,
 )
 from search_api.service import plan_for
 from search_api.specificity import ClinicSizes, thin_search_reason
-from tests.factories import insert_patient
+from tests.factories import identifiers_locked, insert_patient
 
 
 @pytest.fixture
@@ -222,10 +221,10 @@ def test_lookup_lockout_after_five_misses(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         locked = [record_miss(conn, 1, terms, settings) for _ in range(5)]
         assert locked == [False] * 4 + [True]
-        assert locked_identifiers(conn, 1, terms)
-        assert locked_identifiers(conn, 1, ["mrn:77", *terms])
-        assert not locked_identifiers(conn, 2, terms)  # per key
-        assert not locked_identifiers(conn, 1, ["tel:+15550109999"])
+        assert identifiers_locked(conn, 1, terms)
+        assert identifiers_locked(conn, 1, ["mrn:77", *terms])
+        assert not identifiers_locked(conn, 2, terms)  # per key
+        assert not identifiers_locked(conn, 1, ["tel:+15550109999"])
         stored = conn.execute("select ident from patient_search.lookup_misses").fetchall()
         assert all("555" not in r[0] for r in stored)  # a digest, never the phone
         # Misses older than the window start a new count.
@@ -235,12 +234,12 @@ def test_lookup_lockout_after_five_misses(db_url: str) -> None:
             "update patient_search.lookup_misses set first_miss = now() - interval '16 min'"
         )
         assert not record_miss(conn, 3, ["mrn:1"], settings)
-        assert not locked_identifiers(conn, 3, ["mrn:1"])
+        assert not identifiers_locked(conn, 3, ["mrn:1"])
         # The lock lasts LOOKUP_LOCKOUT_S.
         conn.execute(
             "update patient_search.lookup_misses set locked_until = now() - interval '1 s'"
         )
-        assert not locked_identifiers(conn, 1, terms)
+        assert not identifiers_locked(conn, 1, terms)
 
 
 @pytest.mark.parametrize(
