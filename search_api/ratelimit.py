@@ -42,6 +42,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from core.settings import Settings
+from engines.pg_search import NEVER
 
 LEASE_SHARE = 10  # a lease is this share of a bucket's burst (see the module docstring)
 LEASE_SECONDS = 1.0  # and is spent within this long, or lapses
@@ -429,7 +430,7 @@ def locked(key_id: int, terms: Sequence[str]) -> sql.Composable:
     key. A booking lookup checks it in its own statement (PostgresEngine.lookup's
     `unless`)."""
     if not terms:
-        return sql.SQL("false")
+        return NEVER
     return sql.SQL(
         "exists (select 1 from patient_search.lookup_misses"
         " where key_id = {} and ident = any({}::text[]) and locked_until > now())"
