@@ -193,12 +193,12 @@ class DictionaryCounts:
         return count or default
 
     def _count(self, key: str) -> int:
-        """0 for a date not read up front, as for a term nobody holds."""
+        """0 for a date not read up front, as for a term nobody holds. A name word, the
+        key evidence asks most, is split once."""
+        if (name := _name_key(key)) is not None:  # a count key is the clinic-scoped term
+            return self.words.patients(*name) or 0
         clinic, _, term = key.partition(term_counts.SEP)
-        if term == term_counts.TOTAL:
-            return self.words.patients(clinic, TOTAL_WORD) or 0
-        name = _name_key(key)  # a count key is the clinic-scoped term itself
-        return (self.words.patients(*name) or 0) if name is not None else 0
+        return (self.words.patients(clinic, TOTAL_WORD) or 0) if term == term_counts.TOTAL else 0
 
 
 def load_words(pool: ConnectionPool) -> list[tuple[str, str, int]]:
