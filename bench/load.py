@@ -13,9 +13,12 @@
    within a run; then each kind with one client alone (service time).
 4. Drives a bare FastAPI endpoint served the same way, in the same run, as the
    ceiling, and prints a markdown table (req/s, share of bare, p50/p90/p99,
-   errors, one-client p50/p90/p95 per kind, the CPU the API workers and this
-   machine's PostgreSQL spent per request under load, and the longest time a
-   thread of each waited for a CPU: bench.sched) and writes JSON.
+   errors, one-client p50/p90/p95 per kind, the CPU the API workers, this
+   machine's PostgreSQL and the whole machine spent per request under load, and
+   the longest time a thread of each waited for a CPU: bench.sched) and writes JSON.
+5. Prints each kind's ceiling (the most req/s PostgreSQL's CPU per request leaves
+   this machine, were the API no costlier than the bare endpoint) and issue 11's
+   targets, each met, missed, or out of reach on this machine.
 """
 
 from __future__ import annotations
@@ -387,6 +390,12 @@ def _cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(used - before.get(pid, 0.0) for pid, used in after.items())
 
 
+def _machine_busy_s() -> float:
+    """CPU seconds this machine's cores have been busy (all processes and the kernel)."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
 def _postgres_processes() -> list[psutil.Process]:
     """This machine's PostgreSQL processes (none when the database is elsewhere)."""
     return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
@@ -398,10 +407,13 @@ def _cpu_per_request(api_pid: int, measure: Callable[[], dict[str, Any]]) -> dic
     moves by more between two runs of the same code than most changes move it. Also
     the longest wait of a thread of each for a CPU: a stall no log explains may be one."""
     api0, pg0 = _cpu_s(_process_tree(api_pid)), _cpu_s(_postgres_processes())
+    busy0 = _machine_busy_s()
     with RunQueueWatch(partial(_groups, api_pid)) as waits:
         result = measure()
+    busy1 = _machine_busy_s()
     api1, pg1 = _cpu_s(_process_tree(api_pid)), _cpu_s(_postgres_processes())
     served = max(result["requests"], 1)
+    result["machine_cpu_ms"] = round((busy1 - busy0) * 1000 / served, 3)
     result["api_cpu_ms"] = round(_cpu_spent(api0, api1) * 1000 / served, 2)
     result["pg_cpu_ms"] = round(_cpu_spent(pg0, pg1) * 1000 / served, 2) if pg0 else None
     longest = waits.longest()
@@ -562,7 +574,11 @@ def measure_bare(args: argparse.Namespace) -> dict[str, Any]:
     try:
         run = wrk_run if args.driver == "wrk" else python_run
         run(base, "/bare", [b"{}"], "", 10, 2)
+        busy0 = _machine_busy_s()
         result = run(base, "/bare", [b"{}"], "", args.clients, args.seconds)
+        result["machine_cpu_ms"] = round(
+            (_machine_busy_s() - busy0) * 1000 / max(result["requests"], 1), 3
+        )
         result.update(_alone(base, "/bare", [b"{}"] * args.alone, "", args.alone))
         return result
     finally:
@@ -626,12 +642,65 @@ def main(argv: list[str] | None = None) -> int:
     report["kinds"] = measure_api(args, url, key, report)
     report["bare"] = measure_bare(args)
     bare_rps = max(report["bare"]["rps"], 1)
+    report["cores"] = psutil.cpu_count() or 1
     for k in report["kinds"].values():
         k["share_of_bare"] = round(k["rps"] / bare_rps, 3)
+        k.update(ceiling(k, report["bare"], report["cores"]))
     report["errors"] = sum(k["errors"] for k in report["kinds"].values())
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(markdown(report))
     return 0
+
+
+def ceiling(kind: dict[str, Any], bare: dict[str, Any], cores: int) -> dict[str, Any]:
+    """The most requests a second this kind could be answered on this machine if the API
+    spent no more on one than on a bare endpoint's: every request costs at least the
+    machine's CPU a bare request cost (client, kernel, a FastAPI route) plus PostgreSQL's
+    CPU a request of this kind cost. Empty when PostgreSQL runs elsewhere. A share-of-bare
+    target over the ceiling's share is out of reach on this machine, whatever the API does
+    (the issue 11 targets are shares of bare measured in the same run)."""
+    pg_ms = kind.get("pg_cpu_ms")
+    if not pg_ms or not bare.get("machine_cpu_ms") or not bare.get("rps"):
+        return {}
+    rps = cores * 1000 / (bare["machine_cpu_ms"] + pg_ms)
+    return {"ceiling_rps": round(rps, 1), "ceiling_share": round(rps / bare["rps"], 3)}
+
+
+# Issue 11's targets at 50 clients: a share of the bare endpoint's req/s and a p99; one
+# client: p95 for every kind, p90 for the exact ones.
+EXACT_KINDS = ("phone", "mrn", "lookup")
+TARGET_P99_MS = 150
+TARGET_ALONE_P95_MS = 10
+TARGET_ALONE_P90_EXACT_MS = 10
+
+
+def target_share(kind: str) -> float:
+    return 0.4 if kind in EXACT_KINDS else 0.2
+
+
+def targets(report: dict[str, Any]) -> list[str]:
+    """Each kind against issue 11's targets: met, missed, or out of reach on this machine
+    (its ceiling's share of bare under the target's; see ceiling)."""
+    lines = []
+    for kind, k in report["kinds"].items():
+        wanted = target_share(kind)
+        share = f"{k['share_of_bare']:.0%} of bare (target {wanted:.0%}"
+        if "ceiling_share" in k:
+            share += f"; ceiling {k['ceiling_share']:.0%}"
+        verdict = "ok" if k["share_of_bare"] >= wanted else "missed"
+        if verdict == "missed" and k.get("ceiling_share", 1.0) < wanted:
+            verdict = "out of reach on this machine"
+        checks = [f"{share}): {verdict}"]
+        checks.append(_check("p99", k["p99_ms"], TARGET_P99_MS))
+        checks.append(_check("alone p95", k["alone_p95_ms"], TARGET_ALONE_P95_MS))
+        if kind in EXACT_KINDS:
+            checks.append(_check("alone p90", k["alone_p90_ms"], TARGET_ALONE_P90_EXACT_MS))
+        lines.append(f"- {kind}: " + "; ".join(checks))
+    return lines
+
+
+def _check(name: str, ms: float, limit: float) -> str:
+    return f"{name} {ms} ms (<= {limit}): {'ok' if ms <= limit else 'missed'}"
 
 
 def _waits(kind: dict[str, Any]) -> str:
@@ -668,6 +737,12 @@ def _stalls(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _ceiling(kind: dict[str, Any]) -> str:
+    if "ceiling_rps" not in kind:
+        return ""
+    return f"{kind['ceiling_rps']:.0f} ({kind['ceiling_share']:.0%})"
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"{report['patients']:,} {report['population']} patients in {report['clinics']} clinics "
@@ -676,8 +751,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"cache {report['cache']}",
         "",
         "| kind | req/s | of bare | p50 ms | p90 ms | p99 ms | errors | alone p50 | alone p90 "
-        "| alone p95 | API CPU ms/req | PG CPU ms/req | longest run-queue wait ms (API / PG) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| alone p95 | API CPU ms/req | PG CPU ms/req | machine CPU ms/req | ceiling req/s "
+        "| longest run-queue wait ms (API / PG) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = [*report["kinds"].items(), ("bare endpoint", {**report["bare"], "share_of_bare": 1})]
     for kind, k in rows:
@@ -685,9 +761,19 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {kind} | {k['rps']} | {k['share_of_bare']:.0%} | {k['p50_ms']} | {k['p90_ms']} "
             f"| {k['p99_ms']} | {k['errors']} | {k['alone_p50_ms']} | {k['alone_p90_ms']} "
             f"| {k['alone_p95_ms']} | {k.get('api_cpu_ms', '')} | {k.get('pg_cpu_ms') or ''} "
-            f"| {_waits(k)} |"
+            f"| {k.get('machine_cpu_ms', '')} | {_ceiling(k)} | {_waits(k)} |"
         )
-    lines += ["", f"- API RSS (all workers): {report.get('api_rss_mb')} MB"]
+    lines += [
+        "",
+        "Ceiling: the most req/s a kind could reach here if the API spent no more on a request "
+        "than the bare endpoint: the machine's CPU a bare request cost plus PostgreSQL's CPU a "
+        f"request of the kind cost, over {report.get('cores', '?')} cores (bench.load.ceiling).",
+        "",
+        "Targets (issue 11):",
+        *targets(report),
+        "",
+        f"- API RSS (all workers): {report.get('api_rss_mb')} MB",
+    ]
     lines += _stalls(report)
     if "generate" in report:
         g = report["generate"]

@@ -33,10 +33,53 @@ def test_load_benchmark_smoke(
     assert all(k["api_run_queue_max_ms"] >= 0 for k in kinds.values())  # read from schedstat
     assert report["reindex"]["seconds"] > 0
     assert report["bare"]["rps"] > 0
+    assert report["bare"]["machine_cpu_ms"] > 0  # the machine's CPU a bare request cost
+    assert all(k["machine_cpu_ms"] > 0 for k in kinds.values())
     assert report["workers"] == 1
     table = capsys.readouterr().out
     assert "| kind | req/s | of bare |" in table and "| API CPU ms/req | PG CPU ms/req |" in table
     assert "longest run-queue wait ms (API / PG)" in table
+    assert "Targets (issue 11):" in table
+    assert all(f"- {kind}: " in table for kind in load.KINDS)
+
+
+def test_the_ceiling_is_what_postgres_leaves_of_the_machine() -> None:
+    """Two cores; a bare request costs the machine 0.25 ms (8,000 req/s saturate it): a
+    kind whose statements cost PostgreSQL 0.75 ms can reach at most 2,000 req/s, a
+    quarter of bare, however little the API spends beyond the bare endpoint."""
+    bare = {"rps": 8000.0, "machine_cpu_ms": 0.25}
+    assert load.ceiling({"pg_cpu_ms": 0.75}, bare, 2) == {
+        "ceiling_rps": 2000.0,
+        "ceiling_share": 0.25,
+    }
+    assert load.ceiling({"pg_cpu_ms": None}, bare, 2) == {}  # PostgreSQL elsewhere
+
+
+def test_targets_tell_a_missed_target_from_one_out_of_reach() -> None:
+    def kind(share: float, ceiling_share: float, p99: float) -> dict[str, float]:
+        return {
+            "share_of_bare": share,
+            "ceiling_share": ceiling_share,
+            "p99_ms": p99,
+            "alone_p90_ms": 2.0,
+            "alone_p95_ms": 3.0,
+        }
+
+    lines = load.targets(
+        {
+            "kinds": {
+                "typo_name": kind(0.10, 0.25, 120.0),  # room left: missed
+                "phone": kind(0.30, 0.35, 160.0),  # 40 % asked, 35 % possible
+                "prefix": kind(0.22, 0.25, 100.0),
+            }
+        }
+    )
+    typo, phone, prefix = lines
+    assert "10% of bare (target 20%; ceiling 25%): missed" in typo
+    assert "p99 120.0 ms (<= 150): ok" in typo
+    assert "30% of bare (target 40%; ceiling 35%): out of reach on this machine" in phone
+    assert "p99 160.0 ms (<= 150): missed" in phone and "alone p90 2.0 ms (<= 10): ok" in phone
+    assert "22% of bare (target 20%; ceiling 25%): ok" in prefix and "alone p90" not in prefix
 
 
 def test_run_queue_watch_sees_threads_waiting_for_a_cpu() -> None:
