@@ -684,9 +684,9 @@ def targets(report: dict[str, Any]) -> list[str]:
     lines = []
     for kind, k in report["kinds"].items():
         wanted = target_share(kind)
-        share = f"{k['share_of_bare']:.0%} of bare (target {wanted:.0%}"
+        share = f"{k['share_of_bare']:.1%} of bare (target {wanted:.0%}"
         if "ceiling_share" in k:
-            share += f"; ceiling {k['ceiling_share']:.0%}"
+            share += f"; ceiling {k['ceiling_share']:.1%}"
         verdict = "ok" if k["share_of_bare"] >= wanted else "missed"
         if verdict == "missed" and k.get("ceiling_share", 1.0) < wanted:
             verdict = "out of reach on this machine"

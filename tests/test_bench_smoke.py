@@ -75,11 +75,11 @@ def test_targets_tell_a_missed_target_from_one_out_of_reach() -> None:
         }
     )
     typo, phone, prefix = lines
-    assert "10% of bare (target 20%; ceiling 25%): missed" in typo
+    assert "10.0% of bare (target 20%; ceiling 25.0%): missed" in typo
     assert "p99 120.0 ms (<= 150): ok" in typo
-    assert "30% of bare (target 40%; ceiling 35%): out of reach on this machine" in phone
+    assert "30.0% of bare (target 40%; ceiling 35.0%): out of reach on this machine" in phone
     assert "p99 160.0 ms (<= 150): missed" in phone and "alone p90 2.0 ms (<= 10): ok" in phone
-    assert "22% of bare (target 20%; ceiling 25%): ok" in prefix and "alone p90" not in prefix
+    assert "22.0% of bare (target 20%; ceiling 25.0%): ok" in prefix and "alone p90" not in prefix
 
 
 def test_run_queue_watch_sees_threads_waiting_for_a_cpu() -> None:
