@@ -402,10 +402,11 @@ def _postgres_processes() -> list[psutil.Process]:
 
 
 def _cpu_per_request(api_pid: int, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """`measure`'s result with the CPU the API workers and PostgreSQL spent per request:
-    on a saturated machine, what a change saves shows here first, where req/s
-    moves by more between two runs of the same code than most changes move it. Also
-    the longest wait of a thread of each for a CPU: a stall no log explains may be one."""
+    """`measure`'s result with the CPU the API workers (or the bare endpoint's), PostgreSQL
+    and the whole machine spent per request: on a saturated machine, what a change saves
+    shows here first, where req/s moves by more between two runs of the same code than
+    most changes move it. Also the longest wait of a thread of each for a CPU: a stall
+    no log explains may be one."""
     api0, pg0 = _cpu_s(_process_tree(api_pid)), _cpu_s(_postgres_processes())
     busy0 = _machine_busy_s()
     with RunQueueWatch(partial(_groups, api_pid)) as waits:
@@ -574,10 +575,8 @@ def measure_bare(args: argparse.Namespace) -> dict[str, Any]:
     try:
         run = wrk_run if args.driver == "wrk" else python_run
         run(base, "/bare", [b"{}"], "", 10, 2)
-        busy0 = _machine_busy_s()
-        result = run(base, "/bare", [b"{}"], "", args.clients, args.seconds)
-        result["machine_cpu_ms"] = round(
-            (_machine_busy_s() - busy0) * 1000 / max(result["requests"], 1), 3
+        result = _cpu_per_request(
+            bare.pid, partial(run, base, "/bare", [b"{}"], "", args.clients, args.seconds)
         )
         result.update(_alone(base, "/bare", [b"{}"] * args.alone, "", args.alone))
         return result

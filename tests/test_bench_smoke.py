@@ -34,6 +34,7 @@ def test_load_benchmark_smoke(
     assert report["reindex"]["seconds"] > 0
     assert report["bare"]["rps"] > 0
     assert report["bare"]["machine_cpu_ms"] > 0  # the machine's CPU a bare request cost
+    assert report["bare"]["api_cpu_ms"] > 0  # and the bare endpoint's own, measured alike
     assert all(k["machine_cpu_ms"] > 0 for k in kinds.values())
     assert report["workers"] == 1
     table = capsys.readouterr().out
