@@ -653,11 +653,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def ceiling(kind: dict[str, Any], bare: dict[str, Any], cores: int) -> dict[str, Any]:
     """The most requests a second this kind could be answered on this machine if the API
-    spent no more on one than on a bare endpoint's: every request costs at least the
-    machine's CPU a bare request cost (client, kernel, a FastAPI route) plus PostgreSQL's
-    CPU a request of this kind cost. Empty when PostgreSQL runs elsewhere. A share-of-bare
-    target over the ceiling's share is out of reach on this machine, whatever the API does
-    (the issue 11 targets are shares of bare measured in the same run)."""
+    spent no more on one than the bare endpoint spends on its own: every request costs
+    at least the machine's CPU a bare request cost (client, kernel, a FastAPI route)
+    plus PostgreSQL's CPU a request of this kind cost. Empty when PostgreSQL runs
+    elsewhere. A share-of-bare target over the ceiling's share is out of reach on this
+    machine, whatever the API does (issue 11's targets are shares of bare measured in
+    the same run)."""
     pg_ms = kind.get("pg_cpu_ms")
     if not pg_ms or not bare.get("machine_cpu_ms") or not bare.get("rps"):
         return {}
@@ -703,7 +704,8 @@ def _check(name: str, ms: float, limit: float) -> str:
 
 
 def _waits(kind: dict[str, Any]) -> str:
-    """API and PG milliseconds; the API's alone when PostgreSQL is elsewhere; empty for bare."""
+    """API and PG milliseconds (the bare endpoint's workers in its row); the API's alone
+    when PostgreSQL is elsewhere."""
     api, pg = kind.get("api_run_queue_max_ms"), kind.get("pg_run_queue_max_ms")
     if api is None:
         return ""
