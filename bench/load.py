@@ -391,9 +391,12 @@ def _cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
 
 
 def _machine_busy_s() -> float:
-    """CPU seconds this machine's cores have been busy (all processes and the kernel)."""
+    """CPU seconds this machine's cores have spent running processes and the kernel. Not
+    idle, I/O wait, or time the hypervisor gave elsewhere (steal, which a sum of every
+    field counted as this machine's work); guest time is inside user time already."""
     times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+    busy = ("user", "nice", "system", "irq", "softirq")
+    return float(sum(getattr(times, name, 0.0) for name in busy))
 
 
 def _postgres_processes() -> list[psutil.Process]:
